@@ -1,0 +1,122 @@
+"""The ``guardian`` command.
+
+Exit codes (documented in README.md, "Exit codes"):
+
+  0   success
+  1   a kernel interface guardian needs is missing or unreadable, or another runtime error
+  2   usage error (unknown option, bad argument)
+  78  the policy is invalid (EX_CONFIG from sysexits.h; the systemd unit's
+      RestartPreventExitStatus names it so a broken policy is not restarted in a loop)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Optional
+
+from guardian import __version__
+from guardian.clock import Clock
+from guardian.errors import GuardianError, Unavailable
+from guardian.host import Host
+from guardian.records import StallRate
+from guardian.sample import Sample
+from guardian.sources.psi import read_pressure, stall_rate
+from guardian.status import build_status, render_status
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 78
+
+
+def _add_root(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--root",
+        default="/",
+        metavar="DIR",
+        help="read the machine under DIR instead of / (a fixture tree, a chroot)",
+    )
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="guardian",
+        description="Userspace early-OOM guardian: senses memory pressure, ranks and kills "
+        "before the kernel OOM killer does, and explains each decision.",
+    )
+    parser.add_argument("--version", action="version", version=f"guardian {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    status = sub.add_parser(
+        "status",
+        help="memory, swap, overcommit, PSI and the cgroups closest to trouble",
+        description="Show memory and swap, overcommit state, memory PSI (kernel averages and "
+        "the live stall rate) and the cgroups closest to their limit or under most pressure.",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON (keys in README.md)")
+    status.add_argument(
+        "--interval",
+        type=_non_negative_float,
+        default=0.5,
+        metavar="SECONDS",
+        help="measure the live memory stall rate over this many seconds (0: skip; default 0.5)",
+    )
+    status.add_argument(
+        "--top", type=int, default=10, metavar="N", help="cgroups shown per table (default 10)"
+    )
+    _add_root(status)
+    return parser
+
+
+def measure_live_stall(host: Host, clock: Clock, interval_s: float) -> Optional[StallRate]:
+    """Two readings of /proc/pressure/memory ``interval_s`` apart; None without PSI."""
+    if interval_s <= 0:
+        return None
+    try:
+        t0, first = clock.monotonic_us(), read_pressure(host, "memory")
+        clock.sleep(interval_s)
+        t1, second = clock.monotonic_us(), read_pressure(host, "memory")
+    except Unavailable:
+        return None
+    if t1 <= t0:
+        return None
+    return stall_rate(first, second, t1 - t0)
+
+
+def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
+    host = Host(args.root)
+    live = measure_live_stall(host, clock, args.interval)
+    report = build_status(Sample(host, clock.monotonic_us()), live)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2, sort_keys=False)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_status(report, top=args.top))
+    return EXIT_OK
+
+
+def main(argv: Optional[Sequence[str]] = None, clock: Optional[Clock] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    clock = clock or Clock()
+    commands = {"status": cmd_status}
+    try:
+        return commands[args.command](args, clock)
+    except (GuardianError, OSError) as exc:
+        print(f"guardian {args.command}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""Host(root): the only place in guardian that knows where the kernel keeps things.
+
+Every path guardian reads or writes is resolved here, under a root directory that is ``/`` on a
+real machine and a fixture tree in tests (``--root DIR`` on every subcommand). Nothing outside
+this module spells ``/proc`` or ``/sys``; a test enforces it.
+
+The cgroup layout is discovered from the root's ``proc/self/mountinfo``, never assumed: pure v2
+(cgroup2 at ``/sys/fs/cgroup``), hybrid (cgroup2 at ``/sys/fs/cgroup/unified`` next to the v1
+``memory`` controller, as on the development machines) and pure v1.
+
+Paths are handed out as ``str``: building ``pathlib.Path`` objects costs about a microsecond
+each, and the per-process hot path opens several files for every process (bench/sample_cost.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from guardian.errors import NoSuchProcess, Unavailable
+
+PROC = "/proc"
+SYS = "/sys"
+MOUNTINFO = "/proc/self/mountinfo"
+PSI_DIR = "/proc/pressure"
+MEMINFO = "/proc/meminfo"
+VMSTAT = "/proc/vmstat"
+VM_SYSCTL_DIR = "/proc/sys/vm"
+BLOCK_DIR = "/sys/block"
+KERNEL_PID_MAX = "/proc/sys/kernel/pid_max"
+
+# errnos that mean "this process is gone" when reading /proc/PID/*: ENOENT after the directory
+# is removed, ESRCH when the task is exiting while we read (proc_pid_* returns -ESRCH).
+_GONE = (errno.ENOENT, errno.ESRCH)
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One line of /proc/self/mountinfo that matters to guardian."""
+
+    mount_point: str  # absolute path on the host, octal escapes decoded
+    root: str  # the part of the filesystem mounted there (cgroup namespaces show a subpath)
+    fstype: str
+    super_options: frozenset[str]
+
+
+@dataclass(frozen=True)
+class CgroupLayout:
+    """Where the cgroup hierarchies that guardian uses are mounted.
+
+    ``mode`` is ``unified`` (cgroup2 only), ``hybrid`` (cgroup2 plus the v1 memory controller),
+    ``legacy`` (v1 memory controller, no cgroup2) or ``none``.
+    """
+
+    mode: str
+    v2_mount: Optional[Mount]
+    v1_memory_mount: Optional[Mount]
+    v2_controllers: frozenset[str]
+
+    @property
+    def v2_memory(self) -> bool:
+        """True when memory.current/.max/.events exist on the cgroup2 hierarchy."""
+        return self.v2_mount is not None and "memory" in self.v2_controllers
+
+    @property
+    def memory_controller(self) -> Optional[str]:
+        """Which hierarchy accounts memory: ``v2``, ``v1`` or None."""
+        if self.v2_memory:
+            return "v2"
+        if self.v1_memory_mount is not None:
+            return "v1"
+        return None
+
+
+def _unescape_mountinfo(field: str) -> str:
+    # show_mountinfo() escapes space, tab, newline and backslash as \ooo octal.
+    if "\\" not in field:
+        return field
+    out = []
+    i = 0
+    while i < len(field):
+        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    """Parse /proc/PID/mountinfo (proc(5)):
+    ``id parent maj:min root mountpoint opts [tags] - fstype source superopts``."""
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        sep = fields.index("-")
+        if sep < 6 or len(fields) < sep + 3:
+            continue
+        mounts.append(
+            Mount(
+                mount_point=_unescape_mountinfo(fields[4]),
+                root=_unescape_mountinfo(fields[3]),
+                fstype=fields[sep + 1],
+                super_options=frozenset(fields[sep + 3].split(",")),
+            )
+        )
+    return mounts
+
+
+def cgroup_layout(mounts: list[Mount], v2_controllers: frozenset[str]) -> CgroupLayout:
+    """Decide the layout from the mounts. Pure; ``v2_controllers`` is the v2 root's cgroup.controllers."""
+    v2 = [m for m in mounts if m.fstype == "cgroup2"]
+    v1_memory = [m for m in mounts if m.fstype == "cgroup" and "memory" in m.super_options]
+    # systemd mounts cgroup2 once; if several exist (bind mounts), the shortest mount point is
+    # the canonical one (/sys/fs/cgroup before /sys/fs/cgroup/unified before container binds).
+    v2_mount = min(v2, key=lambda m: len(m.mount_point)) if v2 else None
+    v1_mount = min(v1_memory, key=lambda m: len(m.mount_point)) if v1_memory else None
+    if v2_mount and v1_mount:
+        mode = "hybrid"
+    elif v2_mount:
+        mode = "unified"
+    elif v1_mount:
+        mode = "legacy"
+    else:
+        mode = "none"
+    return CgroupLayout(mode, v2_mount, v1_mount, v2_controllers if v2_mount else frozenset())
+
+
+class Host:
+    """A machine as seen under ``root``: paths to its kernel interfaces and raw reads of them."""
+
+    def __init__(self, root: Union[str, os.PathLike[str]] = "/") -> None:
+        root_str = os.fspath(root)
+        self.root = root_str.rstrip("/")  # "" for the real root
+        self.proc = self.path(PROC)
+        self._layout: Optional[CgroupLayout] = None
+
+    def __repr__(self) -> str:
+        return f"Host({self.root or '/'!r})"
+
+    @property
+    def is_live(self) -> bool:
+        """True when this Host is the real machine (root ``/``), so pids are real pids."""
+        return self.root == ""
+
+    def path(self, absolute: str) -> str:
+        """The path under this root of an absolute host path."""
+        return self.root + absolute
+
+    # --- raw reads -------------------------------------------------------------------------
+
+    @staticmethod
+    def read_bytes(path: str) -> bytes:
+        """Read a whole (small) kernel file. os.open/os.read: the cheapest read CPython offers."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = []
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def read_text(self, path: str) -> str:
+        return self.read_bytes(path).decode("utf-8", "replace")
+
+    def read_feature(self, path: str, feature: str) -> str:
+        """Read a file that a kernel feature provides; a missing file means the feature is off."""
+        try:
+            return self.read_text(path)
+        except FileNotFoundError:
+            raise Unavailable(feature, f"{path} does not exist") from None
+        except PermissionError:
+            raise Unavailable(feature, f"{path} is not readable (permission denied)") from None
+        except OSError as exc:
+            if exc.errno == errno.EOPNOTSUPP:
+                raise Unavailable(feature, f"{path}: not supported by this kernel") from None
+            raise
+
+    def read_pid_file(self, pid: int, name: str) -> bytes:
+        """Read /proc/PID/NAME; a process that is gone raises NoSuchProcess."""
+        try:
+            return self.read_bytes(f"{self.proc}/{pid}/{name}")
+        except OSError as exc:
+            if exc.errno in _GONE:
+                raise NoSuchProcess(pid) from None
+            raise
+
+    # --- /proc -----------------------------------------------------------------------------
+
+    def pids(self) -> list[int]:
+        """Every process id in /proc (thread group leaders only, as /proc lists them)."""
+        return [int(name) for name in os.listdir(self.proc) if name.isdigit()]
+
+    def pid_path(self, pid: int, name: str) -> str:
+        return f"{self.proc}/{pid}/{name}"
+
+    def pressure_path(self, resource: str) -> str:
+        return self.path(f"{PSI_DIR}/{resource}")
+
+    def meminfo_path(self) -> str:
+        return self.path(MEMINFO)
+
+    def vmstat_path(self) -> str:
+        return self.path(VMSTAT)
+
+    def vm_sysctl_path(self, name: str) -> str:
+        return self.path(f"{VM_SYSCTL_DIR}/{name}")
+
+    def zram_devices(self) -> list[str]:
+        """Directories of the zram block devices (``/sys/block/zramN``)."""
+        block = self.path(BLOCK_DIR)
+        try:
+            names = sorted(n for n in os.listdir(block) if n.startswith("zram"))
+        except FileNotFoundError:
+            return []
+        return [f"{block}/{n}" for n in names]
+
+    def self_pid(self) -> int:
+        """guardian's own pid: never a candidate."""
+        return os.getpid()
+
+    # --- cgroups ---------------------------------------------------------------------------
+
+    def cgroup_layout(self) -> CgroupLayout:
+        """The cgroup layout of this root, discovered once from proc/self/mountinfo."""
+        if self._layout is None:
+            try:
+                mounts = parse_mountinfo(self.read_text(self.path(MOUNTINFO)))
+            except FileNotFoundError:
+                mounts = []
+            layout = cgroup_layout(mounts, frozenset())
+            if layout.v2_mount is not None:
+                try:
+                    text = self.read_text(self._mount_dir(layout.v2_mount) + "/cgroup.controllers")
+                    layout = cgroup_layout(mounts, frozenset(text.split()))
+                except FileNotFoundError:
+                    pass
+            self._layout = layout
+        return self._layout
+
+    def _mount_dir(self, mount: Mount) -> str:
+        return self.path(mount.mount_point)
+
+    @staticmethod
+    def _relative(mount: Mount, cgroup: str) -> str:
+        # Inside a cgroup namespace the mount's root is a subpath and /proc/PID/cgroup paths
+        # are relative to it; outside, mount root is "/" and the path is used as is.
+        if mount.root not in ("", "/") and cgroup.startswith(mount.root):
+            cgroup = cgroup[len(mount.root) :] or "/"
+        return cgroup
+
+    def cgroup_v2_dir(self, cgroup: str) -> str:
+        """Directory of a cgroup2 group given its path as /proc/PID/cgroup prints it."""
+        layout = self.cgroup_layout()
+        if layout.v2_mount is None:
+            raise Unavailable("cgroup2", "no cgroup2 filesystem is mounted")
+        rel = self._relative(layout.v2_mount, cgroup)
+        return (self._mount_dir(layout.v2_mount) + rel).rstrip("/")
+
+    def cgroup_v1_memory_dir(self, cgroup: str) -> str:
+        """Directory of a cgroup in the v1 memory hierarchy."""
+        layout = self.cgroup_layout()
+        if layout.v1_memory_mount is None:
+            raise Unavailable("cgroup v1 memory", "the v1 memory controller is not mounted")
+        rel = self._relative(layout.v1_memory_mount, cgroup)
+        return (self._mount_dir(layout.v1_memory_mount) + rel).rstrip("/")
+
+    @staticmethod
+    def walk_cgroups(top: str) -> list[str]:
+        """Every cgroup directory below ``top`` (excluded), as paths relative to it ("/a/b")."""
+        found: list[str] = []
+        stack = [("", top)]
+        while stack:
+            rel, directory = stack.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except (FileNotFoundError, NotADirectoryError, PermissionError):
+                continue  # removed while walking, or not ours to read
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    child = f"{rel}/{entry.name}"
+                    found.append(child)
+                    stack.append((child, entry.path))
+        found.sort()
+        return found
+
+    def v2_cgroups(self) -> list[str]:
+        layout = self.cgroup_layout()
+        if layout.v2_mount is None:
+            return []
+        return self.walk_cgroups(self._mount_dir(layout.v2_mount))
+
+    def v1_memory_cgroups(self) -> list[str]:
+        layout = self.cgroup_layout()
+        if layout.v1_memory_mount is None:
+            return []
+        return self.walk_cgroups(self._mount_dir(layout.v1_memory_mount))
+
+    @staticmethod
+    def exists(path: str) -> bool:
+        return os.path.exists(path)

@@ -1,0 +1,287 @@
+"""Immutable records of what guardian reads from the kernel. Units are in the names.
+
+Sizes are bytes (``*_bytes``), times microseconds (``*_us``) or clock ticks (``*_ticks``),
+percentages 0..100 (``*_pct``). ``None`` means "not reported by this kernel" or, for limits,
+"no limit" (the kernel prints ``max``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Optional
+
+# --- PSI ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PsiLine:
+    """One line of a pressure file: ``some avg10=0.00 avg60=0.00 avg300=0.00 total=0``."""
+
+    avg10_pct: float
+    avg60_pct: float
+    avg300_pct: float
+    total_us: int
+
+
+@dataclass(frozen=True)
+class Pressure:
+    """A whole pressure file. ``full`` is None where the kernel prints no full line."""
+
+    some: PsiLine
+    full: Optional[PsiLine]
+
+
+@dataclass(frozen=True)
+class StallRate:
+    """Stall over a window, computed from two ``total`` readings (not the kernel's lagging avg10)."""
+
+    window_us: int  # the time actually between the two readings
+    some_pct: float
+    full_pct: Optional[float]
+
+
+# --- machine-wide memory -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemInfo:
+    """/proc/meminfo in bytes; ``fields`` holds every line (kB lines in bytes, counts as is)."""
+
+    total_bytes: int
+    free_bytes: int
+    available_bytes: int
+    buffers_bytes: int
+    cached_bytes: int
+    swap_total_bytes: int
+    swap_free_bytes: int
+    commit_limit_bytes: int
+    committed_as_bytes: int
+    anon_pages_bytes: int
+    shmem_bytes: int
+    inactive_file_bytes: int
+    page_tables_bytes: int
+    available_estimated: bool  # MemAvailable missing (pre-3.14): estimated as earlyoom does
+    fields: Mapping[str, int] = field(repr=False)
+
+    @property
+    def swap_used_bytes(self) -> int:
+        return self.swap_total_bytes - self.swap_free_bytes
+
+    @property
+    def available_pct(self) -> float:
+        return 100.0 * self.available_bytes / self.total_bytes if self.total_bytes else 0.0
+
+    @property
+    def swap_free_pct(self) -> Optional[float]:
+        """SwapFree as a percentage of SwapTotal; None without swap."""
+        if not self.swap_total_bytes:
+            return None
+        return 100.0 * self.swap_free_bytes / self.swap_total_bytes
+
+
+@dataclass(frozen=True)
+class ZramDevice:
+    """A zram device: ``disksize`` and the leading columns of ``mm_stat`` (bytes)."""
+
+    name: str
+    disksize_bytes: int
+    orig_data_bytes: int
+    compr_data_bytes: int
+    mem_used_total_bytes: int
+    mem_limit_bytes: int
+    mem_used_max_bytes: int
+
+    @property
+    def initialized(self) -> bool:
+        return self.disksize_bytes > 0
+
+
+@dataclass(frozen=True)
+class VmStat:
+    """/proc/vmstat counters. The properties sum the per-reclaimer counters the way the kernel
+    splits them (``pgscan_kswapd + pgscan_direct + ...``); ``pgscan_anon``/``pgscan_file`` are
+    the same scans split by LRU type and are not added again."""
+
+    counters: Mapping[str, int] = field(repr=False)
+
+    def _sum(self, prefix: str, parts: tuple[str, ...]) -> int:
+        return sum(self.counters.get(f"{prefix}_{p}", 0) for p in parts)
+
+    @property
+    def pgscan(self) -> int:
+        return self._sum("pgscan", ("kswapd", "direct", "khugepaged", "proactive"))
+
+    @property
+    def pgsteal(self) -> int:
+        return self._sum("pgsteal", ("kswapd", "direct", "khugepaged", "proactive"))
+
+    @property
+    def workingset_refault(self) -> int:
+        if "workingset_refault" in self.counters:  # before 5.9 one counter
+            return self.counters["workingset_refault"]
+        return self._sum("workingset_refault", ("anon", "file"))
+
+    @property
+    def oom_kill(self) -> int:
+        return self.counters.get("oom_kill", 0)
+
+
+@dataclass(frozen=True)
+class VmSysctl:
+    """The vm sysctls that decide whether the kernel kills, refuses or panics."""
+
+    overcommit_memory: int  # 0 heuristic, 1 always, 2 never (strict accounting)
+    overcommit_ratio: int
+    panic_on_oom: int  # 0 kill, 1 panic on global OOM, 2 always panic
+    oom_kill_allocating_task: int
+
+    def warnings(self) -> list[str]:
+        """Sentences for an operator when the kernel would not simply OOM-kill."""
+        out = []
+        if self.panic_on_oom == 1:
+            out.append(
+                "vm.panic_on_oom=1: a machine-wide OOM panics the kernel instead of killing a "
+                "process; guardian must act before that"
+            )
+        elif self.panic_on_oom == 2:
+            out.append(
+                "vm.panic_on_oom=2: any OOM, even inside a limited cgroup, panics the kernel "
+                "instead of killing a process"
+            )
+        if self.overcommit_memory == 2:
+            out.append(
+                "vm.overcommit_memory=2: overcommit is disabled, allocations beyond CommitLimit "
+                "fail with ENOMEM instead of reaching the OOM killer"
+            )
+        if self.oom_kill_allocating_task:
+            out.append(
+                "vm.oom_kill_allocating_task=1: the kernel kills whichever task allocates, not "
+                "the largest one"
+            )
+        return out
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+PF_KTHREAD = 0x00200000  # include/linux/sched.h
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of /proc/PID/stat guardian uses."""
+
+    pid: int
+    comm: str
+    state: str
+    ppid: int
+    flags: int
+    starttime_ticks: int
+
+    @property
+    def is_kernel_thread(self) -> bool:
+        return bool(self.flags & PF_KTHREAD)
+
+
+@dataclass(frozen=True)
+class ProcStatus:
+    """The fields of /proc/PID/status guardian uses. Kernel threads have no Vm*/Rss* lines:
+    their sizes read 0 and ``has_mm`` is False."""
+
+    name: str
+    tgid: int
+    uid_real: int
+    uid_effective: int
+    rss_anon_bytes: int
+    rss_file_bytes: int
+    rss_shmem_bytes: int
+    swap_bytes: int
+    pte_bytes: int
+    has_mm: bool
+    kthread: Optional[bool]  # the ``Kthread:`` line (6.4+); None on older kernels
+    nstgid: tuple[int, ...]  # pid in each pid namespace, outermost first
+
+    @property
+    def rss_bytes(self) -> int:
+        return self.rss_anon_bytes + self.rss_file_bytes + self.rss_shmem_bytes
+
+
+@dataclass(frozen=True)
+class ProcCgroups:
+    """/proc/PID/cgroup: the cgroup2 path (``0::``) and the v1 path per controller."""
+
+    v2: Optional[str]
+    v1: Mapping[str, str]
+
+    @property
+    def v1_memory(self) -> Optional[str]:
+        return self.v1.get("memory")
+
+
+@dataclass(frozen=True)
+class Process:
+    """Everything guardian knows about one process at one moment."""
+
+    pid: int
+    ppid: int
+    comm: str
+    state: str
+    starttime_ticks: int
+    is_kernel_thread: bool
+    uid: int
+    rss_anon_bytes: int
+    rss_file_bytes: int
+    rss_shmem_bytes: int
+    swap_bytes: int
+    pte_bytes: int
+    oom_score_adj: int
+    cgroup: ProcCgroups
+    oom_score: Optional[int] = None  # the kernel's own verdict, read only when asked for
+    cmdline: Optional[tuple[str, ...]] = None  # read only when asked for
+    is_global_init: bool = False  # pid 1 of the initial pid namespace
+
+    @property
+    def rss_bytes(self) -> int:
+        return self.rss_anon_bytes + self.rss_file_bytes + self.rss_shmem_bytes
+
+    @property
+    def is_zombie(self) -> bool:
+        return self.state in ("Z", "X")
+
+
+# --- cgroups -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CgroupMemory:
+    """The memory state of one cgroup, from whichever hierarchy accounts memory here.
+
+    ``source`` is ``v2`` (memory.current/.max/.events...) or ``v1`` (memory.usage_in_bytes,
+    memory.limit_in_bytes, memory.oom_control, memory.failcnt). For v1 the ``events`` carry
+    the v1 counters under their v2 meaning: ``max`` = memory.failcnt (charges that hit the
+    limit), ``oom_kill`` = memory.oom_control's oom_kill, ``under_oom`` = 0/1.
+    """
+
+    source: str
+    current_bytes: Optional[int]
+    max_bytes: Optional[int]
+    high_bytes: Optional[int] = None
+    low_bytes: Optional[int] = None
+    min_bytes: Optional[int] = None
+    swap_current_bytes: Optional[int] = None
+    swap_max_bytes: Optional[int] = None
+    events: Mapping[str, int] = field(default_factory=dict)
+    oom_group: Optional[bool] = None
+
+    @property
+    def headroom_bytes(self) -> Optional[int]:
+        if self.max_bytes is None or self.current_bytes is None:
+            return None
+        return self.max_bytes - self.current_bytes
+
+    @property
+    def usage_ratio(self) -> Optional[float]:
+        if self.max_bytes is None or self.current_bytes is None or self.max_bytes <= 0:
+            return None
+        return self.current_bytes / self.max_bytes

@@ -1,0 +1,177 @@
+"""Sample: one immutable snapshot of the machine per tick, read lazily.
+
+Nothing is read when a Sample is made. Each attribute reads its file(s) on first access and
+returns the same answer for the rest of the tick, so a policy that only looks at MemAvailable
+costs one read of /proc/meminfo, and two rules that look at the same cgroup share one read.
+``reads`` records what was read, in order (the laziness tests use it; so can a debug log).
+
+A missing kernel feature is remembered too: the first access raises Unavailable and so does
+every later one, without touching the file again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Optional, TypeVar
+
+from guardian.errors import GuardianError, Unavailable
+from guardian.host import Host
+from guardian.records import CgroupMemory, MemInfo, Pressure, Process, VmStat, VmSysctl, ZramDevice
+from guardian.sources import cgroups as cg
+from guardian.sources.meminfo import read_meminfo, read_zram
+from guardian.sources.processes import read_processes
+from guardian.sources.psi import read_cgroup_pressure, read_pressure
+from guardian.sources.vmstat import read_vm_sysctl, read_vmstat
+
+T = TypeVar("T")
+
+
+class _Lazy:
+    """A memo of values and of the errors that stood for them; frozen to the outside."""
+
+    __slots__ = ("_host", "_memo", "reads")
+    _host: Host
+    _memo: dict[str, object]
+    reads: list[str]
+
+    def __init__(self, host: Host) -> None:
+        object.__setattr__(self, "_host", host)
+        object.__setattr__(self, "_memo", {})
+        object.__setattr__(self, "reads", [])
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _get(self, key: str, read: Callable[[], T]) -> T:
+        memo = self._memo
+        if key not in memo:
+            self.reads.append(key)
+            try:
+                memo[key] = read()
+            except GuardianError as exc:
+                memo[key] = exc
+        value = memo[key]
+        if isinstance(value, GuardianError):
+            raise value
+        return value  # type: ignore[return-value]
+
+
+class CgroupSample(_Lazy):
+    """One cgroup within a Sample. Memory state comes from the hierarchy that accounts memory
+    (v2, or v1 on hybrid and legacy hosts); pressure, procs and cgroup.kill from cgroup2."""
+
+    __slots__ = ("path",)
+    path: str
+
+    def __init__(self, host: Host, path: str, reads: list[str]) -> None:
+        super().__init__(host)
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "reads", reads)  # share the Sample's log
+
+    def _key(self, what: str) -> str:
+        return f"cgroup:{self.path}:{what}"
+
+    @property
+    def memory(self) -> CgroupMemory:
+        return self._get(self._key("memory"), lambda: cg.read_cgroup_memory(self._host, self.path))
+
+    @property
+    def pressure(self) -> Pressure:
+        return self._get(
+            self._key("memory.pressure"), lambda: read_cgroup_pressure(self._host, self.path)
+        )
+
+    @property
+    def events_local(self) -> dict[str, int]:
+        return self._get(
+            self._key("memory.events.local"),
+            lambda: cg.read_v2_keyed(self._host, self.path, "memory.events.local"),
+        )
+
+    @property
+    def stat(self) -> dict[str, int]:
+        def read() -> dict[str, int]:
+            if self._host.cgroup_layout().memory_controller == "v1":
+                return cg.read_v1_keyed(self._host, self.path, "memory.stat")
+            return cg.read_v2_keyed(self._host, self.path, "memory.stat")
+
+        return self._get(self._key("memory.stat"), read)
+
+    @property
+    def procs(self) -> list[int]:
+        return self._get(self._key("cgroup.procs"), lambda: cg.read_cgroup_procs(self._host, self.path))
+
+    @property
+    def populated(self) -> bool:
+        return self._get(
+            self._key("cgroup.events"), lambda: cg.read_cgroup_populated(self._host, self.path)
+        )
+
+    @property
+    def kill_supported(self) -> bool:
+        return self._get(
+            self._key("cgroup.kill"), lambda: cg.cgroup_kill_supported(self._host, self.path)
+        )
+
+
+class Sample(_Lazy):
+    """What the machine looked like at ``time_us`` (monotonic), as far as anyone asked."""
+
+    __slots__ = ("_cgroups", "time_us")
+    time_us: int
+    _cgroups: dict[str, CgroupSample]
+
+    def __init__(self, host: Host, time_us: int) -> None:
+        super().__init__(host)
+        object.__setattr__(self, "time_us", time_us)
+        object.__setattr__(self, "_cgroups", {})
+
+    @property
+    def host(self) -> Host:
+        return self._host
+
+    @property
+    def meminfo(self) -> MemInfo:
+        return self._get("meminfo", lambda: read_meminfo(self._host))
+
+    @property
+    def vmstat(self) -> VmStat:
+        return self._get("vmstat", lambda: read_vmstat(self._host))
+
+    @property
+    def vm_sysctl(self) -> VmSysctl:
+        return self._get("vm_sysctl", lambda: read_vm_sysctl(self._host))
+
+    @property
+    def zram(self) -> list[ZramDevice]:
+        return self._get("zram", lambda: read_zram(self._host))
+
+    def pressure(self, resource: str = "memory") -> Pressure:
+        """System-wide PSI; raises Unavailable without PSI."""
+        return self._get(f"psi:{resource}", lambda: read_pressure(self._host, resource))
+
+    def pressure_or_none(self, resource: str = "memory") -> Optional[Pressure]:
+        try:
+            return self.pressure(resource)
+        except Unavailable:
+            return None
+
+    @property
+    def processes(self) -> list[Process]:
+        return self._get("processes", lambda: read_processes(self._host))
+
+    def cgroup(self, path: str) -> CgroupSample:
+        """The cgroup at ``path`` (as /proc/PID/cgroup prints it); made once per Sample."""
+        groups = self._cgroups
+        if path not in groups:
+            groups[path] = CgroupSample(self._host, path, self.reads)
+        return groups[path]
+
+    @property
+    def cgroup_paths(self) -> list[str]:
+        """Every non-root cgroup in the cgroup2 tree and in the v1 memory tree, merged by path."""
+
+        def read() -> list[str]:
+            return sorted(set(self._host.v2_cgroups()) | set(self._host.v1_memory_cgroups()))
+
+        return self._get("cgroup_paths", read)

@@ -1,0 +1,92 @@
+"""Machine-wide memory: /proc/meminfo and zram devices."""
+
+from __future__ import annotations
+
+import os
+
+from guardian.errors import ParseError
+from guardian.host import Host
+from guardian.records import MemInfo, ZramDevice
+
+
+def parse_meminfo(text: str) -> MemInfo:
+    """Parse /proc/meminfo. ``kB`` lines become bytes; unitless lines (HugePages_*) stay counts.
+
+    MemAvailable exists since 3.14; without it the estimate earlyoom uses is taken
+    (MemFree + Cached + Buffers - Shmem, earlyoom meminfo.c) and ``available_estimated`` is set.
+    """
+    fields: dict[str, int] = {}
+    for line in text.splitlines():
+        key, sep, rest = line.partition(":")
+        if not sep:
+            continue
+        parts = rest.split()
+        if not parts:
+            continue
+        try:
+            value = int(parts[0])
+        except ValueError:
+            raise ParseError("/proc/meminfo", f"non-numeric value in {line!r}") from None
+        if len(parts) > 1 and parts[1] == "kB":
+            value *= 1024
+        fields[key] = value
+    try:
+        total = fields["MemTotal"]
+        free = fields["MemFree"]
+    except KeyError as exc:
+        raise ParseError("/proc/meminfo", f"no {exc.args[0]} line") from None
+    estimated = "MemAvailable" not in fields
+    if estimated:
+        available = free + fields.get("Cached", 0) + fields.get("Buffers", 0) - fields.get("Shmem", 0)
+    else:
+        available = fields["MemAvailable"]
+    return MemInfo(
+        total_bytes=total,
+        free_bytes=free,
+        available_bytes=available,
+        buffers_bytes=fields.get("Buffers", 0),
+        cached_bytes=fields.get("Cached", 0),
+        swap_total_bytes=fields.get("SwapTotal", 0),
+        swap_free_bytes=fields.get("SwapFree", 0),
+        commit_limit_bytes=fields.get("CommitLimit", 0),
+        committed_as_bytes=fields.get("Committed_AS", 0),
+        anon_pages_bytes=fields.get("AnonPages", 0),
+        shmem_bytes=fields.get("Shmem", 0),
+        inactive_file_bytes=fields.get("Inactive(file)", 0),
+        page_tables_bytes=fields.get("PageTables", 0),
+        available_estimated=estimated,
+        fields=fields,
+    )
+
+
+def read_meminfo(host: Host) -> MemInfo:
+    path = host.meminfo_path()
+    return parse_meminfo(host.read_feature(path, "meminfo"))
+
+
+def parse_zram_mm_stat(name: str, disksize_text: str, mm_stat_text: str) -> ZramDevice:
+    """``mm_stat`` columns (Documentation/admin-guide/blockdev/zram.rst): orig_data_size
+    compr_data_size mem_used_total mem_limit mem_used_max same_pages pages_compacted
+    huge_pages [huge_pages_since]; newer kernels append columns, so parse by position."""
+    cols = mm_stat_text.split()
+    if len(cols) < 5:
+        raise ParseError(f"{name}/mm_stat", f"expected at least 5 columns, got {len(cols)}")
+    try:
+        values = [int(c) for c in cols[:5]]
+        disksize = int(disksize_text.strip() or 0)
+    except ValueError:
+        raise ParseError(f"{name}/mm_stat", "non-numeric column") from None
+    return ZramDevice(name, disksize, *values)
+
+
+def read_zram(host: Host) -> list[ZramDevice]:
+    """Every zram device; an uninitialised one reads disksize 0. Devices that vanish are skipped."""
+    devices = []
+    for directory in host.zram_devices():
+        try:
+            mm_stat = host.read_text(f"{directory}/mm_stat")
+            disksize = host.read_text(f"{directory}/disksize")
+        except OSError:
+            continue  # hot-unplugged, or an old kernel without mm_stat
+        devices.append(parse_zram_mm_stat(os.path.basename(directory), disksize, mm_stat))
+    return devices

@@ -1,0 +1,289 @@
+"""``guardian status``: what an operator wants to know first, as a dict (``--json``) and as text.
+
+The dict is the single source: the text view is rendered from it. Every key is documented in
+README.md ("guardian status --json"); a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from guardian.errors import Unavailable
+from guardian.records import CgroupMemory, Pressure, PsiLine, StallRate
+from guardian.sample import Sample
+from guardian.sources.psi import RESOURCES
+
+Report = dict[str, Any]
+
+
+def _psi_line(line: Optional[PsiLine]) -> Optional[dict[str, Any]]:
+    if line is None:
+        return None
+    return {
+        "avg10": line.avg10_pct,
+        "avg60": line.avg60_pct,
+        "avg300": line.avg300_pct,
+        "total_us": line.total_us,
+    }
+
+
+def _pressure(p: Optional[Pressure]) -> Optional[dict[str, Any]]:
+    if p is None:
+        return None
+    return {"some": _psi_line(p.some), "full": _psi_line(p.full)}
+
+
+def _live(rate: Optional[StallRate]) -> Optional[dict[str, Any]]:
+    if rate is None:
+        return None
+    return {"window_us": rate.window_us, "some_pct": rate.some_pct, "full_pct": rate.full_pct}
+
+
+def _cgroup_entry(
+    path: str, memory: Optional[CgroupMemory], pressure: Optional[Pressure]
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "path": path,
+        "memory_source": memory.source if memory else None,
+        "current_bytes": memory.current_bytes if memory else None,
+        "max_bytes": memory.max_bytes if memory else None,
+        "high_bytes": memory.high_bytes if memory else None,
+        "headroom_bytes": memory.headroom_bytes if memory else None,
+        "usage_ratio": memory.usage_ratio if memory else None,
+        "swap_current_bytes": memory.swap_current_bytes if memory else None,
+        "oom_group": memory.oom_group if memory else None,
+        "events": dict(memory.events) if memory else {},
+        "pressure": _pressure(pressure),
+    }
+    return entry
+
+
+def concern(entry: dict[str, Any]) -> float:
+    """How close a cgroup is to trouble, 0..1: the larger of its usage/limit and its memory
+    some-avg10 stall fraction. Used to order the cgroup list."""
+    usage = entry["usage_ratio"] or 0.0
+    pressure = entry["pressure"]
+    stall = pressure["some"]["avg10"] / 100.0 if pressure else 0.0
+    return float(max(usage, stall))
+
+
+def build_status(sample: Sample, live: Optional[StallRate] = None) -> Report:
+    """Assemble the status report from one Sample (and a live memory stall rate if measured)."""
+    host = sample.host
+    unavailable: list[dict[str, str]] = []
+
+    def note(exc: Unavailable) -> None:
+        item = {"feature": exc.feature, "reason": exc.reason}
+        if item not in unavailable:
+            unavailable.append(item)
+
+    layout = host.cgroup_layout()
+    report: Report = {
+        "root": host.root or "/",
+        "cgroup_layout": {
+            "mode": layout.mode,
+            "v2_mount": layout.v2_mount.mount_point if layout.v2_mount else None,
+            "v1_memory_mount": layout.v1_memory_mount.mount_point if layout.v1_memory_mount else None,
+            "memory_controller": layout.memory_controller,
+        },
+    }
+    if layout.v2_mount is None:
+        note(Unavailable("cgroup2", "no cgroup2 filesystem is mounted"))
+    if layout.memory_controller is None:
+        note(Unavailable("memory cgroup", "no hierarchy has the memory controller"))
+    elif layout.memory_controller == "v1" and layout.v2_mount is not None:
+        note(
+            Unavailable(
+                "cgroup2 memory controller",
+                "memory is accounted by cgroup v1 here; cgroup2 gives pressure and cgroup.kill only",
+            )
+        )
+
+    mem = sample.meminfo
+    report["memory"] = {
+        "total_bytes": mem.total_bytes,
+        "available_bytes": mem.available_bytes,
+        "available_pct": round(mem.available_pct, 2),
+        "available_estimated": mem.available_estimated,
+        "free_bytes": mem.free_bytes,
+        "swap_total_bytes": mem.swap_total_bytes,
+        "swap_free_bytes": mem.swap_free_bytes,
+        "swap_free_pct": None if mem.swap_free_pct is None else round(mem.swap_free_pct, 2),
+        "commit_limit_bytes": mem.commit_limit_bytes,
+        "committed_as_bytes": mem.committed_as_bytes,
+        "anon_bytes": mem.anon_pages_bytes,
+        "shmem_bytes": mem.shmem_bytes,
+        "zram": [
+            {
+                "name": z.name,
+                "disksize_bytes": z.disksize_bytes,
+                "orig_data_bytes": z.orig_data_bytes,
+                "compr_data_bytes": z.compr_data_bytes,
+                "mem_used_total_bytes": z.mem_used_total_bytes,
+            }
+            for z in sample.zram
+        ],
+    }
+
+    sysctl = sample.vm_sysctl
+    report["overcommit"] = {
+        "overcommit_memory": sysctl.overcommit_memory,
+        "overcommit_ratio": sysctl.overcommit_ratio,
+        "panic_on_oom": sysctl.panic_on_oom,
+        "oom_kill_allocating_task": sysctl.oom_kill_allocating_task,
+        "warnings": sysctl.warnings(),
+    }
+
+    psi: dict[str, Any] = {}
+    for resource in RESOURCES:
+        try:
+            psi[resource] = _pressure(sample.pressure(resource))
+        except Unavailable as exc:
+            psi[resource] = None
+            note(exc)
+    if psi["memory"] is not None:
+        psi["memory"]["live"] = _live(live)
+    report["psi"] = psi
+
+    try:
+        vm = sample.vmstat
+        report["vmstat"] = {
+            "pgscan": vm.pgscan,
+            "pgsteal": vm.pgsteal,
+            "workingset_refault": vm.workingset_refault,
+            "oom_kill": vm.oom_kill,
+        }
+    except Unavailable as exc:
+        report["vmstat"] = None
+        note(exc)
+
+    entries = []
+    for path in sample.cgroup_paths:
+        group = sample.cgroup(path)
+        memory: Optional[CgroupMemory]
+        pressure: Optional[Pressure]
+        try:
+            memory = group.memory
+        except Unavailable:
+            memory = None  # only in the v2 tree on a hybrid host, or no memory controller
+        try:
+            pressure = group.pressure
+        except Unavailable:
+            pressure = None  # only in the v1 tree, or no PSI
+        if memory is None and pressure is None:
+            continue
+        entries.append(_cgroup_entry(path, memory, pressure))
+    entries.sort(key=lambda e: (-concern(e), e["path"]))
+    report["cgroups"] = entries
+    report["unavailable"] = unavailable
+    return report
+
+
+# --- text --------------------------------------------------------------------------------------
+
+
+def human_bytes(n: Optional[int]) -> str:
+    if n is None:
+        return "-"
+    sign = "-" if n < 0 else ""
+    value = float(abs(n))
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{sign}{value:.0f} {unit}" if unit == "B" else f"{sign}{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f}%"
+
+
+def render_status(report: Report, top: int = 10) -> str:
+    out: list[str] = []
+    mem = report["memory"]
+    out.append(
+        f"memory     total {human_bytes(mem['total_bytes'])}, available "
+        f"{human_bytes(mem['available_bytes'])} ({mem['available_pct']:.1f}%)"
+        + (" [estimated: no MemAvailable]" if mem["available_estimated"] else "")
+    )
+    if mem["swap_total_bytes"]:
+        out.append(
+            f"swap       total {human_bytes(mem['swap_total_bytes'])}, free "
+            f"{human_bytes(mem['swap_free_bytes'])} ({mem['swap_free_pct']:.1f}%)"
+        )
+    else:
+        out.append("swap       none")
+    for z in mem["zram"]:
+        if z["disksize_bytes"]:
+            out.append(
+                f"zram       {z['name']}: {human_bytes(z['orig_data_bytes'])} stored in "
+                f"{human_bytes(z['mem_used_total_bytes'])} of RAM"
+            )
+    oc = report["overcommit"]
+    out.append(
+        f"overcommit vm.overcommit_memory={oc['overcommit_memory']} "
+        f"vm.panic_on_oom={oc['panic_on_oom']} committed {human_bytes(mem['committed_as_bytes'])} "
+        f"of limit {human_bytes(mem['commit_limit_bytes'])}"
+    )
+    out.extend(f"WARNING    {w}" for w in oc["warnings"])
+
+    layout = report["cgroup_layout"]
+    out.append(
+        f"cgroups    {layout['mode']}: cgroup2 at {layout['v2_mount'] or '-'}, v1 memory at "
+        f"{layout['v1_memory_mount'] or '-'}; memory accounted by {layout['memory_controller'] or 'nothing'}"
+    )
+
+    psi = report["psi"]["memory"]
+    if psi is None:
+        out.append("PSI        unavailable")
+    else:
+        for kind in ("some", "full"):
+            line = psi[kind]
+            if line is None:
+                continue
+            live = psi.get("live")
+            live_txt = ""
+            if live is not None:
+                value = live["some_pct"] if kind == "some" else live["full_pct"]
+                live_txt = f"  live {_pct(value)} over {live['window_us'] / 1e6:.1f}s"
+            out.append(
+                f"PSI memory {kind:4} avg10 {line['avg10']:6.2f}  avg60 {line['avg60']:6.2f}  "
+                f"avg300 {line['avg300']:6.2f}  total {line['total_us']} us{live_txt}"
+            )
+
+    vm = report["vmstat"]
+    if vm is not None:
+        out.append(
+            f"reclaim    pgscan {vm['pgscan']}  pgsteal {vm['pgsteal']}  "
+            f"refaults {vm['workingset_refault']}  kernel oom_kill {vm['oom_kill']}"
+        )
+
+    groups = report["cgroups"]
+    limited = [g for g in groups if g["usage_ratio"] is not None]
+    limited.sort(key=lambda g: -g["usage_ratio"])
+    if limited:
+        out.append("")
+        out.append("closest to their limit:")
+        out.append(f"  {'cgroup':50} {'current':>10} {'limit':>10} {'headroom':>10}  events")
+        for g in limited[:top]:
+            events = " ".join(f"{k}={v}" for k, v in g["events"].items() if v)
+            out.append(
+                f"  {g['path'][-50:]:50} {human_bytes(g['current_bytes']):>10} "
+                f"{human_bytes(g['max_bytes']):>10} {human_bytes(g['headroom_bytes']):>10}  {events}"
+            )
+    pressured = [g for g in groups if g["pressure"] is not None]
+    pressured.sort(key=lambda g: (-g["pressure"]["some"]["avg10"], g["path"]))
+    if pressured:
+        out.append("")
+        out.append("most memory pressure:")
+        out.append(f"  {'cgroup':50} {'some avg10':>10} {'full avg10':>10}")
+        for g in pressured[:top]:
+            full = g["pressure"]["full"]
+            out.append(
+                f"  {g['path'][-50:]:50} {g['pressure']['some']['avg10']:>10.2f} "
+                f"{(full['avg10'] if full else 0.0):>10.2f}"
+            )
+    if report["unavailable"]:
+        out.append("")
+        out.extend(f"unavailable: {u['feature']}: {u['reason']}" for u in report["unavailable"])
+    return "\n".join(out) + "\n"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Set up guardian on a fresh Debian machine, as root: system packages, a venv in .venv with the
+# package (editable), its journald binding and the test tools, and the example plugin.
+# Idempotent: a second run only checks what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for pkg in python3-venv python3-dev gcc pkg-config libsystemd-dev; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "setup: installing ${need_apt[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,journal]'
+echo "setup: guardian $(.venv/bin/guardian --version | cut -d' ' -f2) ready in .venv" >&2

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole fast suite: lint, types, tests (live tests included where this machine allows).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/ruff check guardian tests bench
+.venv/bin/mypy
+.venv/bin/python -m pytest "$@"
