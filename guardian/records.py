@@ -46,7 +46,7 @@ class StallRate:
 
 @dataclass(frozen=True)
 class MemInfo:
-    """/proc/meminfo in bytes; ``fields`` holds every line (kB lines in bytes, counts as is)."""
+    """The meminfo file in bytes; ``fields`` holds every line (kB lines in bytes, counts as is)."""
 
     total_bytes: int
     free_bytes: int
@@ -99,7 +99,7 @@ class ZramDevice:
 
 @dataclass(frozen=True)
 class VmStat:
-    """/proc/vmstat counters. The properties sum the per-reclaimer counters the way the kernel
+    """The vmstat counters. The properties sum the per-reclaimer counters the way the kernel
     splits them (``pgscan_kswapd + pgscan_direct + ...``); ``pgscan_anon``/``pgscan_file`` are
     the same scans split by LRU type and are not added again."""
 
@@ -209,7 +209,7 @@ class ProcStatus:
 
 @dataclass(frozen=True)
 class ProcCgroups:
-    """/proc/PID/cgroup: the cgroup2 path (``0::``) and the v1 path per controller."""
+    """The cgroup file of a process: the cgroup2 path (``0::``) and the v1 path per controller."""
 
     v2: Optional[str]
     v1: Mapping[str, str]

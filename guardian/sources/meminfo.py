@@ -26,7 +26,7 @@ def parse_meminfo(text: str) -> MemInfo:
         try:
             value = int(parts[0])
         except ValueError:
-            raise ParseError("/proc/meminfo", f"non-numeric value in {line!r}") from None
+            raise ParseError("meminfo", f"non-numeric value in {line!r}") from None
         if len(parts) > 1 and parts[1] == "kB":
             value *= 1024
         fields[key] = value
@@ -34,7 +34,7 @@ def parse_meminfo(text: str) -> MemInfo:
         total = fields["MemTotal"]
         free = fields["MemFree"]
     except KeyError as exc:
-        raise ParseError("/proc/meminfo", f"no {exc.args[0]} line") from None
+        raise ParseError("meminfo", f"no {exc.args[0]} line") from None
     estimated = "MemAvailable" not in fields
     if estimated:
         available = free + fields.get("Cached", 0) + fields.get("Buffers", 0) - fields.get("Shmem", 0)

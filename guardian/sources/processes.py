@@ -27,10 +27,10 @@ def parse_stat(text: str) -> ProcStat:
     open_paren = text.find("(")
     close_paren = text.rfind(")")
     if open_paren < 0 or close_paren < open_paren:
-        raise ParseError("/proc/PID/stat", "no (comm) field")
+        raise ParseError("process stat", "no (comm) field")
     rest = text[close_paren + 2 :].split()
     if len(rest) < _STARTTIME - 2:
-        raise ParseError("/proc/PID/stat", f"only {len(rest) + 2} fields")
+        raise ParseError("process stat", f"only {len(rest) + 2} fields")
     try:
         return ProcStat(
             pid=int(text[:open_paren]),
@@ -41,7 +41,7 @@ def parse_stat(text: str) -> ProcStat:
             starttime_ticks=int(rest[_STARTTIME - 3]),
         )
     except ValueError:
-        raise ParseError("/proc/PID/stat", "non-numeric field") from None
+        raise ParseError("process stat", "non-numeric field") from None
 
 
 def _kb(value: str) -> int:
@@ -74,9 +74,9 @@ def parse_status(text: str) -> ProcStatus:
             nstgid=tuple(int(p) for p in nstgid.split()) if nstgid else (),
         )
     except (KeyError, IndexError) as exc:
-        raise ParseError("/proc/PID/status", f"missing field {exc}") from None
+        raise ParseError("process status", f"missing field {exc}") from None
     except ValueError:
-        raise ParseError("/proc/PID/status", "non-numeric field") from None
+        raise ParseError("process status", "non-numeric field") from None
 
 
 def parse_proc_cgroup(text: str) -> ProcCgroups:

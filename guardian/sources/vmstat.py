@@ -1,4 +1,4 @@
-"""/proc/vmstat counters and the vm sysctls that govern the OOM killer."""
+"""The vmstat counters and the vm sysctls that govern the OOM killer."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def parse_flat_keyed(text: str, what: str) -> dict[str, int]:
 
 
 def parse_vmstat(text: str) -> VmStat:
-    return VmStat(counters=parse_flat_keyed(text, "/proc/vmstat"))
+    return VmStat(counters=parse_flat_keyed(text, "vmstat"))
 
 
 def read_vmstat(host: Host) -> VmStat:

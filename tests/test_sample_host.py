@@ -1,0 +1,119 @@
+"""Sample reads lazily and once; Host is the only owner of OS paths."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from guardian.errors import NoSuchProcess, Unavailable
+from guardian.host import Host
+from guardian.sample import Sample
+
+PACKAGE = Path(__file__).parent.parent / "guardian"
+
+
+def write(root: Path, rel: str, text: str) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    write(tmp_path, "proc/meminfo", "MemTotal: 1000 kB\nMemFree: 500 kB\nMemAvailable: 600 kB\n")
+    write(tmp_path, "proc/vmstat", "pgscan_kswapd 1\noom_kill 0\n")
+    write(
+        tmp_path,
+        "proc/self/mountinfo",
+        "35 24 0:30 / /sys/fs/cgroup rw shared:9 - cgroup2 cgroup2 rw,nsdelegate\n",
+    )
+    write(tmp_path, "sys/fs/cgroup/cgroup.controllers", "cpu memory pids\n")
+    write(tmp_path, "sys/fs/cgroup/a.slice/memory.current", "100\n")
+    write(tmp_path, "sys/fs/cgroup/a.slice/memory.max", "max\n")
+    return tmp_path
+
+
+def test_nothing_is_read_until_asked(root: Path) -> None:
+    sample = Sample(Host(root), 0)
+    assert sample.reads == []
+    assert sample.meminfo.available_bytes == 600 * 1024
+    assert sample.reads == ["meminfo"]
+
+
+def test_each_thing_is_read_once_per_sample(root: Path) -> None:
+    sample = Sample(Host(root), 0)
+    first = sample.meminfo
+    (root / "proc/meminfo").write_text("MemTotal: 9 kB\nMemFree: 1 kB\nMemAvailable: 1 kB\n")
+    assert sample.meminfo is first  # the snapshot does not change within a tick
+    assert sample.cgroup("/a.slice") is sample.cgroup("/a.slice")
+    assert sample.cgroup("/a.slice").memory.current_bytes == 100
+    assert sample.cgroup("/a.slice").memory.current_bytes == 100
+    assert sample.reads == ["meminfo", "cgroup:/a.slice:memory"]
+    # the next tick sees the change
+    assert Sample(Host(root), 1).meminfo.total_bytes == 9 * 1024
+
+
+def test_missing_feature_is_remembered(root: Path) -> None:
+    sample = Sample(Host(root), 0)
+    for _ in range(3):
+        with pytest.raises(Unavailable, match="PSI"):
+            sample.pressure("memory")
+    assert sample.reads == ["psi:memory"]
+    assert sample.pressure_or_none("memory") is None
+
+
+def test_sample_is_immutable(root: Path) -> None:
+    sample = Sample(Host(root), 0)
+    with pytest.raises(AttributeError):
+        sample.time_us = 5  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        sample.cgroup("/a.slice").path = "/b"  # type: ignore[misc]
+
+
+def test_host_resolves_everything_under_its_root(root: Path) -> None:
+    host = Host(root)
+    assert host.meminfo_path() == f"{root}/proc/meminfo"
+    assert host.cgroup_v2_dir("/a.slice") == f"{root}/sys/fs/cgroup/a.slice"
+    assert host.cgroup_v2_dir("/") == f"{root}/sys/fs/cgroup"
+    assert host.v2_cgroups() == ["/a.slice"]
+    assert not host.is_live and Host("/").is_live
+
+
+def test_namespaced_mount_root_is_stripped(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "proc/self/mountinfo",
+        "35 24 0:30 /kubepods/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+    )
+    host = Host(tmp_path)
+    assert host.cgroup_v2_dir("/kubepods/pod1/ctr") == f"{tmp_path}/sys/fs/cgroup/ctr"
+
+
+def test_no_cgroup_mounts(tmp_path: Path) -> None:
+    host = Host(tmp_path)
+    assert host.cgroup_layout().mode == "none"
+    with pytest.raises(Unavailable, match="cgroup2"):
+        host.cgroup_v2_dir("/x")
+    with pytest.raises(Unavailable, match="v1 memory"):
+        host.cgroup_v1_memory_dir("/x")
+    assert host.v2_cgroups() == [] and host.v1_memory_cgroups() == []
+
+
+def test_gone_process_raises_no_such_process(tmp_path: Path) -> None:
+    with pytest.raises(NoSuchProcess):
+        Host(tmp_path).read_pid_file(4242, "stat")
+
+
+def test_no_os_paths_outside_host_module() -> None:
+    """STYLE.md habit 1: a fake root must reach every read, so only host.py spells OS paths."""
+    pattern = re.compile(r"""["'](/proc|/sys)(/|["'])""")
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "host.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
+    assert offenders == []
