@@ -23,7 +23,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from guardian.host import CgroupLayout, Host  # noqa: E402
+from guardian.host import CgroupLayout, Host
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -9,8 +9,8 @@ import sys
 
 import psutil
 import pytest
-
 from conftest import Arena
+
 from guardian.clock import Clock
 from guardian.host import Host
 from guardian.sample import Sample
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.live
 
 
 def meminfo_kb(key: str) -> int:
-    with open("/proc/meminfo") as f:  # noqa: PTH123 - the oracle reads the machine directly
+    with open("/proc/meminfo") as f:
         for line in f:
             if line.startswith(key + ":"):
                 return int(line.split()[1])

@@ -126,7 +126,7 @@ class TestMeminfo:
         assert not m.available_estimated
 
     def test_without_memavailable(self) -> None:
-        text = "\n".join(l for l in MEMINFO.splitlines() if not l.startswith("MemAvailable"))
+        text = "\n".join(x for x in MEMINFO.splitlines() if not x.startswith("MemAvailable"))
         m = parse_meminfo(text)
         assert m.available_estimated
         assert m.available_bytes == (24053436 + 497680 + 23852 - 8896) * 1024
