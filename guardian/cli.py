@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Optional
@@ -113,6 +114,11 @@ def main(argv: Optional[Sequence[str]] = None, clock: Optional[Clock] = None) ->
     commands = {"status": cmd_status}
     try:
         return commands[args.command](args, clock)
+    except BrokenPipeError:
+        # `guardian status | head`: the reader left; say nothing more (and let Python's exit
+        # flush go to /dev/null instead of raising again)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except (GuardianError, OSError) as exc:
         print(f"guardian {args.command}: {exc}", file=sys.stderr)
         return EXIT_ERROR

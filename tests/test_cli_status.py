@@ -1,0 +1,150 @@
+"""``guardian status`` through the CLI: output, exit codes, and the documented JSON keys."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from guardian.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, main
+from guardian.clock import FakeClock
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def write(root: Path, rel: str, text: str) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.fixture
+def small_root(tmp_path: Path) -> Path:
+    """A minimal unified host: enough for every status key to appear."""
+    write(
+        tmp_path,
+        "proc/meminfo",
+        "MemTotal: 1048576 kB\nMemFree: 100000 kB\nMemAvailable: 200000 kB\n"
+        "SwapTotal: 1048576 kB\nSwapFree: 524288 kB\nCommitLimit: 1572864 kB\n"
+        "Committed_AS: 900000 kB\nAnonPages: 700000 kB\nShmem: 1000 kB\n",
+    )
+    for resource in ("memory", "cpu", "io"):
+        write(
+            tmp_path,
+            f"proc/pressure/{resource}",
+            "some avg10=12.50 avg60=3.00 avg300=1.00 total=900000\n"
+            "full avg10=2.00 avg60=1.00 avg300=0.50 total=300000\n",
+        )
+    write(tmp_path, "proc/vmstat", "pgscan_kswapd 100\npgsteal_kswapd 90\noom_kill 1\n")
+    write(tmp_path, "proc/sys/vm/panic_on_oom", "1\n")
+    write(tmp_path, "proc/sys/vm/overcommit_memory", "2\n")
+    write(tmp_path, "sys/block/zram0/disksize", "1073741824\n")
+    write(tmp_path, "sys/block/zram0/mm_stat", "4096 1024 8192 0 8192 0 0 0 0\n")
+    write(
+        tmp_path,
+        "proc/self/mountinfo",
+        "35 24 0:30 / /sys/fs/cgroup rw shared:9 - cgroup2 cgroup2 rw,nsdelegate\n",
+    )
+    write(tmp_path, "sys/fs/cgroup/cgroup.controllers", "cpu memory pids\n")
+    svc = "sys/fs/cgroup/system.slice/web.service"
+    write(tmp_path, f"{svc}/memory.current", "480000000\n")
+    write(tmp_path, f"{svc}/memory.max", "500000000\n")
+    write(tmp_path, f"{svc}/memory.high", "max\n")
+    write(tmp_path, f"{svc}/memory.swap.current", "0\n")
+    write(tmp_path, f"{svc}/memory.oom.group", "0\n")
+    write(tmp_path, f"{svc}/memory.events", "low 0\nhigh 0\nmax 7\noom 1\noom_kill 1\noom_group_kill 0\n")
+    write(
+        tmp_path,
+        f"{svc}/memory.pressure",
+        "some avg10=40.00 avg60=10.00 avg300=2.00 total=5000000\n"
+        "full avg10=20.00 avg60=5.00 avg300=1.00 total=2000000\n",
+    )
+    write(tmp_path, "sys/fs/cgroup/system.slice/memory.current", "490000000\n")
+    write(tmp_path, "sys/fs/cgroup/system.slice/memory.max", "max\n")
+    return tmp_path
+
+
+def run_json(root: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, Any]:
+    code = main(["status", "--json", "--root", str(root), *extra], clock=FakeClock())
+    assert code == EXIT_OK
+    return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
+
+
+def test_status_json(small_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = run_json(small_root, capsys)
+    assert report["memory"]["total_bytes"] == 1048576 * 1024
+    assert report["memory"]["swap_free_pct"] == 50.0
+    assert report["psi"]["memory"]["some"]["avg10"] == 12.5
+    # the fake clock moved 0.5 s but the file did not change: no stall
+    assert report["psi"]["memory"]["live"] == {"window_us": 500_000, "some_pct": 0.0, "full_pct": 0.0}
+    first = report["cgroups"][0]
+    assert first["path"] == "/system.slice/web.service"  # 96 % of its limit: most concerning
+    assert first["headroom_bytes"] == 20_000_000
+    assert first["events"]["max"] == 7
+    assert first["pressure"]["full"]["avg10"] == 20.0
+    warnings = " ".join(report["overcommit"]["warnings"])
+    assert "vm.panic_on_oom=1" in warnings and "vm.overcommit_memory=2" in warnings
+
+
+def test_status_text(small_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--root", str(small_root)], clock=FakeClock()) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "WARNING    vm.panic_on_oom=1" in out
+    assert "closest to their limit:" in out and "/system.slice/web.service" in out
+    assert "most memory pressure:" in out
+    assert "zram       zram0" in out
+
+
+def test_status_skip_live_rate(small_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_json(small_root, capsys, "--interval", "0")["psi"]["memory"]["live"] is None
+
+
+def test_missing_root_is_a_sentence_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["status", "--root", str(tmp_path / "nowhere")], clock=FakeClock())
+    err = capsys.readouterr().err
+    assert code == EXIT_ERROR
+    assert err.startswith("guardian status: meminfo is unavailable: ")
+    assert "does not exist" in err and "Traceback" not in err
+
+
+def test_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["status", "--interval", "-1"])
+    assert info.value.code == EXIT_USAGE
+    assert "must be >= 0" in capsys.readouterr().err
+
+
+def flatten(value: Any, prefix: str = "") -> set[str]:
+    """Every key path of a status report, in the README's notation."""
+    keys: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{prefix}.{key}" if prefix else key
+            if not (isinstance(item, list) and item and isinstance(item[0], dict)):
+                keys.add(path)  # a list of records is documented as path[]
+            if key not in ("events",):  # events is a map of kernel counters, documented whole
+                keys |= flatten(item, path)
+    elif isinstance(value, list) and value and isinstance(value[0], dict):
+        keys.add(f"{prefix}[]")
+        for item in value:
+            keys |= flatten(item, f"{prefix}[]")
+    return keys
+
+
+def readme_notation(key: str) -> str:
+    key = re.sub(r"^psi\.(memory|cpu|io)(?=\.(some|full))", "psi.<resource>", key)
+    key = re.sub(r"^psi\.(cpu|io)$", "psi.<resource>", key)
+    key = re.sub(r"^psi\.memory$", "psi.<resource>", key)
+    return re.sub(r"\.(some|full)(?=\.|$)", r".<some\\|full>", key)
+
+
+def test_readme_documents_every_status_key(small_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = run_json(small_root, capsys)
+    documented = set(re.findall(r"^\| `([^`]+)` \|", README.read_text(), flags=re.MULTILINE))
+    missing = sorted({readme_notation(k) for k in flatten(report)} - documented)
+    assert missing == [], missing
