@@ -101,20 +101,22 @@ def main() -> int:
     pids = host.pids()
     n_cgroups = len(set(host.v2_cgroups()) | set(host.v1_memory_cgroups()))
 
-    print(f"machine: {os.uname().release}, {os.cpu_count()} CPUs, cgroups {layout.mode} "
-          f"({n_cgroups} groups), {len(pids)} processes, Python {sys.version.split()[0]}")
+    print(
+        f"machine: {os.uname().release}, {os.cpu_count()} CPUs, cgroups {layout.mode} "
+        f"({n_cgroups} groups), {len(pids)} processes, Python {sys.version.split()[0]}"
+    )
     print()
 
     # --- one tick -----------------------------------------------------------------------
     files = tick_files(host)
     rows = [
-        ("meminfo only (a MemAvailable-only policy)",
-         lambda: Sample(host, 0).meminfo, [host.meminfo_path()]),
-        ("meminfo + memory PSI",
-         lambda: (Sample(host, 0).meminfo, Sample(host, 0).pressure_or_none("memory")),
-         [host.meminfo_path(), host.pressure_path("memory")]),
-        (f"full sample (meminfo, PSI, vmstat, {n_cgroups} cgroups)",
-         lambda: full_tick(host, 0), files),
+        ("meminfo only (a MemAvailable-only policy)", lambda: Sample(host, 0).meminfo, [host.meminfo_path()]),
+        (
+            "meminfo + memory PSI",
+            lambda: (Sample(host, 0).meminfo, Sample(host, 0).pressure_or_none("memory")),
+            [host.meminfo_path(), host.pressure_path("memory")],
+        ),
+        (f"full sample (meminfo, PSI, vmstat, {n_cgroups} cgroups)", lambda: full_tick(host, 0), files),
     ]
     print(f"{'one tick':58} {'guardian':>12} {'floor':>12} {'ratio':>7}")
     for label, fn, floor_files in rows:

@@ -20,10 +20,14 @@ from typing import Optional
 
 from guardian import __version__
 from guardian.clock import Clock
+from guardian.config import Policy, PolicyError, load_policy
 from guardian.errors import GuardianError, Unavailable
+from guardian.explain import build_rank_report, explain, render_rank
 from guardian.host import Host
+from guardian.plugins import Plugins, make_plugin_manager
 from guardian.records import StallRate
 from guardian.sample import Sample
+from guardian.selection import Selector
 from guardian.sources.psi import read_pressure, stall_rate
 from guardian.status import build_status, render_status
 
@@ -77,7 +81,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--top", type=int, default=10, metavar="N", help="cgroups shown per table (default 10)"
     )
     _add_root(status)
+
+    rank = sub.add_parser(
+        "rank",
+        help="rank kill candidates, top first, with each scorer's score",
+        description="Rank the processes (or cgroups) guardian could kill in a scope, best victim "
+        "first, with each scorer's score and the weighted total.",
+    )
+    rank.add_argument("--json", action="store_true", help="print JSON (keys in README.md)")
+    rank.add_argument(
+        "--explain",
+        action="store_true",
+        help="say why the first is first and why each excluded candidate is excluded",
+    )
+    rank.add_argument("--scope", metavar="CGROUP", help="rank only inside this cgroup subtree")
+    rank.add_argument(
+        "--mode",
+        choices=("process", "cgroup"),
+        default="process",
+        help="rank processes (default) or cgroups for a group kill",
+    )
+    rank.add_argument("--top", type=int, metavar="N", help="show only the first N candidates")
+    _add_policy(rank)
+    _add_root(rank)
     return parser
+
+
+def _add_policy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="policy file (default: /etc/guardian.toml under --root if it exists, else built-in defaults)",
+    )
+
+
+def load_policy_for(args: argparse.Namespace, host: Host) -> Policy:
+    if args.policy:
+        return load_policy(args.policy)
+    default = host.policy_path()
+    return load_policy(default) if os.path.exists(default) else Policy()
+
+
+def plugins_for(policy: Policy, host: Host) -> Plugins:
+    directory = policy.plugins.directory or host.plugin_dir()
+    return make_plugin_manager(directory, entry_points=policy.plugins.entry_points)
 
 
 def measure_live_stall(host: Host, clock: Clock, interval_s: float) -> Optional[StallRate]:
@@ -107,11 +154,31 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
     return EXIT_OK
 
 
+def cmd_rank(args: argparse.Namespace, clock: Clock) -> int:
+    host = Host(args.root)
+    policy = load_policy_for(args, host)
+    plugins = plugins_for(policy, host)
+    selector = Selector(policy, plugins)
+    ranking = selector.rank(Sample(host, clock.monotonic_us()), mode=args.mode, scope=args.scope)
+    report = build_rank_report(host, ranking, plugins.errors, top=args.top)
+    explanation = explain(ranking) if args.explain else None
+    if args.json:
+        if explanation is not None:
+            report["explanation"] = explanation
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_rank(report, explanation))
+    for error in plugins.errors:
+        print(f"guardian rank: {error}", file=sys.stderr)
+    return EXIT_OK
+
+
 def main(argv: Optional[Sequence[str]] = None, clock: Optional[Clock] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     clock = clock or Clock()
-    commands = {"status": cmd_status}
+    commands = {"status": cmd_status, "rank": cmd_rank}
     try:
         return commands[args.command](args, clock)
     except BrokenPipeError:
@@ -119,6 +186,9 @@ def main(argv: Optional[Sequence[str]] = None, clock: Optional[Clock] = None) ->
         # flush go to /dev/null instead of raising again)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except PolicyError as exc:
+        print(f"guardian {args.command}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except (GuardianError, OSError) as exc:
         print(f"guardian {args.command}: {exc}", file=sys.stderr)
         return EXIT_ERROR

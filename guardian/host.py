@@ -30,6 +30,8 @@ VMSTAT = "/proc/vmstat"
 VM_SYSCTL_DIR = "/proc/sys/vm"
 BLOCK_DIR = "/sys/block"
 KERNEL_PID_MAX = "/proc/sys/kernel/pid_max"
+POLICY_FILE = "/etc/guardian.toml"
+PLUGIN_DIR = "/etc/guardian/plugins.d"
 
 # errnos that mean "this process is gone" when reading /proc/PID/*: ENOENT after the directory
 # is removed, ESRCH when the task is exiting while we read (proc_pid_* returns -ESRCH).
@@ -200,6 +202,16 @@ class Host:
         """Every process id in /proc (thread group leaders only, as /proc lists them)."""
         return [int(name) for name in os.listdir(self.proc) if name.isdigit()]
 
+    def read_pid_link(self, pid: int, name: str) -> Optional[str]:
+        """readlink /proc/PID/NAME (``exe``); None where the kernel hides it (kernel threads,
+        zombies, other users' processes without ptrace rights)."""
+        try:
+            return os.readlink(f"{self.proc}/{pid}/{name}")
+        except OSError as exc:
+            if exc.errno in _GONE:
+                raise NoSuchProcess(pid) from None
+            return None
+
     def pid_path(self, pid: int, name: str) -> str:
         return f"{self.proc}/{pid}/{name}"
 
@@ -223,6 +235,12 @@ class Host:
         except FileNotFoundError:
             return []
         return [f"{block}/{n}" for n in names]
+
+    def policy_path(self) -> str:
+        return self.path(POLICY_FILE)
+
+    def plugin_dir(self) -> str:
+        return self.path(PLUGIN_DIR)
 
     def self_pid(self) -> int:
         """guardian's own pid: never a candidate."""
@@ -304,6 +322,30 @@ class Host:
         if layout.v1_memory_mount is None:
             return []
         return self.walk_cgroups(self._mount_dir(layout.v1_memory_mount))
+
+    def cgroup_xattrs(self, cgroup: str, names: tuple[str, ...]) -> frozenset[str]:
+        """Which of ``names`` are set (to anything but "0" or empty) on the cgroup's directory.
+
+        As systemd-oomd (oomd_fetch_cgroup_oom_preference), only a directory owned by root
+        counts, so an unprivileged user cannot mark their own group. The cgroup2 directory is
+        asked where cgroup2 is mounted (systemd sets these there), else the v1 memory one.
+        """
+        layout = self.cgroup_layout()
+        try:
+            directory = self.cgroup_v2_dir(cgroup) if layout.v2_mount else self.cgroup_v1_memory_dir(cgroup)
+            if os.stat(directory).st_uid != 0:
+                return frozenset()
+        except (Unavailable, OSError):
+            return frozenset()
+        found = set()
+        for name in names:
+            try:
+                value = os.getxattr(directory, name)
+            except OSError:
+                continue  # ENODATA (not set), ENOTSUP (tmpfs without xattrs), gone
+            if value.strip(b"\0 \n") not in (b"", b"0"):
+                found.add(name)
+        return frozenset(found)
 
     @staticmethod
     def exists(path: str) -> bool:

@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Optional, TypeVar
 
-from guardian.errors import GuardianError, Unavailable
+from guardian.errors import GuardianError, NoSuchProcess, Unavailable
 from guardian.host import Host
 from guardian.records import CgroupMemory, MemInfo, Pressure, Process, VmStat, VmSysctl, ZramDevice
 from guardian.sources import cgroups as cg
 from guardian.sources.meminfo import read_meminfo, read_zram
-from guardian.sources.processes import read_processes
+from guardian.sources.processes import read_cmdline, read_processes
 from guardian.sources.psi import read_cgroup_pressure, read_pressure
 from guardian.sources.vmstat import read_vm_sysctl, read_vmstat
 
@@ -77,9 +77,7 @@ class CgroupSample(_Lazy):
 
     @property
     def pressure(self) -> Pressure:
-        return self._get(
-            self._key("memory.pressure"), lambda: read_cgroup_pressure(self._host, self.path)
-        )
+        return self._get(self._key("memory.pressure"), lambda: read_cgroup_pressure(self._host, self.path))
 
     @property
     def events_local(self) -> dict[str, int]:
@@ -103,15 +101,11 @@ class CgroupSample(_Lazy):
 
     @property
     def populated(self) -> bool:
-        return self._get(
-            self._key("cgroup.events"), lambda: cg.read_cgroup_populated(self._host, self.path)
-        )
+        return self._get(self._key("cgroup.events"), lambda: cg.read_cgroup_populated(self._host, self.path))
 
     @property
     def kill_supported(self) -> bool:
-        return self._get(
-            self._key("cgroup.kill"), lambda: cg.cgroup_kill_supported(self._host, self.path)
-        )
+        return self._get(self._key("cgroup.kill"), lambda: cg.cgroup_kill_supported(self._host, self.path))
 
 
 class Sample(_Lazy):
@@ -159,6 +153,28 @@ class Sample(_Lazy):
     @property
     def processes(self) -> list[Process]:
         return self._get("processes", lambda: read_processes(self._host))
+
+    def cmdline(self, pid: int) -> Optional[str]:
+        """The process's arguments joined by spaces, read on first use; None if unreadable."""
+
+        def read() -> Optional[str]:
+            try:
+                return " ".join(read_cmdline(self._host, pid))
+            except (NoSuchProcess, OSError):
+                return None
+
+        return self._get(f"cmdline:{pid}", read)
+
+    def exe(self, pid: int) -> Optional[str]:
+        """The /proc/PID/exe link, read on first use; None where hidden or gone."""
+
+        def read() -> Optional[str]:
+            try:
+                return self._host.read_pid_link(pid, "exe")
+            except NoSuchProcess:
+                return None
+
+        return self._get(f"exe:{pid}", read)
 
     def cgroup(self, path: str) -> CgroupSample:
         """The cgroup at ``path`` (as /proc/PID/cgroup prints it); made once per Sample."""

@@ -39,9 +39,7 @@ def _live(rate: Optional[StallRate]) -> Optional[dict[str, Any]]:
     return {"window_us": rate.window_us, "some_pct": rate.some_pct, "full_pct": rate.full_pct}
 
 
-def _cgroup_entry(
-    path: str, memory: Optional[CgroupMemory], pressure: Optional[Pressure]
-) -> dict[str, Any]:
+def _cgroup_entry(path: str, memory: Optional[CgroupMemory], pressure: Optional[Pressure]) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "path": path,
         "memory_source": memory.source if memory else None,

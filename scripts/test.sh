@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check guardian tests bench
+.venv/bin/ruff format --check guardian tests bench
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"

@@ -76,9 +76,7 @@ def test_new_cgroup2_group_appears_with_pressure(arena: Arena, live_host: Host) 
 
 
 def test_process_in_limited_memory_cgroup_is_attributed(arena: Arena, live_host: Host) -> None:
-    child = arena.spawn(
-        "import time; x = bytearray(20 << 20); print('ready', flush=True); time.sleep(60)"
-    )
+    child = arena.spawn("import time; x = bytearray(20 << 20); print('ready', flush=True); time.sleep(60)")
     assert child.stdout is not None and child.stdout.readline() == b"ready\n"
     proc = read_process(live_host, child.pid)
     assert proc.rss_anon_bytes >= 20 << 20

@@ -122,9 +122,7 @@ def read_comm(host: Host, pid: int) -> str:
     return host.read_pid_file(pid, "comm").decode("utf-8", "replace").rstrip("\n")
 
 
-def read_process(
-    host: Host, pid: int, *, oom_score: bool = False, cmdline: bool = False
-) -> Process:
+def read_process(host: Host, pid: int, *, oom_score: bool = False, cmdline: bool = False) -> Process:
     """One process from stat, status, oom_score_adj and cgroup (and oom_score, cmdline when
     asked). Raises NoSuchProcess if it exits during the reads."""
     stat = parse_stat(host.read_pid_file(pid, "stat").decode("utf-8", "replace"))

@@ -49,11 +49,13 @@ def parse_sysctl_value(text: str, name: str) -> int:
         raise ParseError(f"vm.{name}", f"expected an integer, got {text.strip()!r}") from None
 
 
+def read_sysctl(host: Host, name: str, default: int) -> int:
+    """One integer vm sysctl; ``default`` (the kernel's) where the file is missing."""
+    try:
+        return parse_sysctl_value(host.read_text(host.vm_sysctl_path(name)), name)
+    except FileNotFoundError:
+        return default
+
+
 def read_vm_sysctl(host: Host) -> VmSysctl:
-    values = {}
-    for name in SYSCTLS:
-        try:
-            values[name] = parse_sysctl_value(host.read_text(host.vm_sysctl_path(name)), name)
-        except FileNotFoundError:
-            values[name] = SYSCTL_DEFAULTS[name]
-    return VmSysctl(**values)
+    return VmSysctl(**{name: read_sysctl(host, name, SYSCTL_DEFAULTS[name]) for name in SYSCTLS})

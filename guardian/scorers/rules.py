@@ -1,0 +1,51 @@
+"""``rules``: the policy's ``[[prefer]]`` and ``[[avoid]]`` rules as points.
+
+Each matching prefer rule adds its ``points`` (default 300, earlyoom's --prefer in oom_score
+units), each matching avoid rule subtracts them. A cgroup candidate matches a rule when the
+group itself does (cgroup, unit) or any of its processes does. ``[[protect]]`` and
+``[[ignore]]`` are not scores: they keep candidates out of the ranking (guardian/candidates.py).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Optional
+
+from guardian.candidates import Candidate
+from guardian.hookspecs import Scorer, hookimpl
+from guardian.ranking import RankContext
+from guardian.rules import Facts, Rule
+
+
+def rule_matches(rule: Rule, candidate: Candidate, context: RankContext) -> bool:
+    if candidate.kind == "cgroup":
+        own = Facts(comm=None, cgroup=candidate.cgroup, uid=None, cmdline=lambda: None, exe=lambda: None)
+        if rule.matches(own):
+            return True
+    return any(
+        rule.matches(context.facts_of(p, candidate.cgroup if candidate.process else None))
+        for p in candidate.processes
+    )
+
+
+class RulesScorer(Scorer):
+    name: ClassVar[str] = "rules"
+    kinds: ClassVar[frozenset[str]] = frozenset({"process", "cgroup"})
+    unit: ClassVar[str] = "points of the matching prefer (+) and avoid (-) rules"
+
+    def score(self, candidate: Candidate, context: RankContext) -> Optional[float]:
+        policy = context.policy
+        if not policy.prefer and not policy.avoid:
+            return None
+        total = 0.0
+        for rule in policy.prefer:
+            if rule_matches(rule, candidate, context):
+                total += rule.points
+        for rule in policy.avoid:
+            if rule_matches(rule, candidate, context):
+                total -= rule.points
+        return total
+
+
+@hookimpl
+def guardian_scorers() -> list[Scorer]:
+    return [RulesScorer()]
