@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import Arena
+
 from guardian.clock import Clock
 from guardian.config import Policy
 from guardian.errors import NoSuchProcess
@@ -140,10 +140,10 @@ def test_memcg_ranking_predicts_the_kernels_victim(arena: Arena, live_host: Host
     # now let the kernel decide: a filler grows in 4 MiB steps until the cgroup OOMs
     # (it stops growing once A is gone, so it causes exactly one OOM)
     filler = arena.spawn(
-        "import os, time\nchunks = []\nwhile os.path.exists('/proc/%d/status'):\n"
+        f"import os, time\nchunks = []\nwhile os.path.exists('/proc/{a.pid}/status'):\n"
         "    chunks.append(bytearray(4 << 20))\n"
         "    chunks[-1][::4096] = b'f' * len(chunks[-1][::4096])\n    time.sleep(0.01)\n"
-        "time.sleep(120)" % a.pid
+        "time.sleep(120)"
     )
     a.wait(timeout=60)
     assert a.returncode == -signal.SIGKILL
