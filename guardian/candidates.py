@@ -90,7 +90,7 @@ def never_kill_reason(process: Process, self_pid: int) -> Optional[str]:
     """Why guardian itself refuses to kill this process, or None."""
     if process.pid == self_pid:
         return "guardian itself"
-    if process.is_global_init or process.pid == 1:
+    if process.is_global_init:
         return "pid 1 (init): killing it brings the machine down"
     if process.is_kernel_thread:
         return "kernel thread: holds no user memory and cannot be killed"

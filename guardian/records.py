@@ -239,11 +239,16 @@ class Process:
     cgroup: ProcCgroups
     oom_score: Optional[int] = None  # the kernel's own verdict, read only when asked for
     cmdline: Optional[tuple[str, ...]] = None  # read only when asked for
-    is_global_init: bool = False  # pid 1 of the initial pid namespace
 
     @property
     def rss_bytes(self) -> int:
         return self.rss_anon_bytes + self.rss_file_bytes + self.rss_shmem_bytes
+
+    @property
+    def is_global_init(self) -> bool:
+        """pid 1. The kernel exempts only the initial namespace's init, but /proc shows pids
+        of the reader's namespace, where pid 1 is the init guardian's world depends on."""
+        return self.pid == 1
 
     @property
     def is_zombie(self) -> bool:

@@ -147,7 +147,6 @@ def read_process(host: Host, pid: int, *, oom_score: bool = False, cmdline: bool
         cgroup=cgroups,
         oom_score=read_oom_score(host, pid) if oom_score else None,
         cmdline=read_cmdline(host, pid) if cmdline else None,
-        is_global_init=pid == 1,
     )
 
 

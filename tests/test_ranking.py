@@ -1,0 +1,228 @@
+"""Ranking on records built in memory: order, weights, tie-breaks, and scorer isolation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import ClassVar, Optional
+
+import pytest
+
+from guardian.candidates import Candidate, never_kill_reason, process_candidates
+from guardian.config import Policy, parse_policy
+from guardian.hookspecs import Scorer
+from guardian.host import Host, cgroup_layout, parse_mountinfo
+from guardian.ranking import RankContext, Ranker
+from guardian.records import ProcCgroups, Process
+from guardian.rules import Facts
+from guardian.sample import Sample
+from guardian.scorers.kernel_badness import badness_points, cdiv, oom_score, process_oom_score
+
+MiB = 1 << 20
+LAYOUT = cgroup_layout(
+    parse_mountinfo("1 1 0:1 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"), frozenset({"memory"})
+)
+
+
+def proc(
+    pid: int, rss_mib: float = 10, adj: int = 0, comm: str = "", cgroup: str = "/x", **kw: object
+) -> Process:
+    fields: dict[str, object] = {
+        "pid": pid,
+        "ppid": 1,
+        "comm": comm or f"p{pid}",
+        "state": "S",
+        "starttime_ticks": pid * 10,
+        "is_kernel_thread": False,
+        "uid": 1000,
+        "rss_anon_bytes": int(rss_mib * MiB),
+        "rss_file_bytes": 0,
+        "rss_shmem_bytes": 0,
+        "swap_bytes": 0,
+        "pte_bytes": 0,
+        "oom_score_adj": adj,
+        "cgroup": ProcCgroups(v2=cgroup, v1={}),
+    }
+    fields.update(kw)
+    return Process(**fields)  # type: ignore[arg-type]
+
+
+def facts_of(p: Process, cgroup: Optional[str]) -> Facts:
+    return Facts(
+        comm=p.comm,
+        cgroup=cgroup or p.cgroup.v2,
+        uid=p.uid,
+        cmdline=lambda: "cmd --flag",
+        exe=lambda: "/usr/bin/x",
+    )
+
+
+def context(tmp_path: Path, policy: Optional[Policy] = None, totalpages: int = 1_000_000) -> RankContext:
+    return RankContext(
+        sample=Sample(Host(tmp_path), 0),
+        policy=policy or Policy(),
+        mode="process",
+        scope=None,
+        page_size=4096,
+        totalpages=totalpages,
+        totalpages_source="global",
+        capacity_bytes=totalpages * 4096,
+        self_pid=999_999,
+        facts_of=facts_of,
+    )
+
+
+class Size(Scorer):
+    name: ClassVar[str] = "size"
+
+    def score(self, candidate: Candidate, context: RankContext) -> Optional[float]:
+        return float(candidate.rss_bytes // MiB)
+
+
+class Raises(Scorer):
+    name: ClassVar[str] = "raises"
+
+    def score(self, candidate: Candidate, context: RankContext) -> Optional[float]:
+        raise RuntimeError("boom")
+
+
+class Hangs(Scorer):
+    name: ClassVar[str] = "hangs"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def score(self, candidate: Candidate, context: RankContext) -> Optional[float]:
+        self.release.wait(30)
+        return 1.0
+
+
+class NotANumber(Scorer):
+    name: ClassVar[str] = "nan"
+
+    def score(self, candidate: Candidate, context: RankContext) -> Optional[float]:
+        return "high"  # type: ignore[return-value]
+
+
+class Infinite(Scorer):
+    name: ClassVar[str] = "inf"
+
+    def score(self, candidate: Candidate, context: RankContext) -> Optional[float]:
+        return float("inf")
+
+
+def cands(*procs: Process) -> list[Candidate]:
+    return [Candidate("process", p.cgroup.v2, process=p) for p in procs]
+
+
+def test_order_weights_and_breakdown(tmp_path: Path) -> None:
+    ranking = Ranker([(Size(), 2.0)], 1000).rank(
+        context(tmp_path), cands(proc(1, 5), proc(2, 50), proc(3, 20))
+    )
+    assert [r.candidate.process.pid for r in ranking.ranked if r.candidate.process] == [2, 3, 1]
+    assert ranking.top is not None and ranking.top.scores == {"size": 50.0} and ranking.top.total == 100.0
+
+
+def test_ties_go_to_the_newest_process(tmp_path: Path) -> None:
+    ranking = Ranker([(Size(), 1.0)], 1000).rank(
+        context(tmp_path), cands(proc(7, 10), proc(9, 10), proc(8, 10))
+    )
+    assert [r.candidate.process.pid for r in ranking.ranked if r.candidate.process] == [9, 8, 7]
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (Raises(), "raised RuntimeError: boom"),
+        (NotANumber(), "returned 'high' (str) for pid 1, not a number"),
+        (Infinite(), "returned inf (float) for pid 1, not a number"),
+    ],
+)
+def test_a_bad_scorer_is_left_out_and_reported(tmp_path: Path, bad: Scorer, reason: str) -> None:
+    ranking = Ranker([(bad, 1.0), (Size(), 1.0)], 1000).rank(
+        context(tmp_path), cands(proc(1, 5), proc(2, 50))
+    )
+    assert [(f.scorer, f.reason) for f in ranking.failures] == [(bad.name, reason)]
+    assert ranking.top is not None and ranking.top.candidate.process is not None
+    assert ranking.top.candidate.process.pid == 2
+    assert bad.name not in ranking.top.scores
+
+
+def test_a_hanging_scorer_is_cut_off_at_its_budget(tmp_path: Path) -> None:
+    hangs = Hangs()
+    ranker = Ranker([(hangs, 1.0), (Size(), 1.0)], budget_ms=50)
+    try:
+        ranking = ranker.rank(context(tmp_path), cands(proc(1, 5), proc(2, 50)))
+        assert [f.scorer for f in ranking.failures] == ["hangs"]
+        assert "within its budget of 50 ms" in ranking.failures[0].reason
+        assert ranking.top is not None and ranking.top.scores == {"size": 50.0}
+        # while its old run is stuck, it is not started again
+        again = ranker.rank(context(tmp_path), cands(proc(1, 5)))
+        assert "still running from an earlier ranking" in again.failures[0].reason
+    finally:
+        hangs.release.set()
+    for _ in range(100):
+        if not any(t.name == "scorer-hangs" and t.is_alive() for t in threading.enumerate()):
+            break
+        time.sleep(0.01)
+    assert ranker.rank(context(tmp_path), cands(proc(1, 5))).failures == ()
+
+
+# --- kernel_badness arithmetic (kernel.md 1.3, verified values on the 24 GiB host) -------------
+
+
+def test_cdiv_truncates_toward_zero() -> None:
+    assert cdiv(-7, 2) == -3 and cdiv(7, 2) == 3 and cdiv(-7, -2) == 3 and cdiv(7, -2) == -3
+
+
+@pytest.mark.parametrize(
+    ("rss_pages", "adj", "expected"),
+    [(0, 0, 666), (0, -999, 1), (0, 1000, 1332), (412058, 0, 710)],
+)
+def test_oom_score_known_values(rss_pages: int, adj: int, expected: int) -> None:
+    t = 6_170_914  # totalpages of the verification host
+    assert oom_score(rss_pages + adj * (t // 1000), t) == expected
+
+
+def test_badness_counts_rss_swap_and_page_tables() -> None:
+    p = proc(5, rss_file_bytes=8192, rss_shmem_bytes=4096, swap_bytes=3 * 4096, pte_bytes=2 * 4096, adj=2)
+    assert badness_points(p, 4096, 10_000) == 10 * 256 + 2 + 1 + 3 + 2 + 2 * 10
+
+
+def test_ineligible_processes_score_zero() -> None:
+    assert process_oom_score(proc(1, 100), 4096, 10_000) == 0  # pid 1
+    assert process_oom_score(proc(5, 100, adj=-1000), 4096, 10_000) == 0
+    assert process_oom_score(proc(5, 100, state="Z"), 4096, 10_000) == 0
+    assert process_oom_score(proc(5, 0, is_kernel_thread=True), 4096, 10_000) == 0
+
+
+# --- candidates and exclusions --------------------------------------------------------------
+
+
+def test_never_kill() -> None:
+    assert "guardian itself" in (never_kill_reason(proc(42), self_pid=42) or "")
+    assert "pid 1" in (never_kill_reason(proc(1), self_pid=42) or "")
+    assert "kernel thread" in (never_kill_reason(proc(2, is_kernel_thread=True), self_pid=42) or "")
+    assert "zombie" in (never_kill_reason(proc(3, state="Z"), self_pid=42) or "")
+    assert "-1000" in (never_kill_reason(proc(4, adj=-1000), self_pid=42) or "")
+    assert never_kill_reason(proc(5, adj=-999), self_pid=42) is None
+
+
+def test_policy_protect_ignore_and_scope() -> None:
+    policy = parse_policy(
+        '[[protect]]\ncomm = "^sshd$"\n[[ignore]]\ncgroup = "^/batch"\nuid = 1000\n', "test.toml"
+    )
+    procs = [
+        proc(10, comm="sshd"),
+        proc(11, cgroup="/batch/job"),
+        proc(12, cgroup="/web"),
+        proc(13, cgroup="/webx"),
+    ]
+    kept, excluded = process_candidates(procs, LAYOUT, None, policy, 1, facts_of)
+    assert [c.process.pid for c in kept if c.process] == [12, 13]
+    reasons = {e.candidate.process.pid: e.reason for e in excluded if e.candidate.process}
+    assert reasons[10].startswith("protected by policy protect[0]")
+    assert reasons[11].startswith("ignored by policy ignore[0]")
+    kept, _ = process_candidates(procs, LAYOUT, "/web", policy, 1, facts_of)
+    assert [c.process.pid for c in kept if c.process] == [12]  # /webx is not inside /web
