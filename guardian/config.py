@@ -91,6 +91,7 @@ class Table:
         return PolicyError(self.source, self.key(name), reason)
 
     def has(self, name: str) -> bool:
+        self.used.add(name)  # asked about, so a known key here
         return name in self.data
 
     def raw(self, name: str) -> Any:

@@ -21,4 +21,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,journal]'
+# the example third-party plugin, so the tests can prove entry-point discovery
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e plugins/guardian-example-scorer
 echo "setup: guardian $(.venv/bin/guardian --version | cut -d' ' -f2) ready in .venv" >&2
