@@ -9,8 +9,8 @@ import sys
 
 import psutil
 import pytest
-from conftest import Arena
 
+from guardian.arena import Arena
 from guardian.clock import Clock
 from guardian.host import Host
 from guardian.sample import Sample
