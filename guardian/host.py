@@ -243,8 +243,9 @@ class Host:
         return self.path(PLUGIN_DIR)
 
     def self_pid(self) -> int:
-        """guardian's own pid: never a candidate."""
-        return os.getpid()
+        """guardian's own pid, never a candidate; -1 under a fake root, where guardian is not
+        among the processes (and a fixture pid that happens to equal ours is someone else)."""
+        return os.getpid() if self.is_live else -1
 
     # --- cgroups ---------------------------------------------------------------------------
 

@@ -22,8 +22,9 @@ MemoryQoS feature); otherwise it is recovered by inverting ``adj = 1000 - 1000*r
 MemTotal. Usage is the pod's working set, ``memory.current - inactive_file`` (cAdvisor).
 
 Score = tier * 10000 + (usage - request) in per-mille of capacity, with tier 2 for pods over
-their request, 1 for Burstable pods within it, 0 for Guaranteed pods. Processes outside
-kubepods get no score (the kubelet never evicts them; the kernel protects the node's daemons
+their request, 1 for Burstable pods within it, 0 for Guaranteed pods. Every process of a pod
+carries its pod's score, except the sandbox (pause) process: killing it frees nothing. Processes
+outside kubepods get no score (the kubelet never evicts them; the kernel protects the node's daemons
 with adj -999).
 """
 
@@ -113,6 +114,8 @@ class KubeletQos(Scorer):
         ref = pod_of(candidate.cgroup)
         if ref is None:
             return None
+        if all(p.oom_score_adj == SANDBOX_ADJ for p in candidate.processes):
+            return None  # the pause container holds the pod's namespaces, not its memory
         view = self._pods.get(ref.path)
         if view is None:
             return None
