@@ -78,12 +78,24 @@ def qos_from_adj(adj: int) -> Optional[str]:
     return None
 
 
+def _ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
 def request_from_adj(adj: int, capacity_bytes: int) -> int:
-    """Invert pkg/kubelet/qos/policy.go for a Burstable container: the lowest request that gives
-    ``adj`` (the true request lies within capacity/1000 above it)."""
-    if adj >= 999:
-        return 0  # request 0 and 1 per-mille both clamp to 999
-    return -((-(1000 - adj) * capacity_bytes) // 1000)  # ceil
+    """Invert pkg/kubelet/qos/policy.go for a Burstable container.
+
+    ``adj = 1000 - 1000*request // capacity`` puts the request in the band
+    ``ceil((1000-adj)*C/1000) <= request < ceil((1001-adj)*C/1000)``; adj 999 also takes request
+    0 (the clamp from 1000), so its band is ``[0, ceil(2*C/1000))``, and adj 3 takes every
+    request from ``ceil(997*C/1000)`` up. The middle of the band is returned: within
+    capacity/1000 of the truth for every adj but the clamped 3 (kernel.md 5.5).
+    """
+    low = 0 if adj >= 999 else _ceil_div((1000 - adj) * capacity_bytes, 1000)
+    if adj <= 3:
+        return low
+    high = _ceil_div((1001 - adj) * capacity_bytes, 1000)
+    return (low + high - 1) // 2
 
 
 @dataclass(frozen=True)

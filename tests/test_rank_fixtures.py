@@ -1,0 +1,234 @@
+"""Ranking and status on the fixture roots: the Kubernetes node, the systemd host, memcg scope."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import fixture_root
+
+from guardian.cli import EXIT_OK, main
+from guardian.clock import FakeClock
+from guardian.config import Policy, parse_policy
+from guardian.host import Host
+from guardian.plugins import make_plugin_manager
+from guardian.ranking import Ranking
+from guardian.sample import Sample
+from guardian.scorers.kernel_badness import process_oom_score
+from guardian.scorers.kubelet_qos import pod_of, pods_view, request_from_adj
+from guardian.selection import PAGE_SIZE, Selector
+
+K8S = fixture_root("k8s-node")
+V2 = fixture_root("v2-systemd")
+HYBRID = fixture_root("hybrid")
+TRUTH = json.loads((K8S / "TRUTH.json").read_text())
+README = Path(__file__).parent.parent / "README.md"
+
+
+def rank(root: Path, policy: Policy, **kw: Any) -> Ranking:
+    selector = Selector(policy, make_plugin_manager(None, entry_points=False))
+    return selector.rank(Sample(Host(root), 0), **kw)
+
+
+def pod(name: str) -> dict[str, Any]:
+    return next(p for p in TRUTH["pods"] if p["name"] == name)
+
+
+def pod_total(ranking: Ranking, name: str) -> float:
+    """The best total of any process of a pod (its sandbox excluded)."""
+    pids = {pid for c in pod(name)["containers"] for pid in c["pids"]}
+    return max(r.total for r in ranking.ranked if r.candidate.process and r.candidate.process.pid in pids)
+
+
+QOS = parse_policy("[scorers]\nkubelet_qos = 1.0\nkernel_badness = 1.0\n", "qos.toml")
+
+
+class TestKubeletQos:
+    def test_pod_paths_for_both_drivers(self) -> None:
+        ref = pod_of(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12ab_34cd.slice/cri-containerd-ff.scope"
+        )
+        assert ref is not None and ref.qos_from_path == "burstable" and ref.uid == "12ab-34cd"
+        assert ref.path.endswith("pod12ab_34cd.slice")
+        guaranteed = pod_of("/kubepods.slice/kubepods-pod9f_00.slice/crio-aa.scope")
+        assert guaranteed is not None and guaranteed.qos_from_path == "guaranteed"
+        cgroupfs = pod_of("/kubepods/besteffort/pod1234-abcd/0123456789")
+        assert cgroupfs is not None and cgroupfs.qos_from_path == "besteffort" and cgroupfs.uid == "1234-abcd"
+        assert pod_of("/kubepods/pod77-88/c1") is not None
+        assert pod_of("/system.slice/kubelet.service") is None
+
+    def test_besteffort_pod_outranks_a_larger_guaranteed_pod(self) -> None:
+        ranking = rank(K8S, QOS)
+        postgres_rss = sum(
+            r.candidate.rss_bytes
+            for r in ranking.ranked
+            if r.candidate.process and r.candidate.process.pid in pod("postgres-0")["pids"]
+        )
+        redis_rss = sum(
+            r.candidate.rss_bytes
+            for r in ranking.ranked
+            if r.candidate.process and r.candidate.process.pid in pod("redis-cache-0")["pids"]
+        )
+        assert postgres_rss > redis_rss  # the fixture's premise
+        assert pod_total(ranking, "redis-cache-0") > pod_total(ranking, "postgres-0")
+        assert pod_total(ranking, "batch-report-7d9f8") > pod_total(ranking, "postgres-0")
+
+    def test_burstable_over_request_outranks_one_under(self) -> None:
+        ranking = rank(K8S, QOS)
+        views = {v.ref.uid: v for v in pods_view(ranking.context).values()}
+        api, web = views[pod("api-server-6f7b9")["uid"]], views[pod("web-frontend-5c8d6")["uid"]]
+        assert api.exceeds and not web.exceeds
+        assert pod_total(ranking, "api-server-6f7b9") > pod_total(ranking, "web-frontend-5c8d6")
+        assert pod_total(ranking, "api-server-6f7b9") > pod_total(ranking, "ingest-worker-0")
+
+    def test_recovered_requests_are_within_one_band(self) -> None:
+        capacity = TRUTH["memoryCapacity"]
+        ranking = rank(K8S, QOS)
+        views = {v.ref.uid: v for v in pods_view(ranking.context).values()}
+        for p in TRUTH["pods"]:
+            view = views[p["uid"]]
+            assert view.qos == p["qos"].lower()
+            if p["qos"] == "Burstable":
+                assert view.request_source == "oom_score_adj"
+                assert (
+                    abs(p["memoryRequestBytes"] - view.request_bytes)
+                    <= len(p["containers"]) * capacity / 1000
+                )
+                for c in p["containers"]:
+                    recovered = request_from_adj(c["oom_score_adj"], capacity)
+                    assert abs(recovered - c["memoryRequestBytes"]) <= capacity / 1000, c["name"]
+
+    def test_sandboxes_and_node_daemons_get_no_pod_score(self) -> None:
+        ranking = rank(K8S, QOS)
+        for r in ranking.ranked:
+            p = r.candidate.process
+            assert p is not None
+            if p.oom_score_adj in (-998, -999):
+                assert "kubelet_qos" not in r.scores, p.comm
+
+    def test_first_victim_is_in_a_pod_over_its_request(self) -> None:
+        ranking = rank(K8S, QOS)
+        assert ranking.top is not None and ranking.top.candidate.process is not None
+        pids_over = {
+            pid
+            for name in ("api-server-6f7b9", "batch-report-7d9f8", "redis-cache-0")
+            for c in pod(name)["containers"]
+            for pid in c["pids"]
+        }
+        assert ranking.top.candidate.process.pid in pids_over
+
+
+class TestSystemdHost:
+    def test_fixture_oom_scores_are_reproduced(self) -> None:
+        ranking = rank(V2, Policy(scorers={"kernel_badness": 1.0}))
+        assert ranking.context.totalpages_source == "global"
+        for r in ranking.ranked:
+            p = r.candidate.process
+            assert p is not None
+            kernel = int((V2 / f"proc/{p.pid}/oom_score").read_text())
+            assert (
+                r.scores["kernel_badness"]
+                == kernel
+                == process_oom_score(p, PAGE_SIZE, ranking.context.totalpages)
+            )
+
+    def test_exclusions_have_reasons(self) -> None:
+        ranking = rank(V2, Policy())
+        reasons = {e.candidate.process.comm: e.reason for e in ranking.excluded if e.candidate.process}
+        assert "pid 1" in reasons["systemd"]
+        assert "-1000" in reasons["systemd-udevd"]
+        assert "zombie" in reasons["sh"]
+        assert any("kernel thread" in r for r in reasons.values())
+
+    def test_memcg_scope_uses_the_cgroup_limit(self) -> None:
+        ranking = rank(V2, Policy(scorers={"kernel_badness": 1.0}), scope="/system.slice/nginx.service")
+        assert ranking.context.totalpages_source == "memcg /system.slice/nginx.service"
+        # memory.max plus min(memory.swap.max = max, SwapTotal): mem_cgroup_get_max()
+        swap_pages = Sample(Host(V2), 0).meminfo.swap_total_bytes // PAGE_SIZE
+        assert ranking.context.totalpages == 512 * 1024 * 1024 // PAGE_SIZE + swap_pages
+        assert {r.candidate.process.comm for r in ranking.ranked if r.candidate.process} == {"nginx"}
+
+    def test_oom_group_is_killed_whole(self) -> None:
+        ranking = rank(V2, Policy(scorers={"kernel_badness": 1.0}))
+        indexer = [r for r in ranking.ranked if r.candidate.cgroup == "/system.slice/indexer.service"]
+        assert indexer and all(r.candidate.kill_group == "/system.slice/indexer.service" for r in indexer)
+        groups = rank(V2, Policy(scorers={"kernel_badness": 1.0, "cgroup_largest": 1.0}), mode="cgroup")
+        paths = [r.candidate.cgroup for r in groups.ranked]
+        assert "/system.slice/indexer.service" in paths
+        assert not any(p and p.startswith("/system.slice/indexer.service/") for p in paths)
+
+    def test_group_holding_a_never_kill_process_is_not_a_group_candidate(self) -> None:
+        groups = rank(V2, Policy(), mode="cgroup")
+        excluded = {e.candidate.cgroup: e.reason for e in groups.excluded}
+        assert "oom_score_adj is -1000" in excluded["/system.slice/systemd-udevd.service"]
+
+    def test_prefer_and_avoid_rules(self) -> None:
+        policy = parse_policy(
+            "[scorers]\nkernel_badness = 1.0\nrules = 1.0\n"
+            "[[prefer]]\ncomm = '^nginx$'\npoints = 2000\n"
+            "[[avoid]]\ncomm = '^Web Content$'\npoints = 2000\n",
+            "p.toml",
+        )
+        ranking = rank(V2, policy)
+        assert ranking.top is not None and ranking.top.candidate.name == "nginx"
+        assert ranking.top.scores["rules"] == 2000.0
+        assert ranking.ranked[-1].candidate.name == "Web Content"
+
+
+def test_hybrid_process_is_attributed_to_its_v1_memory_cgroup() -> None:
+    ranking = rank(HYBRID, Policy(), scope="/guardian-test")
+    assert {r.candidate.process.pid for r in ranking.ranked if r.candidate.process} == {4100, 4101}
+    assert ranking.context.totalpages_source == "memcg /guardian-test"
+    assert ranking.context.totalpages == 256 * 1024 * 1024 // PAGE_SIZE
+
+
+def test_status_lists_the_pods_cgroups(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--json", "--interval", "0", "--root", str(K8S)], clock=FakeClock()) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    listed = {e["path"] for e in report["cgroups"]}
+    for p in TRUTH["pods"]:
+        assert p["cgroup"] in listed
+        for c in p["containers"]:
+            assert c["cgroup"] in listed
+    guaranteed = next(e for e in report["cgroups"] if e["path"] == pod("postgres-0")["cgroup"])
+    assert guaranteed["max_bytes"] == pod("postgres-0")["memoryLimitBytes"]
+    assert guaranteed["pressure"] is not None
+
+
+def test_status_without_psi_reports_it_unavailable(capsys: pytest.CaptureFixture[str]) -> None:
+    root = fixture_root("no-psi")
+    assert main(["status", "--json", "--root", str(root)], clock=FakeClock()) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    assert report["psi"] == {"memory": None, "cpu": None, "io": None}
+    assert any(
+        u["feature"] == "PSI" and u["reason"].endswith("pressure/memory does not exist")
+        for u in report["unavailable"]
+    )
+    assert report["memory"]["available_estimated"] is True
+
+
+def flatten(value: Any, prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{prefix}.{key}" if prefix else key
+            if not (isinstance(item, list) and item and isinstance(item[0], dict)):
+                keys.add(path)
+            if key not in ("scores", "weights"):
+                keys |= flatten(item, path)
+    elif isinstance(value, list) and value and isinstance(value[0], dict):
+        keys.add(f"{prefix}[]")
+        for item in value:
+            keys |= flatten(item, f"{prefix}[]")
+    return keys
+
+
+def test_readme_documents_every_rank_key(capsys: pytest.CaptureFixture[str]) -> None:
+    for mode in ("process", "cgroup"):
+        assert main(["rank", "--json", "--explain", "--mode", mode, "--root", str(V2)]) == EXIT_OK
+        report = json.loads(capsys.readouterr().out)
+        documented = set(re.findall(r"^\| `([^`]+)` \|", README.read_text(), flags=re.MULTILINE))
+        assert sorted(flatten(report) - documented) == []
