@@ -17,7 +17,9 @@ For each cgroup (a cgroup candidate, or the cgroup of a process candidate):
 So score = tier * 1000 + per-mille (0..3000). Extended attributes on a cgroup directory adjust
 it the way systemd-oomd and oomd honour them: ``trusted.oomd_prefer`` adds ``PREFER_POINTS``,
 ``trusted.oomd_avoid`` / ``user.oomd_avoid`` subtract them, and ``user.oomd_omit`` keeps the group
-out of the ranking (a guardian_exclude hook). As systemd-oomd does, xattrs count only on groups
+out of the ranking (a guardian_exclude hook). systemd-oomd reads omit on the candidate group
+only; guardian also honours it on the candidate's ancestors inside the scope, so omitting a unit
+covers the scopes and sub-groups systemd creates below it. As systemd-oomd does, xattrs count only on groups
 owned by root, so an unprivileged user cannot shield their own processes.
 
 A process scores as its group: among processes, this favours those in the biggest group (the
