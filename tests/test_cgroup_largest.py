@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-
 from fixtures.builder import FakeRoot
+
 from guardian.config import Policy
 from guardian.host import Host
 from guardian.plugins import make_plugin_manager
