@@ -63,7 +63,7 @@ entry_points = false
     [
         (
             "scorer = 1\n",
-            f"{SRC}: scorer: unknown key (known here: avoid, ignore, plugins, prefer, protect, scorers)",
+            f"{SRC}: scorer: unknown key (known here: avoid, cgroup, cooldown_s, dry_run, grace_s, hysteresis_pct, ignore, machine, plugins, poll, prefer, protect, scorers, self_oom_score_adj)",
         ),
         (
             "[scorers]\nkernel_badness = 'high'\n",
