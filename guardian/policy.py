@@ -1,0 +1,366 @@
+"""Pure assessment: (sample, policy, state, now) -> which scopes are in trouble, how badly, why.
+
+Conditions, each giving a TERM or KILL level:
+
+* machine memory: MemAvailable at or below its level AND SwapFree at or below its level (or no
+  swap), as earlyoom decides (both must be low: free swap is still room);
+* machine PSI: the live stall rate (from ``total``, not avg10) at or above ``stall_pct``
+  continuously for ``duration_s``, and only if reclaim ran (pgscan rose) within
+  ``reclaim_window_s``, as systemd-oomd requires, so that a CPU-starved box is not mistaken for
+  a memory-starved one (peers.md section 3, items 2 and 3);
+* per cgroup rule, for every cgroup its glob matches: headroom (``memory.max - memory.current``)
+  at or below its level; the cgroup's memory.pressure over a duration; memory.events counters
+  (``high``, ``max``, ``oom``) rising faster than a rate.
+
+Hysteresis: a low-memory condition, once on, stays on until the quantity climbs back above its
+TERM level plus ``hysteresis_pct`` of its total, so a value hovering at the line does not flap.
+PSI conditions need their whole duration again after the stall rate drops below the line.
+
+The state (stall meters, timers, last counters) is owned by the caller and passed in; nothing
+here reads the OS except through the Sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Optional, Union
+
+from guardian.config import Levels, Policy, PsiRule
+from guardian.errors import Unavailable
+from guardian.records import Pressure
+from guardian.sample import Sample
+from guardian.sources.psi import StallMeter
+
+TERM, KILL = "TERM", "KILL"
+Value = Union[int, float, str]
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """One crossed condition: where (``scope`` None = the machine), how badly, and why."""
+
+    rule: str  # "machine" or "cgroup[N]"
+    scope: Optional[str]
+    condition: str  # "memory", "psi", "headroom", "events"
+    level: str  # TERM or KILL
+    action: str  # "process" or "group"
+    reason: str  # a sentence for the operator
+    values: Mapping[str, Value] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, Optional[str], str]:
+        return (self.rule, self.scope, self.condition)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    time_us: int
+    triggers: tuple[Trigger, ...]
+    interval_s: float  # when to look again if no kernel event comes first
+
+    @property
+    def worst(self) -> Optional[Trigger]:
+        """KILL before TERM; then the machine before a cgroup (it endangers everything)."""
+        if not self.triggers:
+            return None
+        return min(self.triggers, key=lambda t: (t.level != KILL, t.scope is not None, t.rule))
+
+
+@dataclass
+class PolicyState:
+    """What assessments remember between ticks. Owned by the daemon, changed only by assess()."""
+
+    meters: dict[tuple[str, Optional[str]], StallMeter] = field(default_factory=dict)
+    stalled_since_us: dict[tuple[str, Optional[str]], int] = field(default_factory=dict)
+    on: set[tuple[str, Optional[str], str]] = field(default_factory=set)
+    events: dict[str, tuple[int, dict[str, int]]] = field(default_factory=dict)
+    pgscan: Optional[tuple[int, int]] = None
+    last_reclaim_us: Optional[int] = None
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def _level(value: int, levels: Levels, total: int, hysteresis: int, was_on: bool) -> Optional[str]:
+    """KILL, TERM or None for a quantity that is bad when low."""
+    if levels.kill is not None and value <= levels.kill.resolve(total):
+        return KILL
+    if levels.term is not None:
+        line = levels.term.resolve(total)
+        if value <= line or (was_on and value <= line + hysteresis):
+            return TERM
+    elif levels.kill is not None and was_on and value <= levels.kill.resolve(total) + hysteresis:
+        return TERM
+    return None
+
+
+def _machine_memory(sample: Sample, policy: Policy, state: PolicyState) -> Optional[Trigger]:
+    rule = policy.machine
+    if not rule.mem_available.enabled:
+        return None
+    mem = sample.meminfo
+    key = ("machine", None, "memory")
+    was_on = key in state.on
+    hyst_mem = int(mem.total_bytes * policy.hysteresis_pct / 100)
+    hyst_swap = int(mem.swap_total_bytes * policy.hysteresis_pct / 100)
+    mem_level = _level(mem.available_bytes, rule.mem_available, mem.total_bytes, hyst_mem, was_on)
+    if mem.swap_total_bytes and rule.swap_free.enabled:
+        swap_level = _level(mem.swap_free_bytes, rule.swap_free, mem.swap_total_bytes, hyst_swap, was_on)
+    else:
+        swap_level = KILL  # no swap (or swap not judged): memory alone decides
+    if mem_level is None or swap_level is None:
+        state.on.discard(key)
+        return None
+    level = KILL if mem_level == KILL and swap_level == KILL else TERM
+    state.on.add(key)
+    values: dict[str, Value] = {
+        "mem_available_bytes": mem.available_bytes,
+        "mem_available_pct": round(mem.available_pct, 2),
+        "mem_total_bytes": mem.total_bytes,
+    }
+    reason = f"MemAvailable {_mib(mem.available_bytes)} ({mem.available_pct:.1f}%)"
+    if rule.mem_available.term is not None:
+        reason += f" at or below {rule.mem_available.term}"
+    if mem.swap_total_bytes:
+        values["swap_free_bytes"] = mem.swap_free_bytes
+        reason += f", SwapFree {_mib(mem.swap_free_bytes)} ({mem.swap_free_pct or 0:.1f}%)"
+    return Trigger("machine", None, "memory", level, "process", reason, values)
+
+
+def _stall(
+    state: PolicyState,
+    key: tuple[str, Optional[str]],
+    pressure: Pressure,
+    rule: PsiRule,
+    now_us: int,
+) -> Optional[tuple[float, float]]:
+    """Feed the meter; (rate, seconds above the line) once the rate has held for the duration."""
+    meter = state.meters.get(key)
+    if meter is None:
+        meter = state.meters[key] = StallMeter(window_us=1_000_000)
+    meter.add(now_us, pressure)
+    rate = meter.rate()
+    if rate is None:
+        return None
+    pct = rate.some_pct if rule.kind == "some" else (rate.full_pct or 0.0)
+    if pct < rule.stall_pct:
+        state.stalled_since_us.pop(key, None)
+        return None
+    since = state.stalled_since_us.setdefault(key, now_us)
+    held_s = (now_us - since) / 1e6
+    if held_s < rule.duration_s:
+        return None
+    return pct, held_s
+
+
+def _reclaim_recent(sample: Sample, policy: Policy, state: PolicyState, now_us: int) -> bool:
+    window = policy.machine.reclaim_window_s
+    try:
+        pgscan = sample.vmstat.pgscan
+    except Unavailable:
+        return True  # cannot tell: do not block the PSI rule on it
+    if state.pgscan is not None and pgscan > state.pgscan[1]:
+        state.last_reclaim_us = now_us
+    state.pgscan = (now_us, pgscan)
+    if window is None:
+        return True
+    return state.last_reclaim_us is not None and now_us - state.last_reclaim_us <= window * 1e6
+
+
+def _machine_psi(sample: Sample, policy: Policy, state: PolicyState, now_us: int) -> Optional[Trigger]:
+    rule = policy.machine.psi
+    if rule is None:
+        return None
+    reclaim = _reclaim_recent(sample, policy, state, now_us)
+    pressure = sample.pressure_or_none("memory")
+    if pressure is None:
+        return None
+    held = _stall(state, ("machine", None), pressure, rule, now_us)
+    if held is None or not reclaim:
+        return None
+    pct, held_s = held
+    reason = (
+        f"memory {rule.kind} stall {pct:.0f}% for {held_s:.1f}s "
+        f"(line {rule.stall_pct:g}% for {rule.duration_s:g}s)"
+    )
+    if policy.machine.reclaim_window_s is not None:
+        reason += f", with reclaim in the last {policy.machine.reclaim_window_s:g}s"
+    values: dict[str, Value] = {
+        "stall_pct": round(pct, 2),
+        "stall_kind": rule.kind,
+        "held_s": round(held_s, 2),
+    }
+    return Trigger("machine", None, "psi", TERM, "process", reason, values)
+
+
+def _cgroup_triggers(
+    sample: Sample,
+    policy: Policy,
+    state: PolicyState,
+    now_us: int,
+    cgroups: Iterable[str],
+    prune: bool = True,
+) -> list[Trigger]:
+    triggers: list[Trigger] = []
+    seen_events: set[str] = set()
+    for path in cgroups:
+        for index, rule in enumerate(policy.cgroups):
+            if not rule.matches(path):
+                continue
+            label = rule.label or f"cgroup[{index}]"
+            group = sample.cgroup(path)
+            if rule.headroom.enabled:
+                try:
+                    memory = group.memory
+                except Unavailable:
+                    memory = None
+                if memory is not None and memory.headroom_bytes is not None and memory.max_bytes:
+                    key = (label, path, "headroom")
+                    hyst = int(memory.max_bytes * policy.hysteresis_pct / 100)
+                    level = _level(
+                        memory.headroom_bytes, rule.headroom, memory.max_bytes, hyst, key in state.on
+                    )
+                    if level is None:
+                        state.on.discard(key)
+                    else:
+                        state.on.add(key)
+                        reason = (
+                            f"headroom {_mib(memory.headroom_bytes)} of limit {_mib(memory.max_bytes)}"
+                            f" at or below {rule.headroom.term or rule.headroom.kill}"
+                        )
+                        values: dict[str, Value] = {
+                            "headroom_bytes": memory.headroom_bytes,
+                            "current_bytes": memory.current_bytes or 0,
+                            "max_bytes": memory.max_bytes,
+                        }
+                        triggers.append(Trigger(label, path, "headroom", level, rule.action, reason, values))
+            if rule.psi is not None:
+                try:
+                    pressure: Optional[Pressure] = group.pressure
+                except Unavailable:
+                    pressure = None
+                if pressure is not None:
+                    held = _stall(state, (label, path), pressure, rule.psi, now_us)
+                    if held is not None:
+                        pct, held_s = held
+                        reason = f"memory.pressure {rule.psi.kind} stall {pct:.0f}% for {held_s:.1f}s"
+                        values = {
+                            "stall_pct": round(pct, 2),
+                            "stall_kind": rule.psi.kind,
+                            "held_s": round(held_s, 2),
+                        }
+                        triggers.append(Trigger(label, path, "psi", TERM, rule.action, reason, values))
+            if rule.events is not None:
+                seen_events.add(path)
+                try:
+                    counters: Optional[Mapping[str, int]] = group.memory.events
+                except Unavailable:
+                    counters = None
+                trig = _events(counters, rule.events.limits(), state, path, now_us)
+                if trig is not None:
+                    reason, values = trig
+                    triggers.append(Trigger(label, path, "events", TERM, rule.action, reason, values))
+    if prune:  # forget groups that are gone, or no longer watched for events
+        for gone in set(state.events) - seen_events:
+            del state.events[gone]
+    return triggers
+
+
+def _events(
+    counters: Optional[Mapping[str, int]],
+    limits: Mapping[str, float],
+    state: PolicyState,
+    path: str,
+    now_us: int,
+) -> Optional[tuple[str, dict[str, Value]]]:
+    if counters is None:
+        return None
+    previous = state.events.get(path)
+    state.events[path] = (now_us, dict(counters))
+    if previous is None or now_us <= previous[0]:
+        return None
+    elapsed_s = (now_us - previous[0]) / 1e6
+    crossed = []
+    values: dict[str, Value] = {}
+    for name, limit in limits.items():
+        delta = counters.get(name, 0) - previous[1].get(name, 0)
+        if delta <= 0:
+            continue
+        rate = delta / elapsed_s
+        if rate > limit:
+            crossed.append(f"{name} {rate:.1f}/s > {limit:g}/s")
+            values[f"{name}_per_s"] = round(rate, 2)
+    if not crossed:
+        return None
+    return "memory.events " + ", ".join(crossed), values
+
+
+def _interval(sample: Sample, policy: Policy, cgroups: Iterable[str], active: bool) -> float:
+    """Sleep so that memory filling at ``fill_rate`` cannot cross a TERM line unseen
+    (earlyoom's adaptive sleep, main.c: sleep_time_ms), within the policy's bounds."""
+    poll = policy.poll
+    if active:
+        return poll.min_interval_s
+    gaps = []
+    rule = policy.machine
+    if rule.enabled and rule.mem_available.enabled:
+        mem = sample.meminfo
+        line = rule.mem_available.term or rule.mem_available.kill
+        if line is not None:
+            gaps.append(mem.available_bytes - line.resolve(mem.total_bytes))
+    for path in cgroups:
+        for cg_rule in policy.cgroups:
+            if not cg_rule.headroom.enabled or not cg_rule.matches(path):
+                continue
+            try:
+                memory = sample.cgroup(path).memory
+            except Unavailable:
+                continue
+            if memory.headroom_bytes is None or not memory.max_bytes:
+                continue
+            line = cg_rule.headroom.term or cg_rule.headroom.kill
+            if line is not None:
+                gaps.append(memory.headroom_bytes - line.resolve(memory.max_bytes))
+    if not gaps:
+        return poll.max_interval_s
+    seconds = max(0, min(gaps)) / poll.fill_rate_bytes_per_s
+    return max(poll.min_interval_s, min(poll.max_interval_s, seconds))
+
+
+def assess(
+    sample: Sample, policy: Policy, state: PolicyState, now_us: int, cgroups: Iterable[str] = ()
+) -> Assessment:
+    """Evaluate every condition of the policy on one sample. ``cgroups`` are the cgroup paths to
+    consider for the per-cgroup rules (the daemon rescans the tree now and then)."""
+    cgroups = list(cgroups)
+    triggers: list[Trigger] = []
+    if policy.machine.enabled:
+        for trig in (_machine_memory(sample, policy, state), _machine_psi(sample, policy, state, now_us)):
+            if trig is not None:
+                triggers.append(trig)
+    triggers.extend(_cgroup_triggers(sample, policy, state, now_us, cgroups))
+    warm = bool(triggers) or bool(state.stalled_since_us)
+    return Assessment(now_us, tuple(triggers), _interval(sample, policy, cgroups, warm))
+
+
+def still_crossed(sample: Sample, policy: Policy, state: PolicyState, trigger: Trigger) -> bool:
+    """Re-check a low-memory trigger on a fresh sample right before the kill (earlyoom re-reads
+    meminfo after choosing its victim). A PSI or events trigger stands once it has held: its
+    evidence is a rate over time, not a level that one more read could refute."""
+    if trigger.condition == "memory":
+        return _machine_memory(sample, policy, state) is not None
+    if trigger.condition == "headroom" and trigger.scope is not None:
+        rules = [r for r in policy.cgroups if r.label == trigger.rule]
+        if not rules:
+            return False
+        fresh = _cgroup_triggers(
+            sample,
+            replace(policy, cgroups=(replace(rules[0], psi=None, events=None),)),
+            state,
+            0,
+            [trigger.scope],
+        )
+        return any(t.condition == "headroom" for t in fresh)
+    return True
