@@ -105,3 +105,125 @@ class Arena:
                     break
                 except OSError:
                     time.sleep(0.05)
+
+
+def hog_program(
+    rate_mb_s: float, usage_file: str = "", threshold_bytes: int = 0, stop_at_bytes: int = 0
+) -> str:
+    """Python code for a hog that grows at a steady ``rate_mb_s`` in 2 MiB steps (every page
+    touched), until killed, or until it holds ``stop_at_bytes`` if given (then it sleeps).
+
+    It prints ``ready`` once it runs; ``cross <t>`` (CLOCK_MONOTONIC seconds) the first time the
+    cgroup's ``usage_file`` reaches ``threshold_bytes``; and, on SIGTERM, ``term <t>`` before
+    exiting. Reaction time = term - cross, measured on one clock by the victim itself.
+    """
+    return f"""
+import os, signal, sys, time
+def on_term(signum, frame):
+    sys.stdout.write("term %.6f\\n" % time.monotonic()); sys.stdout.flush(); os._exit(143)
+signal.signal(signal.SIGTERM, on_term)
+rate = {rate_mb_s} * 1e6
+usage_file, threshold, stop_at = {usage_file!r}, {threshold_bytes}, {stop_at_bytes}
+chunks, held, crossed = [], 0, False
+print("ready", flush=True)
+start = time.monotonic()
+while True:
+    if stop_at and held >= stop_at:
+        time.sleep(3600)
+    chunk = bytearray(2 << 20)
+    chunk[::4096] = b"x" * len(chunk[::4096])
+    chunks.append(chunk)
+    held += len(chunk)
+    if usage_file and not crossed:
+        with open(usage_file) as f:
+            if int(f.read()) >= threshold:
+                crossed = True
+                sys.stdout.write("cross %.6f\\n" % time.monotonic()); sys.stdout.flush()
+    delay = start + held / rate - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+"""
+
+
+class GuardianProcess:
+    """``guardian run`` as a child process for live tests and benchmarks.
+
+    Readiness comes through a real NOTIFY_SOCKET (so sd_notify is exercised too); decisions are
+    read back from stderr as JSON lines (GUARDIAN_LOG_FORMAT=json).
+    """
+
+    def __init__(
+        self,
+        workdir: str,
+        policy_text: str,
+        dry_run: bool = False,
+        extra_env: Optional[dict[str, str]] = None,
+    ) -> None:
+        import socket  # noqa: PLC0415 - only the live harness needs it
+
+        self.policy_path = f"{workdir}/policy.toml"
+        Path(self.policy_path).write_text(policy_text)
+        self.notify_path = f"{workdir}/notify.sock"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        self.notify.settimeout(30)
+        self.stderr_path = f"{workdir}/guardian.stderr"
+        self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - closed in stop()
+        env = {
+            **os.environ,
+            "NOTIFY_SOCKET": self.notify_path,
+            "GUARDIAN_LOG_FORMAT": "json",
+            **(extra_env or {}),
+        }
+        args = [sys.executable, "-m", "guardian.cli", "run", "--policy", self.policy_path]
+        if dry_run:
+            args.append("--dry-run")
+        self.proc = subprocess.Popen(args, env=env, stderr=self._stderr, stdout=subprocess.DEVNULL)
+        self.notifications: list[str] = []
+
+    def wait_for(self, key: str, timeout_s: float = 30) -> str:
+        """Wait for an sd_notify message containing ``key`` (``READY=1``) and return it."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"guardian exited with {self.proc.returncode}: {self.events()}")
+            self.notify.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                message = self.notify.recv(4096).decode()
+            except OSError:
+                continue
+            self.notifications.append(message)
+            if key in message.split("\n"):
+                return message
+        raise TimeoutError(f"no {key} from guardian within {timeout_s}s")
+
+    def events(self) -> list[dict[str, str]]:
+        import json  # noqa: PLC0415
+
+        out = []
+        for line in Path(self.stderr_path).read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
+    def signal(self, sig: signal.Signals) -> None:
+        fd = os.pidfd_open(self.proc.pid)
+        try:
+            signal.pidfd_send_signal(fd, sig)
+        finally:
+            os.close(fd)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.proc.wait(timeout=15)
+        self.notify.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.notify_path)
+        self._stderr.close()
+        return self.proc.returncode

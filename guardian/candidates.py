@@ -192,7 +192,7 @@ def group_candidates(
         if not live:
             excluded.append(Exclusion(candidate, "no live processes", "guardian"))
             continue
-        reason = _group_never_kill(members, self_pid, policy, facts_of, layout)
+        reason = group_never_kill(members, self_pid, policy, facts_of, layout)
         if reason is not None:
             excluded.append(Exclusion(candidate, reason, "guardian" if "policy" not in reason else "policy"))
             continue
@@ -205,7 +205,7 @@ def group_candidates(
     return candidates, excluded
 
 
-def _group_never_kill(
+def group_never_kill(
     members: Sequence[Process],
     self_pid: int,
     policy: Policy,

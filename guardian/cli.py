@@ -21,11 +21,14 @@ from typing import Optional
 from guardian import __version__
 from guardian.clock import Clock
 from guardian.config import Policy, PolicyError, load_policy
+from guardian.daemon import Guardian, Service, load, summarize
 from guardian.errors import GuardianError, Unavailable
 from guardian.explain import build_rank_report, explain, render_rank
 from guardian.host import Host
+from guardian.notify import Notifier
 from guardian.plugins import Plugins, make_plugin_manager
 from guardian.records import StallRate
+from guardian.report import Reporter, default_sink
 from guardian.sample import Sample
 from guardian.selection import Selector
 from guardian.sources.psi import read_pressure, stall_rate
@@ -104,6 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--top", type=int, metavar="N", help="show only the first N candidates")
     _add_policy(rank)
     _add_root(rank)
+
+    check = sub.add_parser(
+        "check",
+        help="validate a policy without running it",
+        description="Validate a policy file (and that the scorers it names exist) without running it. "
+        "Exit 0 when valid, 78 with file, key and reason when not.",
+    )
+    _add_policy(check)
+    _add_root(check)
+
+    run = sub.add_parser(
+        "run",
+        help="run the daemon",
+        description="Watch memory pressure and kill the worst process or cgroup before the kernel's "
+        "OOM killer does, as the policy says. SIGHUP reloads the policy; SIGTERM stops.",
+    )
+    _add_policy(run)
+    run.add_argument("--dry-run", action="store_true", help="decide and report, signal nothing")
+    _add_root(run)
     return parser
 
 
@@ -174,11 +196,30 @@ def cmd_rank(args: argparse.Namespace, clock: Clock) -> int:
     return EXIT_OK
 
 
+def cmd_check(args: argparse.Namespace, clock: Clock) -> int:
+    host = Host(args.root)
+    path = args.policy or host.policy_path()
+    loaded = load(host, path, dry_run=False)
+    for error in loaded.plugins.errors:
+        print(f"guardian check: warning: {error}", file=sys.stderr)
+    print(f"{path}: valid: {summarize(loaded.policy)}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, clock: Clock) -> int:
+    host = Host(args.root)
+    path = args.policy or (host.policy_path() if os.path.exists(host.policy_path()) else None)
+    loaded = load(host, path, dry_run=args.dry_run)
+    reporter = Reporter(default_sink(host.journal_socket()))
+    guardian = Guardian(host, loaded, reporter, clock)
+    return Service(guardian, path, args.dry_run, Notifier()).run()
+
+
 def main(argv: Optional[Sequence[str]] = None, clock: Optional[Clock] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     clock = clock or Clock()
-    commands = {"status": cmd_status, "rank": cmd_rank}
+    commands = {"status": cmd_status, "rank": cmd_rank, "check": cmd_check, "run": cmd_run}
     try:
         return commands[args.command](args, clock)
     except BrokenPipeError:

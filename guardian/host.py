@@ -32,6 +32,7 @@ BLOCK_DIR = "/sys/block"
 KERNEL_PID_MAX = "/proc/sys/kernel/pid_max"
 POLICY_FILE = "/etc/guardian.toml"
 PLUGIN_DIR = "/etc/guardian/plugins.d"
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 # errnos that mean "this process is gone" when reading /proc/PID/*: ENOENT after the directory
 # is removed, ESRCH when the task is exiting while we read (proc_pid_* returns -ESRCH).
@@ -241,6 +242,10 @@ class Host:
 
     def plugin_dir(self) -> str:
         return self.path(PLUGIN_DIR)
+
+    def journal_socket(self) -> str:
+        """journald's socket: on the real root only (a fake root has no journald)."""
+        return JOURNAL_SOCKET if self.is_live else self.path(JOURNAL_SOCKET)
 
     def self_pid(self) -> int:
         """guardian's own pid, never a candidate; -1 under a fake root, where guardian is not

@@ -345,22 +345,20 @@ def assess(
     return Assessment(now_us, tuple(triggers), _interval(sample, policy, cgroups, warm))
 
 
-def still_crossed(sample: Sample, policy: Policy, state: PolicyState, trigger: Trigger) -> bool:
-    """Re-check a low-memory trigger on a fresh sample right before the kill (earlyoom re-reads
-    meminfo after choosing its victim). A PSI or events trigger stands once it has held: its
-    evidence is a rate over time, not a level that one more read could refute."""
+def current_level(sample: Sample, policy: Policy, state: PolicyState, trigger: Trigger) -> Optional[str]:
+    """The level of one low-memory trigger on a fresh sample: the re-check right before the kill
+    (earlyoom re-reads meminfo after choosing its victim) and the escalation test during the
+    TERM grace period. A PSI or events trigger keeps its level: its evidence is a rate over
+    time, not a level that one more read could refute."""
     if trigger.condition == "memory":
-        return _machine_memory(sample, policy, state) is not None
+        fresh = _machine_memory(sample, policy, state)
+        return fresh.level if fresh is not None else None
     if trigger.condition == "headroom" and trigger.scope is not None:
         rules = [r for r in policy.cgroups if r.label == trigger.rule]
         if not rules:
-            return False
-        fresh = _cgroup_triggers(
-            sample,
-            replace(policy, cgroups=(replace(rules[0], psi=None, events=None),)),
-            state,
-            0,
-            [trigger.scope],
-        )
-        return any(t.condition == "headroom" for t in fresh)
-    return True
+            return None
+        headroom_only = replace(policy, cgroups=(replace(rules[0], psi=None, events=None),))
+        for t in _cgroup_triggers(sample, headroom_only, state, 0, [trigger.scope], prune=False):
+            return t.level
+        return None
+    return trigger.level

@@ -8,6 +8,7 @@ same message and fields go to stderr, one line per event.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -47,6 +48,19 @@ class StderrSink:
         stream.flush()
 
 
+class JsonLinesSink:
+    """One JSON object per event on stderr (GUARDIAN_LOG_FORMAT=json): for containers and log
+    shippers without journald, and for tests that read decisions back exactly."""
+
+    def __init__(self, stream: Optional[TextIO] = None) -> None:
+        self.stream = stream
+
+    def send(self, message: str, fields: Mapping[str, str]) -> None:
+        stream = self.stream or sys.stderr
+        stream.write(json.dumps({"MESSAGE": message, **fields}) + "\n")
+        stream.flush()
+
+
 class JournalSink:
     """journald through systemd-python (sd_journal_send: fields arrive as they are)."""
 
@@ -69,8 +83,12 @@ class MemorySink:
         self.events.append({"MESSAGE": message, **fields})
 
 
-def default_sink(journal_socket: str) -> Sink:
-    """journald when its socket exists and systemd-python is installed, else stderr."""
+def default_sink(journal_socket: str, log_format: Optional[str] = None) -> Sink:
+    """journald when its socket exists and systemd-python is installed, else stderr (plain, or
+    JSON lines with GUARDIAN_LOG_FORMAT=json, which also bypasses journald)."""
+    log_format = log_format if log_format is not None else os.environ.get("GUARDIAN_LOG_FORMAT", "")
+    if log_format == "json":
+        return JsonLinesSink()
     if os.path.exists(journal_socket):
         try:
             return JournalSink()

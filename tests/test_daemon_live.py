@@ -1,0 +1,220 @@
+"""Live: guardian run against real hogs in a confined arena (ARENA.md).
+
+Every hog grows inside a cgroup pair the test made (a 320 MiB v1 memory limit here, plus the
+cgroup2 group of the same name), next to a bystander. guardian watches only that cgroup. The
+kernel's own verdict is the arena's oom_kill counter: it must stay 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from guardian.arena import Arena, GuardianProcess, hog_program
+from guardian.host import Host
+from guardian.report import MSG_DRY_RUN, MSG_KILL, MSG_POLICY_LOADED, MSG_POLICY_REJECTED
+
+pytestmark = pytest.mark.live
+
+MiB = 1 << 20
+LIMIT = 320 * MiB
+TERM_HEADROOM = 64 * MiB
+
+
+def policy_for(arena: Arena, action: str = "process", extra: str = "") -> str:
+    return f"""
+cooldown_s = 2
+grace_s = 2
+[machine]
+enabled = false
+[[cgroup]]
+match = "{arena.name.strip("/")}"
+min_headroom = {{ term = "64M", kill = "32M" }}
+action = "{action}"
+[scorers]
+kernel_badness = 1.0
+{extra}
+"""
+
+
+@pytest.fixture
+def big_arena(live_host: Host) -> Arena:
+    layout = live_host.cgroup_layout()
+    if os.geteuid() != 0 or layout.memory_controller is None or layout.v2_mount is None:
+        pytest.skip("needs root, a memory controller and cgroup2")
+    arena = Arena(live_host, limit_bytes=LIMIT, prefix="guardian-test")
+    yield arena
+    arena.cleanup()
+
+
+def kernel_oom_kills(arena: Arena) -> int:
+    if arena.v1_dir is not None:
+        fields = Path(arena.v1_dir, "memory.oom_control").read_text().split()
+        return int(fields[fields.index("oom_kill") + 1])
+    assert arena.v2_dir is not None
+    for line in Path(arena.v2_dir, "memory.events").read_text().splitlines():
+        if line.startswith("oom_kill "):
+            return int(line.split()[1])
+    return 0
+
+
+def usage_file(arena: Arena) -> str:
+    if arena.v1_dir is not None:
+        return f"{arena.v1_dir}/memory.usage_in_bytes"
+    return f"{arena.v2_dir}/memory.current"
+
+
+def start(arena: Arena, code: str) -> subprocess.Popen[bytes]:
+    child = arena.spawn(code)
+    assert child.stdout is not None
+    assert child.stdout.readline() == b"ready\n"
+    return child
+
+
+def bystander(arena: Arena, mib: int = 24) -> subprocess.Popen[bytes]:
+    return start(
+        arena,
+        f"import time; x = bytearray({mib} << 20); x[::4096] = b'b' * len(x[::4096]); "
+        "print('ready', flush=True); time.sleep(600)",
+    )
+
+
+def wait_dead(child: subprocess.Popen[bytes], timeout: float = 60) -> Optional[int]:
+    try:
+        return child.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def decisions(g: GuardianProcess, message_id: str) -> list[dict[str, str]]:
+    return [e for e in g.events() if e.get("MESSAGE_ID") == message_id]
+
+
+@pytest.mark.parametrize("rate", [20, 50, 100, 150, 200, 250, 300, 400, 450, 500])
+def test_hog_dies_by_guardians_hand_before_the_kernel(big_arena: Arena, tmp_path: Path, rate: int) -> None:
+    g = GuardianProcess(str(tmp_path), policy_for(big_arena))
+    try:
+        g.wait_for("READY=1")
+        calm = bystander(big_arena)
+        hog = start(big_arena, hog_program(rate, usage_file(big_arena), LIMIT - TERM_HEADROOM))
+        code = wait_dead(hog, timeout=LIMIT / (rate * 1e6) + 30)
+        assert code is not None, "the hog outlived the test"
+        assert code in (-signal.SIGKILL, 143), code  # 143: its SIGTERM handler's exit
+        assert calm.poll() is None, "the bystander died"
+        assert kernel_oom_kills(big_arena) == 0
+        time.sleep(0.2)  # the report follows the victim's death
+        kills = decisions(g, MSG_KILL)
+        assert kills, g.events()
+        assert kills[0]["GUARDIAN_VICTIM_PID"] == str(hog.pid)
+        assert kills[0]["GUARDIAN_TRIGGER"].endswith(":headroom")
+        assert kills[0]["GUARDIAN_SCOPE"] == big_arena.name
+    finally:
+        assert g.stop() == 0
+
+
+def test_group_kill_takes_every_process_through_cgroup_kill(big_arena: Arena, tmp_path: Path) -> None:
+    g = GuardianProcess(str(tmp_path), policy_for(big_arena, action="group"))
+    try:
+        g.wait_for("READY=1")
+        members = [bystander(big_arena, 16) for _ in range(3)]
+        hog = start(big_arena, hog_program(100, usage_file(big_arena), LIMIT - TERM_HEADROOM))
+        for child in [hog, *members]:
+            assert wait_dead(child, timeout=30) == -signal.SIGKILL
+        assert kernel_oom_kills(big_arena) == 0
+        time.sleep(0.2)
+        (kill,) = decisions(g, MSG_KILL)
+        assert kill["GUARDIAN_ACTION"] == "group-kill"
+        assert kill["GUARDIAN_SIGNALS"] == "cgroup.kill"
+        assert set(kill["GUARDIAN_VICTIM_PIDS"].split(",")) == {str(c.pid) for c in [hog, *members]}
+    finally:
+        assert g.stop() == 0
+
+
+def test_dry_run_reports_and_signals_nothing(big_arena: Arena, tmp_path: Path) -> None:
+    g = GuardianProcess(str(tmp_path), policy_for(big_arena), dry_run=True)
+    try:
+        g.wait_for("READY=1")
+        # the hog (with its interpreter) stops about 50 MiB short of the limit: past the TERM
+        # line (64 MiB of headroom), short of the KILL line and of the kernel
+        hog = start(big_arena, hog_program(100, stop_at_bytes=LIMIT - 48 * MiB - 16 * MiB))
+        deadline = time.monotonic() + 30
+        while not decisions(g, MSG_DRY_RUN) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (decision,) = decisions(g, MSG_DRY_RUN)[:1]
+        assert decision["GUARDIAN_VICTIM_PID"] == str(hog.pid)
+        assert decision["GUARDIAN_OUTCOME"] == "dry-run"
+        assert decision["MESSAGE"].startswith("dry run: would ")
+        time.sleep(1)
+        assert hog.poll() is None, "guardian signalled the hog in a dry run"
+        assert decisions(g, MSG_KILL) == []
+    finally:
+        assert g.stop() == 0
+
+
+def test_protected_largest_process_survives(big_arena: Arena, tmp_path: Path) -> None:
+    extra = '[[protect]]\ncmdline = "precious-marker"\n'
+    g = GuardianProcess(str(tmp_path), policy_for(big_arena, extra=extra))
+    try:
+        g.wait_for("READY=1")
+        precious = start(
+            big_arena,
+            "import time  # precious-marker\nx = bytearray(150 << 20); x[::4096] = b'p' * len(x[::4096])\n"
+            "print('ready', flush=True); time.sleep(600)",
+        )
+        hog = start(big_arena, hog_program(50, usage_file(big_arena), LIMIT - TERM_HEADROOM))
+        assert wait_dead(hog, timeout=30) is not None
+        assert precious.poll() is None, "the protected process died"
+        assert kernel_oom_kills(big_arena) == 0
+        time.sleep(0.2)
+        assert decisions(g, MSG_KILL)[0]["GUARDIAN_VICTIM_PID"] == str(hog.pid)
+    finally:
+        assert g.stop() == 0
+
+
+def test_sighup_with_a_broken_policy_keeps_the_old_one(big_arena: Arena, tmp_path: Path) -> None:
+    g = GuardianProcess(str(tmp_path), policy_for(big_arena))
+    try:
+        g.wait_for("READY=1")
+        Path(g.policy_path).write_text("[machine]\nmem_available = { term = 'lots' }\n")
+        g.signal(signal.SIGHUP)
+        g.wait_for("READY=1")  # reload finished
+        (rejected,) = decisions(g, MSG_POLICY_REJECTED)
+        assert rejected["GUARDIAN_POLICY_ERROR"] == (
+            f'{g.policy_path}: machine.mem_available.term: expected a percentage ("10%") or a size '
+            '("512M", or bytes), got "lots"'
+        )
+        # the old policy still acts
+        hog = start(big_arena, hog_program(100, usage_file(big_arena), LIMIT - TERM_HEADROOM))
+        assert wait_dead(hog, timeout=30) is not None
+        assert kernel_oom_kills(big_arena) == 0
+        # a good policy is taken
+        Path(g.policy_path).write_text(policy_for(big_arena))
+        g.signal(signal.SIGHUP)
+        g.wait_for("READY=1")
+        assert decisions(g, MSG_POLICY_LOADED)
+        assert g.proc.poll() is None
+    finally:
+        assert g.stop() == 0
+
+
+def test_invalid_policy_at_start_exits_78(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[cgroup]]\nmatch = 'system.slice/[oops'\nmin_headroom = { term = '5%' }\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "guardian.cli", "run", "--policy", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 78
+    assert (
+        out.stderr
+        == f'guardian run: {bad}: cgroup[0].match: bad glob "system.slice/[oops": unclosed [ in glob\n'
+    )
