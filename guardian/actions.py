@@ -84,7 +84,9 @@ class Killer:
 
     def __init__(self, host: Host, dry_run: bool = False) -> None:
         self.host = host
-        self.dry_run = dry_run
+        # Under a fake root (--root DIR) the pids are a fixture's, not this machine's: signalling
+        # them would hit whatever real process has that number. Such a Killer only decides.
+        self.dry_run = dry_run or not host.is_live
 
     # --- one process -----------------------------------------------------------------------
 

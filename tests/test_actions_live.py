@@ -1,0 +1,148 @@
+"""Live: the kill path. pidfds make a recycled pid unhittable; escalation; group kill fallback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from guardian.actions import Killer
+from guardian.arena import Arena
+from guardian.host import Host
+from guardian.records import Process
+from guardian.sources.processes import read_process
+
+pytestmark = pytest.mark.live
+
+NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"
+
+
+def spawn(code: str = "import time; print('ready', flush=True); time.sleep(600)") -> subprocess.Popen[bytes]:
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+    child.stdout.close()  # ready is all we wanted to hear
+    return child
+
+
+def spawn_with_pid(pid: int) -> subprocess.Popen[bytes]:
+    """A new process that gets exactly ``pid`` (recycled), through ns_last_pid."""
+    for _ in range(20):
+        try:
+            Path(NS_LAST_PID).write_text(str(pid - 1))
+        except OSError as exc:
+            pytest.skip(f"cannot steer pid allocation here: {exc.strerror}")
+        child = subprocess.Popen(["sleep", "600"])
+        if child.pid == pid:
+            return child
+        child.kill()
+        child.wait()
+    pytest.skip("another process kept taking the pid")
+
+
+def gone(host: Host) -> Process:
+    """The record of a process that has exited and been reaped."""
+    child = spawn()
+    record = read_process(host, child.pid)
+    child.kill()
+    child.wait()
+    return record
+
+
+def test_recycled_pid_is_not_signalled(live_host: Host) -> None:
+    victim = gone(live_host)
+    stranger = spawn_with_pid(victim.pid)
+    try:
+        outcome = Killer(live_host).kill_process(victim, "KILL", grace_s=1)
+        assert outcome.result == "pid-reused"
+        assert outcome.signals == []
+        assert "nothing was sent" in outcome.detail
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_pidfd_opened_before_reuse_cannot_reach_the_new_process(live_host: Host) -> None:
+    child = spawn()
+    victim = read_process(live_host, child.pid)
+    killer = Killer(live_host)
+    pidfd = killer.open_victim(victim)  # pinned when chosen...
+    child.kill()  # ...then it exits (the test's own child) and its pid is recycled
+    child.wait()
+    stranger = spawn_with_pid(victim.pid)
+    try:
+        outcome = killer.kill_process(victim, "KILL", grace_s=1, pidfd=pidfd)
+        assert outcome.result == "vanished"
+        assert outcome.signals == []
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_term_then_kill_after_grace_with_mrelease(live_host: Host) -> None:
+    stubborn = spawn(
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "x = bytearray(32 << 20); x[::4096] = b's' * len(x[::4096]); print('ready', flush=True); time.sleep(600)"
+    )
+    outcome = Killer(live_host).kill_process(read_process(live_host, stubborn.pid), "TERM", grace_s=0.3)
+    assert outcome.signals == ["SIGTERM", "SIGKILL"]
+    assert outcome.result == "killed"
+    assert outcome.mreleased  # process_mrelease worked after SIGKILL
+    assert stubborn.wait(timeout=10) == -signal.SIGKILL
+
+
+def test_escalation_during_grace(live_host: Host) -> None:
+    stubborn = spawn(
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"
+    )
+    calls = []
+
+    def escalate() -> bool:
+        calls.append(1)
+        return len(calls) >= 2  # memory reaches the KILL level on the second look
+
+    outcome = Killer(live_host).kill_process(read_process(live_host, stubborn.pid), "TERM", 30, escalate)
+    assert outcome.signals == ["SIGTERM", "SIGKILL"]
+    assert "escalated" in outcome.detail
+    assert outcome.elapsed_s < 5
+    stubborn.wait(timeout=10)
+
+
+def test_term_is_enough_for_a_cooperative_victim(live_host: Host) -> None:
+    child = spawn()
+    outcome = Killer(live_host).kill_process(read_process(live_host, child.pid), "TERM", grace_s=5)
+    assert outcome.result == "terminated" and outcome.signals == ["SIGTERM"]
+    assert not outcome.mreleased  # never after SIGTERM (earlyoom#354)
+    assert child.wait(timeout=10) == -signal.SIGTERM
+
+
+def test_dry_run_signals_nothing(live_host: Host) -> None:
+    child = spawn()
+    try:
+        outcome = Killer(live_host, dry_run=True).kill_process(read_process(live_host, child.pid), "KILL", 1)
+        assert outcome.result == "dry-run" and outcome.signals == []
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_group_kill_without_cgroup_kill_kills_each_pid(arena: Arena, live_host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    members = [arena.spawn("import time; print('ready', flush=True); time.sleep(600)") for _ in range(3)]
+    for m in members:
+        assert m.stdout is not None and m.stdout.readline() == b"ready\n"
+    killer = Killer(live_host)
+    real_exists = os.path.exists
+    # a kernel before 5.14: no cgroup.kill file
+    monkeypatch.setattr(os.path, "exists", lambda p: False if str(p).endswith("cgroup.kill") else real_exists(p))
+    outcome = killer.kill_group(arena.name)
+    assert outcome.result == "killed"
+    assert outcome.signals == ["SIGKILL"]
+    assert sorted(outcome.pids) == sorted(m.pid for m in members)
+    for m in members:
+        assert m.wait(timeout=10) == -signal.SIGKILL
