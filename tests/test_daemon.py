@@ -1,0 +1,238 @@
+"""Guardian.tick() on built roots with a fake clock and a fake journal: decisions and fields.
+
+Under a fake root the Killer only decides (actions.py), so every decision here reports as a
+dry run, with exactly the fields journald would receive.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fixtures.builder import FakeRoot
+
+from guardian.clock import FakeClock
+from guardian.config import parse_policy
+from guardian.daemon import Guardian, Loaded
+from guardian.host import Host
+from guardian.plugins import make_plugin_manager
+from guardian.report import MSG_DRY_RUN, MSG_NOT_DONE, MemorySink, Reporter
+from guardian.selection import Selector
+
+GiB_KB = 1024 * 1024
+MiB = 1 << 20
+
+
+def guardian_for(root: Path, policy_text: str) -> tuple[Guardian, MemorySink, FakeClock]:
+    policy = parse_policy(policy_text, "test.toml")
+    plugins = make_plugin_manager(None, entry_points=False)
+    sink = MemorySink()
+    clock = FakeClock()
+    g = Guardian(Host(root), Loaded(policy, plugins, Selector(policy, plugins)), Reporter(sink), clock)
+    return g, sink, clock
+
+
+def machine(tmp_path: Path, available_kb: int, extra: bool = True) -> Path:
+    root = FakeRoot(tmp_path / "root")
+    root.mounts("unified")
+    root.meminfo(total_kb=16 * GiB_KB, available_kb=available_kb)
+    root.psi("memory", some=(0, 0, 0, 1000), full=(0, 0, 0, 500))
+    root.vmstat(pgscan_kswapd=100)
+    root.process(1, "systemd", ppid=0, rss_anon_kb=8192, cgroup_v2="/init.scope")
+    root.cgroup_v2("/init.scope")
+    if extra:
+        root.process(
+            300,
+            "critical",
+            ppid=1,
+            rss_anon_kb=3 * GiB_KB,
+            oom_score_adj=-1000,
+            cgroup_v2="/system.slice/critical.service",
+        )
+        root.process(
+            310, "precious", ppid=1, rss_anon_kb=2 * GiB_KB, cgroup_v2="/system.slice/precious.service"
+        )
+        root.process(320, "worker", ppid=1, rss_anon_kb=GiB_KB, cgroup_v2="/system.slice/worker.service")
+        root.process(330, "tiny", ppid=1, rss_anon_kb=4096, cgroup_v2="/system.slice/worker.service")
+        for svc in ("critical", "precious", "worker"):
+            root.cgroup_v2(f"/system.slice/{svc}.service")
+    root.finish()
+    return tmp_path / "root"
+
+
+POLICY = """
+cooldown_s = 10
+[machine]
+mem_available = { term = "10%", kill = "5%" }
+[[protect]]
+comm = "^precious$"
+"""
+
+
+def set_available(root: Path, pct: float) -> None:
+    meminfo = root / "proc/meminfo"
+    lines = []
+    for line in meminfo.read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            line = f"MemAvailable:   {int(16 * GiB_KB * pct / 100):>8} kB"
+        lines.append(line)
+    meminfo.write_text("\n".join(lines) + "\n")
+
+
+def test_decision_fields_and_never_kill(tmp_path: Path) -> None:
+    root = machine(tmp_path, available_kb=int(16 * GiB_KB * 0.04))
+    g, sink, _ = guardian_for(root, POLICY)
+    result = g.tick()
+    assert result.trigger is not None and result.trigger.level == "KILL"
+    assert result.victim is not None and result.victim.candidate.process is not None
+    assert result.victim.candidate.process.comm == "worker"  # not the -1000 or the protected one
+    (event,) = sink.events
+    assert event["MESSAGE_ID"] == MSG_DRY_RUN
+    assert event["MESSAGE"].startswith("dry run: would kill pid 320 (worker), 1024 MiB: MemAvailable ")
+    assert event["PRIORITY"] == "5"
+    assert event["GUARDIAN_ACTION"] == "kill"
+    assert event["GUARDIAN_LEVEL"] == "KILL"
+    assert event["GUARDIAN_TRIGGER"] == "machine:memory"
+    assert event["GUARDIAN_SCOPE"] == "/"
+    assert event["GUARDIAN_VICTIM_PID"] == "320"
+    assert event["GUARDIAN_VICTIM_COMM"] == "worker"
+    assert event["GUARDIAN_VICTIM_CGROUP"] == "/system.slice/worker.service"
+    assert event["GUARDIAN_VICTIM_RSS_BYTES"] == str(1024 * MiB)
+    assert event["GUARDIAN_VALUE_MEM_AVAILABLE_BYTES"] == str(int(16 * GiB_KB * 0.04) * 1024)
+    assert event["GUARDIAN_VALUE_MEM_AVAILABLE_PCT"] == "4.0"
+    assert float(event["GUARDIAN_SCORE_KERNEL_BADNESS"]) > 666
+    assert event["GUARDIAN_OUTCOME"] == "dry-run"
+
+
+def test_cooldown_then_a_new_episode(tmp_path: Path) -> None:
+    root = machine(tmp_path, available_kb=int(16 * GiB_KB * 0.08))
+    g, sink, clock = guardian_for(root, POLICY)
+    assert g.tick().victim is not None
+    clock.advance(0.5)
+    assert g.tick().trigger is None  # same trouble, cooling down
+    clock.advance(2)
+    assert g.tick().trigger is None  # TERM level: waits for recovery or the cooldown
+    set_available(root, 30)
+    clock.advance(0.5)
+    assert g.tick().assessment.triggers == ()  # recovered: the cooldown ends
+    set_available(root, 8)
+    clock.advance(0.5)
+    assert g.tick().victim is not None  # a new episode acts at once
+    assert len([e for e in sink.events if e["MESSAGE_ID"] == MSG_DRY_RUN]) == 2
+
+
+def test_kill_level_acts_again_after_settling(tmp_path: Path) -> None:
+    root = machine(tmp_path, available_kb=int(16 * GiB_KB * 0.03))
+    g, _, clock = guardian_for(root, POLICY)
+    assert g.tick().victim is not None
+    clock.advance(0.2)
+    assert g.tick().trigger is None  # memory has not had time to show the kill yet
+    clock.advance(1.0)
+    assert g.tick().victim is not None  # still at KILL after settling: next victim
+
+
+def test_hysteresis(tmp_path: Path) -> None:
+    root = machine(tmp_path, available_kb=int(16 * GiB_KB * 0.09), extra=False)
+    g, _, clock = guardian_for(root, "[machine]\nmem_available = { term = '10%' }\n")
+    assert [t.level for t in g.tick().assessment.triggers] == ["TERM"]
+    set_available(root, 11)  # above the line, within 2 % of it: still on
+    assert [t.level for t in g.tick().assessment.triggers] == ["TERM"]
+    set_available(root, 12.5)
+    assert g.tick().assessment.triggers == ()
+    set_available(root, 11)  # off now, so 11 % is fine
+    assert g.tick().assessment.triggers == ()
+
+
+def write_psi(root: Path, some_total: int, full_total: int) -> None:
+    (root / "proc/pressure/memory").write_text(
+        f"some avg10=0.00 avg60=0.00 avg300=0.00 total={some_total}\n"
+        f"full avg10=0.00 avg60=0.00 avg300=0.00 total={full_total}\n"
+    )
+
+
+def write_pgscan(root: Path, value: int) -> None:
+    text = (root / "proc/vmstat").read_text().splitlines()
+    (root / "proc/vmstat").write_text(
+        "\n".join(f"pgscan_kswapd {value}" if line.startswith("pgscan_kswapd ") else line for line in text)
+        + "\n"
+    )
+
+
+@pytest.mark.parametrize("reclaim", [True, False])
+def test_psi_must_hold_for_its_duration_with_reclaim(tmp_path: Path, reclaim: bool) -> None:
+    root = machine(tmp_path, available_kb=8 * GiB_KB)
+    g, _, clock = guardian_for(root, "[machine]\npsi = { kind = 'full', stall_pct = 50, duration_s = 3 }\n")
+    total, pgscan, fired_at = 0, 100, None
+    for step in range(60):  # 100 ms ticks, 80 % full stall
+        total += 80_000
+        if reclaim:
+            pgscan += 10
+        write_psi(root, total, total)
+        write_pgscan(root, pgscan)
+        result = g.tick(clock.monotonic_us())
+        if result.trigger is not None:
+            fired_at = step
+            break
+        clock.advance(0.1)
+    if reclaim:
+        assert fired_at is not None and 30 <= fired_at <= 42  # 3 s of stall (after a 1 s warm-up)
+        assert result.trigger is not None and result.trigger.condition == "psi"
+    else:
+        assert fired_at is None  # stalls without reclaim are not a memory shortage
+
+
+def test_memory_events_rate(tmp_path: Path) -> None:
+    root = FakeRoot(tmp_path / "root")
+    root.mounts("unified")
+    root.meminfo(total_kb=16 * GiB_KB, available_kb=8 * GiB_KB)
+    root.process(1, "systemd", ppid=0, rss_anon_kb=8192, cgroup_v2="/init.scope")
+    root.process(500, "batch", ppid=1, rss_anon_kb=200 * 1024, cgroup_v2="/system.slice/batch.service")
+    root.cgroup_v2("/system.slice/batch.service", max=512 * MiB)
+    root.finish()
+    path = tmp_path / "root/sys/fs/cgroup/system.slice/batch.service/memory.events"
+    g, sink, clock = guardian_for(
+        tmp_path / "root",
+        "[machine]\nenabled = false\n[[cgroup]]\nmatch = 'system.slice/*.service'\nevents = { max_per_s = 100 }\n",
+    )
+    assert g.tick().trigger is None  # first reading: no rate yet
+    path.write_text("low 0\nhigh 0\nmax 50\noom 0\noom_kill 0\noom_group_kill 0\n")
+    clock.advance(1)
+    assert g.tick().trigger is None  # 50/s
+    path.write_text("low 0\nhigh 0\nmax 400\noom 0\noom_kill 0\noom_group_kill 0\n")
+    clock.advance(1)
+    result = g.tick()
+    assert result.trigger is not None and result.trigger.condition == "events"
+    assert result.trigger.values == {"max_per_s": 350.0}
+    assert sink.events[-1]["GUARDIAN_VICTIM_COMM"] == "batch"
+
+
+def test_interval_shrinks_with_headroom(tmp_path: Path) -> None:
+    policy = "[poll]\nfill_rate = '1G'\nmax_interval_s = 5\nmin_interval_s = 0.05\n[machine]\nmem_available = { term = '10%' }\n"
+    roomy, _, _ = guardian_for(machine(tmp_path / "a", available_kb=12 * GiB_KB), policy)
+    tight, _, _ = guardian_for(machine(tmp_path / "b", available_kb=int(16 * GiB_KB * 0.12)), policy)
+    assert roomy.tick().assessment.interval_s == 5.0  # 10.4 GiB to the line at 1 GiB/s
+    interval = tight.tick().assessment.interval_s
+    assert interval == pytest.approx(0.32, abs=0.01)  # 2 % of 16 GiB = 0.32 GiB at 1 GiB/s
+
+
+def test_group_action_refuses_a_group_holding_a_protected_process(tmp_path: Path) -> None:
+    root = FakeRoot(tmp_path / "root")
+    root.mounts("unified")
+    root.meminfo(total_kb=16 * GiB_KB, available_kb=8 * GiB_KB)
+    root.process(1, "systemd", ppid=0, rss_anon_kb=8192, cgroup_v2="/init.scope")
+    root.process(
+        600, "db", ppid=1, rss_anon_kb=400 * 1024, oom_score_adj=-1000, cgroup_v2="/system.slice/db.service"
+    )
+    root.process(601, "helper", ppid=600, rss_anon_kb=90 * 1024, cgroup_v2="/system.slice/db.service")
+    root.cgroup_v2("/system.slice/db.service", max=512 * MiB)
+    root.finish()
+    g, sink, _ = guardian_for(
+        tmp_path / "root",
+        "[machine]\nenabled = false\n[[cgroup]]\nmatch = 'system.slice/db.service'\n"
+        "min_headroom = { term = '20%' }\naction = 'group'\n",
+    )
+    result = g.tick()
+    assert result.trigger is not None and result.victim is None
+    assert result.skipped is not None and "oom_score_adj is -1000" in result.skipped
+    assert sink.events[-1]["MESSAGE_ID"] == MSG_NOT_DONE
+    assert sink.events[-1]["GUARDIAN_OUTCOME"] == "protected"
