@@ -71,11 +71,8 @@ comm = "^precious$"
 
 def set_available(root: Path, pct: float) -> None:
     meminfo = root / "proc/meminfo"
-    lines = []
-    for line in meminfo.read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            line = f"MemAvailable:   {int(16 * GiB_KB * pct / 100):>8} kB"
-        lines.append(line)
+    new = f"MemAvailable:   {int(16 * GiB_KB * pct / 100):>8} kB"
+    lines = [new if x.startswith("MemAvailable:") else x for x in meminfo.read_text().splitlines()]
     meminfo.write_text("\n".join(lines) + "\n")
 
 
@@ -133,7 +130,7 @@ def test_kill_level_acts_again_after_settling(tmp_path: Path) -> None:
 
 def test_hysteresis(tmp_path: Path) -> None:
     root = machine(tmp_path, available_kb=int(16 * GiB_KB * 0.09), extra=False)
-    g, _, clock = guardian_for(root, "[machine]\nmem_available = { term = '10%' }\n")
+    g, _, _ = guardian_for(root, "[machine]\nmem_available = { term = '10%' }\n")
     assert [t.level for t in g.tick().assessment.triggers] == ["TERM"]
     set_available(root, 11)  # above the line, within 2 % of it: still on
     assert [t.level for t in g.tick().assessment.triggers] == ["TERM"]
