@@ -1,0 +1,135 @@
+"""``guardian check``: the shipped policy is valid and documented; broken ones fail with exact
+messages and exit code 78."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from guardian.cli import EXIT_CONFIG, EXIT_OK, main
+from guardian.config import glob_to_regex, load_policy
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SHIPPED = Path(__file__).parent.parent / "etc" / "guardian.toml"
+
+
+def test_shipped_policy_is_valid(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["check", "--policy", str(SHIPPED), "--root", str(tmp_path)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.startswith(f"{SHIPPED}: valid: machine: MemAvailable 10%/5%")
+    policy = load_policy(str(SHIPPED))
+    assert policy.machine.psi is not None and not policy.dry_run
+    assert [r.match for r in policy.cgroups] == ["system.slice/*.service"]
+
+
+def keys_of(value: object, prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            path = f"{prefix}.{k}" if prefix else k
+            keys.add(path)
+            keys |= keys_of(v, path)
+    elif isinstance(value, list):
+        for item in value:
+            keys |= keys_of(item, prefix)
+    return keys
+
+
+def test_every_policy_key_is_documented_in_the_shipped_file() -> None:
+    """Every key the loader knows appears in etc/guardian.toml, set or in a commented example."""
+    text = SHIPPED.read_text()
+    uncommented = "\n".join(line[2:] if line.startswith("# ") else line for line in text.splitlines())
+    # what the shipped file sets, and what its commented examples would set
+    documented = keys_of(tomllib.loads(text))
+    for block in re.findall(r"(?:^# \[\[?[a-z_.]+\]\]?\n(?:^# [a-z_]+ = .*\n)+)", text, flags=re.MULTILINE):
+        documented |= keys_of(tomllib.loads("\n".join(line[2:] for line in block.splitlines())))
+    known = {
+        "dry_run", "grace_s", "cooldown_s", "hysteresis_pct", "self_oom_score_adj",
+        "machine", "machine.enabled", "machine.mem_available", "machine.mem_available.term",
+        "machine.mem_available.kill", "machine.swap_free", "machine.swap_free.term",
+        "machine.swap_free.kill", "machine.psi", "machine.psi.kind", "machine.psi.stall_pct",
+        "machine.psi.duration_s", "machine.reclaim_window_s",
+        "cgroup", "cgroup.match", "cgroup.min_headroom", "cgroup.min_headroom.term",
+        "cgroup.min_headroom.kill", "cgroup.psi", "cgroup.psi.kind", "cgroup.psi.stall_pct",
+        "cgroup.psi.duration_s", "cgroup.events", "cgroup.action",
+        "scorers", "protect", "protect.unit", "ignore", "ignore.comm", "prefer", "prefer.cmdline",
+        "prefer.points", "avoid", "avoid.comm", "avoid.points",
+        "plugins", "plugins.entry_points", "plugins.directory", "plugins.budget_ms",
+        "poll", "poll.min_interval_s", "poll.max_interval_s", "poll.fill_rate",
+    }  # fmt: skip
+    missing = sorted(k for k in known - documented if k.rsplit(".", 1)[-1] not in uncommented)
+    assert missing == []
+    for event in ("high_per_s", "max_per_s", "oom_per_s"):
+        assert event in text
+
+
+SRC = "bad.toml"
+
+BROKEN = [
+    ("dry_run = 'yes'\n", 'dry_run: expected true or false, got "yes"'),
+    ("grace_s = -1\n", "grace_s: expected a number from 0 to 600, got -1"),
+    ("cooldown = 5\n", "cooldown: unknown key (known here: avoid, cgroup, cooldown_s, dry_run, grace_s, hysteresis_pct, ignore, machine, plugins, poll, prefer, protect, scorers, self_oom_score_adj)"),
+    ("[machine]\nmem_available = { term = '110%' }\n", 'machine.mem_available.term: expected a percentage from 0 to 100, got "110%"'),
+    ("[machine]\nmem_available = { term = 'lots' }\n", 'machine.mem_available.term: expected a percentage ("10%") or a size ("512M", or bytes), got "lots"'),
+    ("[machine]\nmem_available = { term = '5%', kill = '10%' }\n", "machine.mem_available.kill: the KILL level (10%) must not be above the TERM level (5%)"),
+    ("[machine]\nswap_free = { term = '1G', kill = '5%' }\n", "machine.swap_free.kill: give term and kill in the same unit (both % or both sizes)"),
+    ("[machine]\nmem_available = { trem = '5%' }\n", "machine.mem_available.trem: unknown key (known here: kill, term)"),
+    ("[machine]\npsi = { kind = 'half' }\n", 'machine.psi.kind: expected "some" or "full", got "half"'),
+    ("[machine]\npsi = { stall_pct = 0 }\n", "machine.psi.stall_pct: expected a number from 0.1 to 100, got 0"),
+    ("[machine]\nreclaim_window_s = 'long'\n", 'machine.reclaim_window_s: expected a number from 0 to 3600, got "long"'),
+    ("[[cgroup]]\nmin_headroom = { term = '5%' }\n", 'cgroup[0].match: expected a glob over cgroup paths, e.g. "system.slice/*.service"'),
+    ("[[cgroup]]\nmatch = 'a/[b'\nmin_headroom = { term = '5%' }\n", 'cgroup[0].match: bad glob "a/[b": unclosed [ in glob'),
+    ("[[cgroup]]\nmatch = 'system.slice/*'\n", "cgroup[0]: a cgroup rule needs at least one of min_headroom, psi, events"),
+    ("[[cgroup]]\nmatch = 'x'\nevents = {}\n", "cgroup[0].events: give at least one of high_per_s, max_per_s, oom_per_s"),
+    ("[[cgroup]]\nmatch = 'x'\nevents = { oom_per_s = -1 }\n", "cgroup[0].events.oom_per_s: expected a number from 0 to 1e+09, got -1"),
+    ("[[cgroup]]\nmatch = 'x'\npsi = {}\naction = 'nuke'\n", 'cgroup[0].action: expected "process" or "group", got "nuke"'),
+    ("[[cgroup]]\nmatch = 'x'\npsi = {}\n[[cgroup]]\nmatch = 'y'\nheadroom = 1\n", "cgroup[1].headroom: unknown key (known here: action, events, match, min_headroom, psi)"),
+    ("[poll]\nmin_interval_s = 2\nmax_interval_s = 1\n", "poll.min_interval_s: must not be above max_interval_s"),
+    ("[poll]\nfill_rate = '50%'\n", 'poll.fill_rate: expected a size per second ("4G"), not a percentage'),
+    ("[[prefer]]\ncmdline = '*x'\n", "prefer[0].cmdline: bad regular expression: nothing to repeat at position 0"),
+    ("[scorers]\nkernel_badness = 1\nnot_a_scorer = 1\n", "scorers.not_a_scorer: no scorer named 'not_a_scorer' (available: cgroup_largest, example_swap, kernel_badness, kubelet_qos, rules)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "message"), BROKEN, ids=[m.split(":")[0] for _, m in BROKEN])
+def test_check_rejects_broken_policies(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    text: str,
+    message: str,
+) -> None:
+    path = tmp_path / SRC
+    path.write_text(text)
+    if "not_a_scorer" not in text:
+        monkeypatch.setenv("GUARDIAN_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert main(["check", "--policy", str(path), "--root", str(tmp_path)]) == EXIT_CONFIG
+    captured = capsys.readouterr()
+    assert captured.err == f"guardian check: {path}: {message}\n"
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    ("glob", "path", "matches"),
+    [
+        ("system.slice/*.service", "system.slice/nginx.service", True),
+        ("system.slice/*.service", "system.slice/nginx.service/sub", False),
+        ("system.slice/*.service", "system.slice/a.slice/b.service", False),
+        ("kubepods.slice/**", "kubepods.slice/kubepods-burstable.slice/pod1.slice/c.scope", True),
+        ("kubepods.slice/**/*.scope", "kubepods.slice/kubepods-pod1.slice/crio-1.scope", True),
+        ("kubepods.slice/**/*.scope", "kubepods.slice/x.scope", True),
+        ("user.slice/user-[0-9]*.slice", "user.slice/user-1000.slice", True),
+        ("user.slice/user-[!0]*.slice", "user.slice/user-0.slice", False),
+        ("a?c", "abc", True),
+        ("a.c", "abc", False),
+    ],
+)
+def test_globs(glob: str, path: str, matches: bool) -> None:
+    assert bool(re.fullmatch(glob_to_regex(glob), path)) is matches
