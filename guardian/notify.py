@@ -34,8 +34,12 @@ class Notifier:
             address = "\0" + address[1:]
         payload = "\n".join(f"{k}={v}" for k, v in state.items()).encode()
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # never block: a unix datagram receiver with a full queue (10 datagrams by default)
+            # would stall sendto(), and the OOM guardian with it (found by bench/reaction.py)
+            with socket.socket(
+                socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            ) as sock:
                 sock.sendto(payload, address)
-        except OSError:
+        except OSError:  # includes BlockingIOError: the message is dropped, guardian goes on
             return False
         return True

@@ -117,3 +117,18 @@ def test_no_os_paths_outside_host_module() -> None:
             if pattern.search(line):
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_notify_never_blocks_on_a_full_receiver(tmp_path: Path) -> None:
+    import socket
+
+    from guardian.notify import Notifier
+
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(path)
+        notifier = Notifier({"NOTIFY_SOCKET": path})
+        sent = [notifier.send(STATUS=f"tick {i}") for i in range(200)]  # nobody reads
+        assert sent[0] is True
+        assert sent[-1] is False  # dropped, not blocked
+        assert receiver.recv(100) == b"STATUS=tick 0"
