@@ -132,14 +132,18 @@ def test_dry_run_signals_nothing(live_host: Host) -> None:
         child.wait()
 
 
-def test_group_kill_without_cgroup_kill_kills_each_pid(arena: Arena, live_host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_group_kill_without_cgroup_kill_kills_each_pid(
+    arena: Arena, live_host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
     members = [arena.spawn("import time; print('ready', flush=True); time.sleep(600)") for _ in range(3)]
     for m in members:
         assert m.stdout is not None and m.stdout.readline() == b"ready\n"
     killer = Killer(live_host)
     real_exists = os.path.exists
     # a kernel before 5.14: no cgroup.kill file
-    monkeypatch.setattr(os.path, "exists", lambda p: False if str(p).endswith("cgroup.kill") else real_exists(p))
+    monkeypatch.setattr(
+        os.path, "exists", lambda p: False if str(p).endswith("cgroup.kill") else real_exists(p)
+    )
     outcome = killer.kill_group(arena.name)
     assert outcome.result == "killed"
     assert outcome.signals == ["SIGKILL"]
