@@ -111,7 +111,7 @@ kernel_badness = 1.0
     wake = "v1 usage-threshold eventfd" if layout.memory_controller == "v1" else "memory.events + polling"
     print(f"machine: {os.uname().release}, {os.cpu_count()} CPUs; cgroups {layout.mode}; wake-up: {wake}")
     print(
-        f"arena limit {LIMIT // MiB} MiB, TERM line at {TERM // MiB} MiB of headroom; {args.runs} runs per rate"
+        f"arena limit {LIMIT // MiB} MiB, TERM line at {TERM // MiB} MiB of headroom; {args.runs} runs/rate"
     )
     print(f"{'rate MB/s':>10} {'runs':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     every: list[float] = []
