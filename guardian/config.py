@@ -118,6 +118,19 @@ class CgroupRule:
     def matches(self, cgroup: str) -> bool:
         return bool(self.pattern.fullmatch(cgroup.strip("/")))
 
+    def walk(self) -> tuple[str, Optional[int]]:
+        """Where cgroups this glob can match live: the literal leading components as a path, and
+        how many levels below it (None with ``**``). ``system.slice/*.service`` -> ("/system.slice", 1)."""
+        parts = self.match.strip("/").split("/")
+        literal = []
+        for part in parts:
+            if any(c in part for c in "*?["):
+                break
+            literal.append(part)
+        rest = parts[len(literal) :]
+        depth = None if any("**" in p for p in rest) else len(rest)
+        return "/" + "/".join(literal), depth
+
 
 @dataclass(frozen=True)
 class PollSettings:

@@ -27,6 +27,7 @@ import os
 import select
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -46,7 +47,8 @@ from guardian.selection import Selector
 from guardian.sources.psi import PsiTrigger, TriggerRefused, TriggerSpec
 
 SETTLE_S = 1.0  # after a victim died, KILL-level triggers wait this long for memory to show it
-RESCAN_S = 5.0  # how often the cgroup tree is rescanned for groups the rules match
+RESCAN_S = 30.0  # how often the rules' subtrees are rescanned for new cgroups
+PSI_HOLD_S = 5.0  # after a PSI trigger fires, read that source every tick for this long
 PSI_WINDOW_US = 2_000_000
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
 
@@ -101,6 +103,9 @@ class Guardian:
         self.killer = Killer(host, dry_run=loaded.policy.dry_run)
         self.cooldowns: list[Cooldown] = []
         self.watched: list[str] = []
+        self._signature: list[tuple[str, Optional[int]]] = []
+        self.watch_changed = False
+        self.psi_fired_us: dict[tuple[str, Optional[str]], int] = {}
         self._scanned_us: Optional[int] = None
         self.kills = 0
 
@@ -115,22 +120,39 @@ class Guardian:
         self.killer = Killer(self.host, dry_run=loaded.policy.dry_run)
         self.state = PolicyState()
         self._scanned_us = None
+        self._signature = []
 
     # --- what to watch ------------------------------------------------------------------------
 
     def rescan(self, sample: Sample, now_us: int, force: bool = False) -> bool:
-        """Refresh the cgroups the rules match; True if the set changed."""
-        if not self.policy.cgroups:
-            changed = bool(self.watched)
-            self.watched = []
-            return changed
+        """Refresh the cgroups the rules match (walking only the subtrees their globs can reach);
+        True if what is watched changed (a group came or went, or a watched limit moved), so
+        that the kernel wake-ups are rebuilt."""
         if not force and self._scanned_us is not None and now_us - self._scanned_us < RESCAN_S * 1e6:
             return False
         self._scanned_us = now_us
-        matched = [p for p in sample.cgroup_paths if any(r.matches(p) for r in self.policy.cgroups)]
-        changed = matched != self.watched
+        paths: set[str] = set()
+        for rule in self.policy.cgroups:
+            prefix, depth = rule.walk()
+            paths.update(p for p in self.host.cgroups_below(prefix, depth) if rule.matches(p))
+        matched = sorted(paths)
+        signature = []
+        for path in matched:
+            try:
+                signature.append((path, sample.cgroup(path).memory.max_bytes))
+            except Unavailable:
+                signature.append((path, None))
+        changed = signature != self._signature
+        self._signature = signature
         self.watched = matched
+        self.watch_changed = self.watch_changed or changed
         return changed
+
+    def arm_psi(self, armed: Iterable[tuple[str, Optional[str]]], now_us: int) -> None:
+        """PSI sources whose kernel trigger is armed and has not fired in PSI_HOLD_S: the policy
+        does not read them (the kernel is watching)."""
+        hold = PSI_HOLD_S * 1e6
+        self.state.psi_armed = {k for k in armed if now_us - self.psi_fired_us.get(k, -(1 << 62)) > hold}
 
     # --- one tick -------------------------------------------------------------------------------
 
@@ -278,6 +300,10 @@ class Waiter:
         self.fds: dict[int, str] = {}  # fd -> what it is, for logs
         self._files: list[object] = []
         self.psi_modes: dict[str, str] = {}  # path -> "trigger" or why polling
+        self.psi_keys: dict[str, tuple[str, Optional[str]]] = {}  # "psi <path>" -> policy key
+
+    def armed_psi(self) -> list[tuple[str, Optional[str]]]:
+        return [key for what, key in self.psi_keys.items() if what in self.fds.values()]
 
     def close(self) -> None:
         for fd in list(self.fds):
@@ -291,7 +317,7 @@ class Waiter:
         self.poller.register(fd, mask)
         self.fds[fd] = what
 
-    def add_psi(self, path: str, kind: str, stall_pct: float) -> None:
+    def add_psi(self, path: str, kind: str, stall_pct: float, key: tuple[str, Optional[str]]) -> None:
         stall_us = max(1, min(PSI_WINDOW_US, int(PSI_WINDOW_US * stall_pct / 100)))
         try:
             trig = PsiTrigger(path, TriggerSpec(kind, stall_us, PSI_WINDOW_US))
@@ -300,6 +326,7 @@ class Waiter:
             return
         self.psi_modes[path] = "trigger"
         self._add(trig.fd, select.POLLPRI, f"psi {path}")
+        self.psi_keys[f"psi {path}"] = key
 
     def add_events(self, path: str) -> None:
         try:
@@ -366,7 +393,12 @@ def build_waiter(guardian: Guardian, sample: Sample, wakeup_fd: Optional[int]) -
     if wakeup_fd is not None:
         waiter.poller.register(wakeup_fd, select.POLLIN)
     if policy.machine.enabled and policy.machine.psi is not None:
-        waiter.add_psi(host.pressure_path("memory"), policy.machine.psi.kind, policy.machine.psi.stall_pct)
+        waiter.add_psi(
+            host.pressure_path("memory"),
+            policy.machine.psi.kind,
+            policy.machine.psi.stall_pct,
+            ("machine", None),
+        )
     layout = host.cgroup_layout()
     for path in guardian.watched:
         rules = [r for r in policy.cgroups if r.matches(path)]
@@ -374,7 +406,9 @@ def build_waiter(guardian: Guardian, sample: Sample, wakeup_fd: Optional[int]) -
             v2 = host.cgroup_v2_dir(path)
             for rule in rules:
                 if rule.psi is not None and os.path.exists(f"{v2}/memory.pressure"):
-                    waiter.add_psi(f"{v2}/memory.pressure", rule.psi.kind, rule.psi.stall_pct)
+                    waiter.add_psi(
+                        f"{v2}/memory.pressure", rule.psi.kind, rule.psi.stall_pct, (rule.label, path)
+                    )
                     break
             if layout.v2_memory and os.path.exists(f"{v2}/memory.events"):
                 waiter.add_events(f"{v2}/memory.events")
@@ -474,6 +508,8 @@ class Service:
         now = g.clock.monotonic_us()
         g.rescan(Sample(g.host, now), now, force=True)
         waiter = build_waiter(g, Sample(g.host, now), self._pipe_r)
+        g.watch_changed = False
+        g.arm_psi(waiter.armed_psi(), now)
         self.notifier.send(READY="1", STATUS=self.status())
         last_dog = 0.0
         count = 0
@@ -487,12 +523,16 @@ class Service:
                     now = g.clock.monotonic_us()
                     g.rescan(Sample(g.host, now), now, force=True)
                     waiter = build_waiter(g, Sample(g.host, now), self._pipe_r)
+                    g.watch_changed = False
+                    g.arm_psi(waiter.armed_psi(), now)
                 result = g.tick()
                 if result.outcome is not None or result.skipped:
                     self.notifier.send(STATUS=self.status())
-                if g._scanned_us == result.assessment.time_us:  # rescanned this tick
+                if g.watch_changed:  # a watched group came, went, or changed its limit
+                    g.watch_changed = False
                     waiter.close()
                     waiter = build_waiter(g, Sample(g.host, result.assessment.time_us), self._pipe_r)
+                    g.arm_psi(waiter.armed_psi(), result.assessment.time_us)
                 timeout = result.assessment.interval_s
                 if self.notifier.watchdog_s:
                     timeout = min(timeout, self.notifier.watchdog_s / 3)
@@ -500,7 +540,13 @@ class Service:
                         self.notifier.send(WATCHDOG="1")
                         last_dog = time.monotonic()
                 if not self.stop and not self.reload:
-                    waiter.wait(timeout)
+                    fired = waiter.wait(timeout)
+                    now = g.clock.monotonic_us()
+                    for what in fired:
+                        key = waiter.psi_keys.get(what)
+                        if key is not None:
+                            g.psi_fired_us[key] = now
+                    g.arm_psi(waiter.armed_psi(), now)
         finally:
             waiter.close()
             signal.set_wakeup_fd(old_wakeup)

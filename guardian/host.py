@@ -299,12 +299,15 @@ class Host:
         return (self._mount_dir(layout.v1_memory_mount) + rel).rstrip("/")
 
     @staticmethod
-    def walk_cgroups(top: str) -> list[str]:
-        """Every cgroup directory below ``top`` (excluded), as paths relative to it ("/a/b")."""
+    def walk_cgroups(top: str, max_depth: Optional[int] = None) -> list[str]:
+        """Every cgroup directory below ``top`` (excluded), as paths relative to it ("/a/b"),
+        down to ``max_depth`` levels (all of them when None)."""
         found: list[str] = []
         stack = [("", top)]
         while stack:
             rel, directory = stack.pop()
+            if max_depth is not None and rel.count("/") >= max_depth:
+                continue
             try:
                 entries = list(os.scandir(directory))
             except (FileNotFoundError, NotADirectoryError, PermissionError):
@@ -322,6 +325,20 @@ class Host:
         if layout.v2_mount is None:
             return []
         return self.walk_cgroups(self._mount_dir(layout.v2_mount))
+
+    def cgroups_below(self, prefix: str, max_depth: Optional[int]) -> list[str]:
+        """Cgroup paths under ``prefix`` ("/system.slice"), at most ``max_depth`` levels below it,
+        in the cgroup2 tree and the v1 memory tree: the walk a glob needs, not the whole tree."""
+        layout = self.cgroup_layout()
+        found: set[str] = set()
+        for mount in (layout.v2_mount, layout.v1_memory_mount):
+            if mount is None:
+                continue
+            top = self._mount_dir(mount) + prefix.rstrip("/")
+            if prefix.strip("/") and os.path.isdir(top):
+                found.add(prefix.rstrip("/"))  # the prefix itself, when a glob names it whole
+            found.update(prefix.rstrip("/") + rel for rel in self.walk_cgroups(top, max_depth))
+        return sorted(found)
 
     def v1_memory_cgroups(self) -> list[str]:
         layout = self.cgroup_layout()

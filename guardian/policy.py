@@ -77,6 +77,23 @@ class PolicyState:
     events: dict[str, tuple[int, dict[str, int]]] = field(default_factory=dict)
     pgscan: Optional[tuple[int, int]] = None
     last_reclaim_us: Optional[int] = None
+    # PSI sources whose kernel trigger is armed and quiet (set by the daemon): while the kernel
+    # watches them and they are not warm, assess() does not read them at all
+    psi_armed: set[tuple[str, Optional[str]]] = field(default_factory=set)
+    psi_polled_us: Optional[int] = None  # the last tick that read a PSI source
+
+
+PSI_POLL_S = 1.0  # while PSI is read (trigger fired, or no trigger possible), look this often
+
+
+def _psi_quiet(state: PolicyState, key: tuple[str, Optional[str]], now_us: int) -> bool:
+    """True when a PSI source needs no read this tick: its kernel trigger is armed and has not
+    fired lately (the daemon keeps ``psi_armed``), and no stall is being timed. Otherwise the
+    source is read, and the next look comes within PSI_POLL_S."""
+    if key in state.psi_armed and key not in state.stalled_since_us:
+        return True
+    state.psi_polled_us = now_us
+    return False
 
 
 def _mib(n: int) -> str:
@@ -155,8 +172,16 @@ def _stall(
     return pct, held_s
 
 
-def _reclaim_recent(sample: Sample, policy: Policy, state: PolicyState, now_us: int) -> bool:
+def _reclaim_recent(sample: Sample, policy: Policy, state: PolicyState, now_us: int, stalling: bool) -> bool:
+    """Did pgscan rise within the reclaim window? /proc/vmstat is read every tick only while a
+    stall is being timed; otherwise just often enough (half a window) to keep a fresh baseline,
+    so an idle tick costs one read of meminfo, not two hundred vmstat lines."""
     window = policy.machine.reclaim_window_s
+    if window is None:
+        return True
+    stale = state.pgscan is None or now_us - state.pgscan[0] > window * 1e6 / 2
+    if not stalling and not stale:
+        return False
     try:
         pgscan = sample.vmstat.pgscan
     except Unavailable:
@@ -164,8 +189,6 @@ def _reclaim_recent(sample: Sample, policy: Policy, state: PolicyState, now_us: 
     if state.pgscan is not None and pgscan > state.pgscan[1]:
         state.last_reclaim_us = now_us
     state.pgscan = (now_us, pgscan)
-    if window is None:
-        return True
     return state.last_reclaim_us is not None and now_us - state.last_reclaim_us <= window * 1e6
 
 
@@ -173,11 +196,15 @@ def _machine_psi(sample: Sample, policy: Policy, state: PolicyState, now_us: int
     rule = policy.machine.psi
     if rule is None:
         return None
-    reclaim = _reclaim_recent(sample, policy, state, now_us)
+    key = ("machine", None)
+    if _psi_quiet(state, key, now_us):
+        _reclaim_recent(sample, policy, state, now_us, stalling=False)  # keep the baseline fresh
+        return None
     pressure = sample.pressure_or_none("memory")
     if pressure is None:
         return None
-    held = _stall(state, ("machine", None), pressure, rule, now_us)
+    held = _stall(state, key, pressure, rule, now_us)
+    reclaim = _reclaim_recent(sample, policy, state, now_us, stalling=key in state.stalled_since_us)
     if held is None or not reclaim:
         return None
     pct, held_s = held
@@ -236,7 +263,7 @@ def _cgroup_triggers(
                             "max_bytes": memory.max_bytes,
                         }
                         triggers.append(Trigger(label, path, "headroom", level, rule.action, reason, values))
-            if rule.psi is not None:
+            if rule.psi is not None and not _psi_quiet(state, (label, path), now_us):
                 try:
                     pressure: Optional[Pressure] = group.pressure
                 except Unavailable:
@@ -342,7 +369,10 @@ def assess(
                 triggers.append(trig)
     triggers.extend(_cgroup_triggers(sample, policy, state, now_us, cgroups))
     warm = bool(triggers) or bool(state.stalled_since_us)
-    return Assessment(now_us, tuple(triggers), _interval(sample, policy, cgroups, warm))
+    interval = _interval(sample, policy, cgroups, warm)
+    if state.psi_polled_us == now_us:
+        interval = min(interval, PSI_POLL_S)
+    return Assessment(now_us, tuple(triggers), interval)
 
 
 def current_level(sample: Sample, policy: Policy, state: PolicyState, trigger: Trigger) -> Optional[str]:

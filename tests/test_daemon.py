@@ -233,3 +233,51 @@ def test_group_action_refuses_a_group_holding_a_protected_process(tmp_path: Path
     assert result.skipped is not None and "oom_score_adj is -1000" in result.skipped
     assert sink.events[-1]["MESSAGE_ID"] == MSG_NOT_DONE
     assert sink.events[-1]["GUARDIAN_OUTCOME"] == "protected"
+
+
+def test_an_idle_tick_reads_only_what_it_must(tmp_path: Path) -> None:
+    """With the PSI trigger armed by the kernel and nothing stalling, an idle tick reads meminfo
+    and nothing else (vmstat only to refresh a stale reclaim baseline)."""
+    from guardian.policy import PolicyState, assess
+    from guardian.sample import Sample
+
+    root = machine(tmp_path, available_kb=12 * GiB_KB)
+    policy = parse_policy("[machine]\npsi = { kind = 'full', stall_pct = 50, duration_s = 3 }\n", "p.toml")
+    state = PolicyState()
+    state.psi_armed = {("machine", None)}
+    first = Sample(Host(root), 1_000_000)
+    assess(first, policy, state, 1_000_000)
+    assert first.reads == ["meminfo", "vmstat"]  # the reclaim baseline, once
+    second = Sample(Host(root), 2_000_000)
+    assessment = assess(second, policy, state, 2_000_000)
+    assert second.reads == ["meminfo"]
+    assert assessment.interval_s == pytest.approx(2.6)  # headroom / fill rate: no PSI polling
+    state.psi_armed = set()  # the trigger fired: read PSI, and look again within a second
+    third = Sample(Host(root), 3_000_000)
+    assert assess(third, policy, state, 3_000_000).interval_s == 1.0
+    assert "psi:memory" in third.reads
+
+
+def test_rules_walk_only_their_subtrees(tmp_path: Path) -> None:
+    policy = parse_policy(
+        "[[cgroup]]\nmatch = 'system.slice/*.service'\nevents = { oom_per_s = 0 }\n"
+        "[[cgroup]]\nmatch = 'kubepods.slice/**/*.scope'\nevents = { oom_per_s = 0 }\n"
+        "[[cgroup]]\nmatch = 'init.scope'\nevents = { oom_per_s = 0 }\n",
+        "p.toml",
+    )
+    assert [r.walk() for r in policy.cgroups] == [
+        ("/system.slice", 1),
+        ("/kubepods.slice", None),
+        ("/init.scope", 0),
+    ]
+    from conftest import fixture_root
+
+    g, _, _ = guardian_for(fixture_root("k8s-node"), "")
+    g.replace_policy(Loaded(policy, g.loaded.plugins, Selector(policy, g.loaded.plugins)))
+    from guardian.sample import Sample
+
+    g.rescan(Sample(g.host, 0), 0, force=True)
+    assert "/system.slice/kubelet.service" in g.watched
+    assert "/init.scope" in g.watched
+    assert any(p.endswith(".scope") and p.startswith("/kubepods.slice/") for p in g.watched)
+    assert not any(p.endswith(".slice") for p in g.watched)

@@ -116,6 +116,8 @@ class StallMeter:
     def add(self, now_us: int, pressure: Pressure) -> None:
         if self._readings and now_us <= self._readings[-1][0]:
             return  # same instant (or a clock that went backwards): nothing new to learn
+        if self._readings and now_us - self._readings[-1][0] > 3 * self.window_us:
+            self._readings.clear()  # resumed after a quiet spell: old readings would dilute the rate
         self._readings.append((now_us, pressure))
         # keep exactly one reading at or beyond the window edge
         while len(self._readings) > 2 and now_us - self._readings[1][0] >= self.window_us:
