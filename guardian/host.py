@@ -142,6 +142,7 @@ class Host:
         self.root = root_str.rstrip("/")  # "" for the real root
         self.proc = self.path(PROC)
         self._layout: Optional[CgroupLayout] = None
+        self._hot: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"Host({self.root or '/'!r})"
@@ -187,6 +188,26 @@ class Host:
             if exc.errno == errno.EOPNOTSUPP:
                 raise Unavailable(feature, f"{path}: not supported by this kernel") from None
             raise
+
+    def read_hot(self, path: str, feature: str) -> str:
+        """A file read on every tick (meminfo, /proc/pressure/memory): on the live machine the
+        descriptor stays open and each read is one pread() from offset 0, which the kernel
+        answers with fresh contents; two system calls fewer per tick than open/read/close."""
+        if not self.is_live:
+            return self.read_feature(path, feature)
+        fd = self._hot.get(path)
+        if fd is None:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return self.read_feature(path, feature)  # the same errors, worded the same way
+            self._hot[path] = fd
+        try:
+            return os.pread(fd, 65536, 0).decode("utf-8", "replace")
+        except OSError:
+            os.close(fd)
+            del self._hot[path]
+            return self.read_feature(path, feature)
 
     def read_pid_file(self, pid: int, name: str) -> bytes:
         """Read /proc/PID/NAME; a process that is gone raises NoSuchProcess."""

@@ -62,7 +62,14 @@ class MemInfo:
     inactive_file_bytes: int
     page_tables_bytes: int
     available_estimated: bool  # MemAvailable missing (pre-3.14): estimated as earlyoom does
-    fields: Mapping[str, int] = field(repr=False)
+    text: str = field(repr=False, compare=False, default="")
+
+    @property
+    def fields(self) -> Mapping[str, int]:
+        """Every line, parsed on demand (kB lines in bytes, HugePages_* as counts)."""
+        from guardian.sources.meminfo import parse_meminfo_fields  # noqa: PLC0415 - no cycle at import
+
+        return parse_meminfo_fields(self.text)
 
     @property
     def swap_used_bytes(self) -> int:

@@ -67,7 +67,7 @@ def read_pressure(host: Host, resource: str = "memory") -> Pressure:
     """System-wide pressure for ``memory``, ``cpu`` or ``io``. Unavailable without CONFIG_PSI
     or with ``psi=0`` (the files are missing, or reading them fails with EOPNOTSUPP)."""
     path = host.pressure_path(resource)
-    return parse_pressure(host.read_feature(path, "PSI"), path)
+    return parse_pressure(host.read_hot(path, "PSI"), path)
 
 
 def read_cgroup_pressure(host: Host, cgroup: str, resource: str = "memory") -> Pressure:
