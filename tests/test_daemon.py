@@ -281,3 +281,35 @@ def test_rules_walk_only_their_subtrees(tmp_path: Path) -> None:
     assert "/init.scope" in g.watched
     assert any(p.endswith(".scope") and p.startswith("/kubepods.slice/") for p in g.watched)
     assert not any(p.endswith(".slice") for p in g.watched)
+
+
+def test_idle_fast_path(tmp_path: Path) -> None:
+    """After a calm full tick, a wake-up reads MemAvailable alone; near the line it runs a full
+    tick again."""
+    root = machine(tmp_path, available_kb=12 * GiB_KB)
+    g, _, clock = guardian_for(root, "[machine]\nmem_available = { term = '10%' }\n")
+    assert g.quick(clock.monotonic_us()) is None  # nothing known yet: full tick
+    g.uncovered = False  # no watched cgroups here
+    g.tick()
+    assert g.calm is not None
+    total = 16 * GiB_KB * 1024
+    line = int(total * 10 / 100) + int(total * 2 / 100)  # TERM line + 2 % hysteresis
+    assert g.calm.mem_line_bytes == line
+    interval = g.quick(clock.monotonic_us())
+    assert interval == pytest.approx((12 * GiB_KB * 1024 - line) / (4 << 30))
+    set_available(root, 11)  # inside the hysteresis band: a full tick must look
+    assert g.quick(clock.monotonic_us()) is None
+    set_available(root, 50)
+    clock.advance(61)  # a full tick is due now and then anyway
+    assert g.quick(clock.monotonic_us()) is None
+
+
+def test_no_fast_path_while_something_is_uncovered_or_hot(tmp_path: Path) -> None:
+    root = machine(tmp_path, available_kb=int(16 * GiB_KB * 0.04))
+    g, _, _ = guardian_for(root, POLICY)
+    g.uncovered = False
+    g.tick()  # acts: a cooldown runs
+    assert g.calm is None
+    g2, _, _ = guardian_for(machine(tmp_path / "calm", available_kb=12 * GiB_KB), POLICY)
+    g2.tick()  # uncovered (the default) means every wake is a full tick
+    assert g2.calm is None

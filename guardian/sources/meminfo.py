@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Optional
 
 from guardian.errors import ParseError
 from guardian.host import Host
@@ -74,6 +75,19 @@ def parse_meminfo(text: str) -> MemInfo:
         available_estimated=estimated,
         text=text,
     )
+
+
+def quick_available(text: str) -> Optional[int]:
+    """MemAvailable in bytes by two find() calls, for the daemon's idle fast path; None when the
+    line is missing (old kernels: the full parse estimates it)."""
+    start = text.find("MemAvailable:")
+    if start < 0:
+        return None
+    end = text.find("kB", start)
+    try:
+        return int(text[start + 13 : end]) * 1024
+    except ValueError:
+        return None
 
 
 def read_meminfo(host: Host) -> MemInfo:
