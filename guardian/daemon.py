@@ -577,7 +577,10 @@ class Service:
                 g.psi_fired_us[key] = now
         if fired:
             g.calm = None  # the kernel saw something: look properly
-        g.arm_psi(waiter.armed_psi(), now)
+        if fired or g.psi_fired_us:  # holds start on a fire and expire with time
+            g.arm_psi(waiter.armed_psi(), now)
+            hold = PSI_HOLD_S * 1e6
+            g.psi_fired_us = {k: t for k, t in g.psi_fired_us.items() if now - t <= hold}
 
     def status(self) -> str:
         g = self.guardian
