@@ -37,20 +37,8 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def oom_kills(arena: Arena) -> int:
-    if arena.v1_dir is not None:
-        fields = Path(arena.v1_dir, "memory.oom_control").read_text().split()
-        return int(fields[fields.index("oom_kill") + 1])
-    assert arena.v2_dir is not None
-    for line in Path(arena.v2_dir, "memory.events").read_text().splitlines():
-        if line.startswith("oom_kill "):
-            return int(line.split()[1])
-    return 0
-
-
 def one_run(arena: Arena, rate: int) -> tuple[float, str]:
-    usage = f"{arena.v1_dir}/memory.usage_in_bytes" if arena.v1_dir else f"{arena.v2_dir}/memory.current"
-    hog = arena.spawn(hog_program(rate, usage, LIMIT - TERM))
+    hog = arena.spawn(hog_program(rate, arena.usage_file, LIMIT - TERM))
     assert hog.stdout is not None
     lines = []
     for raw in hog.stdout:
@@ -103,7 +91,7 @@ kernel_badness = 1.0
                     else:
                         results.setdefault(rate, []).append(ms)
                     time.sleep(0.6)  # past guardian's cooldown
-            kills = oom_kills(arena)
+            kills = arena.oom_kills()
         finally:
             g.stop()
             arena.cleanup()

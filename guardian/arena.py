@@ -74,6 +74,23 @@ class Arena:
             if directory is not None:
                 Path(directory, "cgroup.procs").write_text(str(pid))
 
+    @property
+    def usage_file(self) -> str:
+        """The file holding the arena's memory usage (v1 usage_in_bytes, or v2 memory.current)."""
+        if self.v1_dir is not None:
+            return f"{self.v1_dir}/memory.usage_in_bytes"
+        return f"{self.v2_dir}/memory.current"
+
+    def oom_kills(self) -> int:
+        """The kernel's own OOM kills in the arena (v1 memory.oom_control, or v2 memory.events)."""
+        if self.v1_dir is not None:
+            fields = Path(self.v1_dir, "memory.oom_control").read_text().split()
+            return int(fields[fields.index("oom_kill") + 1])
+        for line in Path(f"{self.v2_dir}/memory.events").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+        return 0
+
     def kill_all(self) -> None:
         """SIGKILL everything in the arena at once (cgroup.kill where the kernel has it)."""
         if self.v2_dir is not None and os.path.exists(f"{self.v2_dir}/cgroup.kill"):

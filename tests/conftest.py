@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,37 @@ from guardian.arena import Arena
 from guardian.host import Host
 
 FIXTURES = Path(__file__).parent / "fixtures"
+README = Path(__file__).parent.parent / "README.md"
+
+
+def write(root: Path, rel: str, text: str) -> None:
+    """Write ``text`` to ``root/rel``, making the directories on the way."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def report_keys(value: object, prefix: str = "", maps: tuple[str, ...] = ()) -> set[str]:
+    """Every key path of a JSON report in the README's notation: ``a.b``, ``list[].c``; a list of
+    records counts as ``path[]``; keys in ``maps`` hold free-form maps, documented whole."""
+    keys: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{prefix}.{key}" if prefix else key
+            if not (isinstance(item, list) and item and isinstance(item[0], dict)):
+                keys.add(path)
+            if key not in maps:
+                keys |= report_keys(item, path, maps)
+    elif isinstance(value, list) and value and isinstance(value[0], dict):
+        keys.add(f"{prefix}[]")
+        for item in value:
+            keys |= report_keys(item, f"{prefix}[]", maps)
+    return keys
+
+
+def documented_keys() -> set[str]:
+    """The keys the README's tables document (first column, in backticks)."""
+    return set(re.findall(r"^\| `([^`]+)` \|", README.read_text(), flags=re.MULTILINE))
 
 
 def fixture_root(name: str) -> Path:

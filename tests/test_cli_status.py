@@ -8,17 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import documented_keys, report_keys, write
 
 from guardian.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, main
 from guardian.clock import FakeClock
-
-README = Path(__file__).parent.parent / "README.md"
-
-
-def write(root: Path, rel: str, text: str) -> None:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 @pytest.fixture
@@ -119,23 +112,6 @@ def test_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert "must be >= 0" in capsys.readouterr().err
 
 
-def flatten(value: Any, prefix: str = "") -> set[str]:
-    """Every key path of a status report, in the README's notation."""
-    keys: set[str] = set()
-    if isinstance(value, dict):
-        for key, item in value.items():
-            path = f"{prefix}.{key}" if prefix else key
-            if not (isinstance(item, list) and item and isinstance(item[0], dict)):
-                keys.add(path)  # a list of records is documented as path[]
-            if key not in ("events",):  # events is a map of kernel counters, documented whole
-                keys |= flatten(item, path)
-    elif isinstance(value, list) and value and isinstance(value[0], dict):
-        keys.add(f"{prefix}[]")
-        for item in value:
-            keys |= flatten(item, f"{prefix}[]")
-    return keys
-
-
 def readme_notation(key: str) -> str:
     key = re.sub(r"^psi\.(memory|cpu|io)(?=\.(some|full))", "psi.<resource>", key)
     key = re.sub(r"^psi\.(cpu|io)$", "psi.<resource>", key)
@@ -145,6 +121,6 @@ def readme_notation(key: str) -> str:
 
 def test_readme_documents_every_status_key(small_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = run_json(small_root, capsys)
-    documented = set(re.findall(r"^\| `([^`]+)` \|", README.read_text(), flags=re.MULTILINE))
-    missing = sorted({readme_notation(k) for k in flatten(report)} - documented)
+    keys = report_keys(report, maps=("events",))  # events: a map of kernel counters
+    missing = sorted({readme_notation(k) for k in keys} - documented_keys())
     assert missing == [], missing

@@ -54,23 +54,6 @@ def big_arena(live_host: Host) -> Arena:
     arena.cleanup()
 
 
-def kernel_oom_kills(arena: Arena) -> int:
-    if arena.v1_dir is not None:
-        fields = Path(arena.v1_dir, "memory.oom_control").read_text().split()
-        return int(fields[fields.index("oom_kill") + 1])
-    assert arena.v2_dir is not None
-    for line in Path(arena.v2_dir, "memory.events").read_text().splitlines():
-        if line.startswith("oom_kill "):
-            return int(line.split()[1])
-    return 0
-
-
-def usage_file(arena: Arena) -> str:
-    if arena.v1_dir is not None:
-        return f"{arena.v1_dir}/memory.usage_in_bytes"
-    return f"{arena.v2_dir}/memory.current"
-
-
 def start(arena: Arena, code: str) -> subprocess.Popen[bytes]:
     child = arena.spawn(code)
     assert child.stdout is not None
@@ -103,12 +86,12 @@ def test_hog_dies_by_guardians_hand_before_the_kernel(big_arena: Arena, tmp_path
     try:
         g.wait_for("READY=1")
         calm = bystander(big_arena)
-        hog = start(big_arena, hog_program(rate, usage_file(big_arena), LIMIT - TERM_HEADROOM))
+        hog = start(big_arena, hog_program(rate, big_arena.usage_file, LIMIT - TERM_HEADROOM))
         code = wait_dead(hog, timeout=LIMIT / (rate * 1e6) + 30)
         assert code is not None, "the hog outlived the test"
         assert code in (-signal.SIGKILL, 143), code  # 143: its SIGTERM handler's exit
         assert calm.poll() is None, "the bystander died"
-        assert kernel_oom_kills(big_arena) == 0
+        assert big_arena.oom_kills() == 0
         time.sleep(0.2)  # the report follows the victim's death
         kills = decisions(g, MSG_KILL)
         assert kills, g.events()
@@ -124,10 +107,10 @@ def test_group_kill_takes_every_process_through_cgroup_kill(big_arena: Arena, tm
     try:
         g.wait_for("READY=1")
         members = [bystander(big_arena, 16) for _ in range(3)]
-        hog = start(big_arena, hog_program(100, usage_file(big_arena), LIMIT - TERM_HEADROOM))
+        hog = start(big_arena, hog_program(100, big_arena.usage_file, LIMIT - TERM_HEADROOM))
         for child in [hog, *members]:
             assert wait_dead(child, timeout=30) == -signal.SIGKILL
-        assert kernel_oom_kills(big_arena) == 0
+        assert big_arena.oom_kills() == 0
         time.sleep(0.2)
         (kill,) = decisions(g, MSG_KILL)
         assert kill["GUARDIAN_ACTION"] == "group-kill"
@@ -168,10 +151,10 @@ def test_protected_largest_process_survives(big_arena: Arena, tmp_path: Path) ->
             "import time  # precious-marker\nx = bytearray(150 << 20); x[::4096] = b'p' * len(x[::4096])\n"
             "print('ready', flush=True); time.sleep(600)",
         )
-        hog = start(big_arena, hog_program(50, usage_file(big_arena), LIMIT - TERM_HEADROOM))
+        hog = start(big_arena, hog_program(50, big_arena.usage_file, LIMIT - TERM_HEADROOM))
         assert wait_dead(hog, timeout=30) is not None
         assert precious.poll() is None, "the protected process died"
-        assert kernel_oom_kills(big_arena) == 0
+        assert big_arena.oom_kills() == 0
         time.sleep(0.2)
         assert decisions(g, MSG_KILL)[0]["GUARDIAN_VICTIM_PID"] == str(hog.pid)
     finally:
@@ -191,9 +174,9 @@ def test_sighup_with_a_broken_policy_keeps_the_old_one(big_arena: Arena, tmp_pat
             '("512M", or bytes), got "lots"'
         )
         # the old policy still acts
-        hog = start(big_arena, hog_program(100, usage_file(big_arena), LIMIT - TERM_HEADROOM))
+        hog = start(big_arena, hog_program(100, big_arena.usage_file, LIMIT - TERM_HEADROOM))
         assert wait_dead(hog, timeout=30) is not None
-        assert kernel_oom_kills(big_arena) == 0
+        assert big_arena.oom_kills() == 0
         # a good policy is taken
         Path(g.policy_path).write_text(policy_for(big_arena))
         g.signal(signal.SIGHUP)

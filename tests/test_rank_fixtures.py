@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fixture_root
+from conftest import documented_keys, fixture_root, report_keys
 
 from guardian.cli import EXIT_OK, main
 from guardian.clock import FakeClock
@@ -210,25 +209,8 @@ def test_status_without_psi_reports_it_unavailable(capsys: pytest.CaptureFixture
     assert report["memory"]["available_estimated"] is True
 
 
-def flatten(value: Any, prefix: str = "") -> set[str]:
-    keys: set[str] = set()
-    if isinstance(value, dict):
-        for key, item in value.items():
-            path = f"{prefix}.{key}" if prefix else key
-            if not (isinstance(item, list) and item and isinstance(item[0], dict)):
-                keys.add(path)
-            if key not in ("scores", "weights"):
-                keys |= flatten(item, path)
-    elif isinstance(value, list) and value and isinstance(value[0], dict):
-        keys.add(f"{prefix}[]")
-        for item in value:
-            keys |= flatten(item, f"{prefix}[]")
-    return keys
-
-
 def test_readme_documents_every_rank_key(capsys: pytest.CaptureFixture[str]) -> None:
     for mode in ("process", "cgroup"):
         assert main(["rank", "--json", "--explain", "--mode", mode, "--root", str(V2)]) == EXIT_OK
         report = json.loads(capsys.readouterr().out)
-        documented = set(re.findall(r"^\| `([^`]+)` \|", README.read_text(), flags=re.MULTILINE))
-        assert sorted(flatten(report) - documented) == []
+        assert sorted(report_keys(report, maps=("scores", "weights")) - documented_keys()) == []

@@ -6,18 +6,13 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import write
 
 from guardian.errors import NoSuchProcess, Unavailable
 from guardian.host import Host
 from guardian.sample import Sample
 
 PACKAGE = Path(__file__).parent.parent / "guardian"
-
-
-def write(root: Path, rel: str, text: str) -> None:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 @pytest.fixture
