@@ -53,6 +53,7 @@ RESCAN_S = 30.0  # how often the rules' subtrees are rescanned for new cgroups
 PSI_HOLD_S = 5.0  # after a PSI trigger fires, read that source every tick for this long
 PSI_WINDOW_US = 2_000_000
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
+IN_CREATE, IN_DELETE, IN_ONLYDIR = 0x100, 0x200, 0x01000000
 
 
 @dataclass
@@ -161,6 +162,10 @@ class Guardian:
         self.watched = matched
         self.watch_changed = self.watch_changed or changed
         return changed
+
+    def rescan_soon(self) -> None:
+        """A cgroup came or went under a rule's subtree: rescan on the next tick."""
+        self._scanned_us = None
 
     def arm_psi(self, armed: Iterable[tuple[str, Optional[str]]], now_us: int) -> None:
         """PSI sources whose kernel trigger is armed and has not fired in PSI_HOLD_S: the policy
@@ -378,6 +383,24 @@ class Waiter:
         self._add(trig.fd, select.POLLPRI, f"psi {path}")
         self.psi_keys[f"psi {path}"] = key
 
+    def add_cgroup_watch(self, directories: list[str]) -> None:
+        """inotify on cgroup directories: a cgroup made or removed under a rule's subtree wakes
+        the loop at once (mkdir in cgroupfs raises IN_CREATE), instead of at the next rescan."""
+        if not directories:
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            return
+        added = 0
+        for directory in directories:
+            if libc.inotify_add_watch(fd, directory.encode(), IN_CREATE | IN_DELETE | IN_ONLYDIR) >= 0:
+                added += 1
+        if not added:
+            os.close(fd)
+            return
+        self._add(fd, select.POLLIN, "cgroups")
+
     def add_events(self, path: str) -> None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -420,7 +443,7 @@ class Waiter:
         for fd, mask in events:
             what = self.fds.get(fd, "signal")
             fired.append(what)
-            if what.startswith("threshold") or what == "signal":
+            if what.startswith("threshold") or what in ("signal", "cgroups"):
                 with contextlib.suppress(OSError):
                     os.read(fd, 4096)
             elif what.startswith("events"):
@@ -491,7 +514,27 @@ def build_waiter(guardian: Guardian, sample: Sample, wakeup_fd: Optional[int]) -
         if needs - covered:
             waiter.uncovered.append(path)
     guardian.uncovered = bool(waiter.uncovered)
+    waiter.add_cgroup_watch(rule_directories(host, policy))
     return waiter
+
+
+def rule_directories(host: Host, policy: Policy) -> list[str]:
+    """The directories in which a cgroup matching a rule could appear: each glob's literal
+    prefix and the levels below it that the glob reaches, in every mounted hierarchy."""
+    found: set[str] = set()
+    layout = host.cgroup_layout()
+    for rule in policy.cgroups:
+        prefix, depth = rule.walk()
+        parents = [prefix] + [
+            p for p in host.cgroups_below(prefix, None if depth is None else max(0, depth - 1)) if p != prefix
+        ]
+        for path in parents:
+            with contextlib.suppress(Unavailable):
+                if layout.v2_mount is not None:
+                    found.add(host.cgroup_v2_dir(path))
+                if layout.v1_memory_mount is not None:
+                    found.add(host.cgroup_v1_memory_dir(path))
+    return sorted(d for d in found if os.path.isdir(d))
 
 
 # --- the service --------------------------------------------------------------------------------
@@ -577,6 +620,8 @@ class Service:
                 g.psi_fired_us[key] = now
         if fired:
             g.calm = None  # the kernel saw something: look properly
+        if "cgroups" in fired:
+            g.rescan_soon()
         if fired or g.psi_fired_us:  # holds start on a fire and expire with time
             g.arm_psi(waiter.armed_psi(), now)
             hold = PSI_HOLD_S * 1e6

@@ -202,3 +202,34 @@ def test_invalid_policy_at_start_exits_78(tmp_path: Path) -> None:
         out.stderr
         == f'guardian run: {bad}: cgroup[0].match: bad glob "system.slice/[oops": unclosed [ in glob\n'
     )
+
+
+def test_a_cgroup_made_after_start_is_watched_at_once(live_host: Host, tmp_path: Path) -> None:
+    """A rule's glob matches a group that does not exist yet; it appears and fills at once.
+    inotify on the rule's subtree, not the 30 s rescan, must bring it under watch in time."""
+    layout = live_host.cgroup_layout()
+    if os.geteuid() != 0 or layout.memory_controller is None or layout.v2_mount is None:
+        pytest.skip("needs root, a memory controller and cgroup2")
+    policy = f"""
+[machine]
+enabled = false
+[[cgroup]]
+match = "guardian-late-{os.getpid()}-*"
+min_headroom = {{ term = "64M", kill = "32M" }}
+[scorers]
+kernel_badness = 1.0
+"""
+    g = GuardianProcess(str(tmp_path), policy)
+    arena = None
+    try:
+        g.wait_for("READY=1")
+        arena = Arena(live_host, limit_bytes=LIMIT, prefix=f"guardian-late-{os.getpid()}")
+        hog = start(arena, hog_program(200, arena.usage_file, LIMIT - TERM_HEADROOM))
+        assert wait_dead(hog, timeout=30) is not None
+        assert arena.oom_kills() == 0, "the kernel got there first"
+        time.sleep(0.2)
+        assert decisions(g, MSG_KILL)[0]["GUARDIAN_VICTIM_PID"] == str(hog.pid)
+    finally:
+        if arena is not None:
+            arena.cleanup()
+        assert g.stop() == 0
