@@ -104,7 +104,22 @@ class Killer:
         if stat.starttime_ticks != victim.starttime_ticks:
             os.close(pidfd)
             raise PidReused(victim.pid, victim.starttime_ticks, stat.starttime_ticks)
+        if stat.state in ("Z", "X") or self._sigkill_pending(victim.pid):
+            os.close(pidfd)
+            raise AlreadyDying(victim.pid)
         return pidfd
+
+    def _sigkill_pending(self, pid: int) -> bool:
+        """A SIGKILL is already queued for the process (the kernel's OOM killer, or anyone):
+        signalling it again would claim a kill that someone else made (found in the VM suite)."""
+        try:
+            status = self.host.read_pid_file(pid, "status").decode("ascii", "replace")
+        except (GuardianError, OSError):
+            return False
+        for line in status.splitlines():
+            if line.startswith("ShdPnd:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGKILL - 1)))
+        return False
 
     def kill_process(
         self,
@@ -123,6 +138,8 @@ class Killer:
             return Outcome("vanished", pids=[victim.pid], detail="exited before it was signalled")
         except PidReused as exc:
             return Outcome("pid-reused", pids=[victim.pid], detail=str(exc))
+        except AlreadyDying as exc:
+            return Outcome("already-dying", pids=[victim.pid], detail=str(exc))
         try:
             outcome = self._signal(fd, victim.pid, level, grace_s, escalate)
         finally:
@@ -245,6 +262,14 @@ class Killer:
                     continue
                 pids.update(int(x) for x in text.split())
         return sorted(pids)
+
+
+class AlreadyDying(GuardianError):
+    def __init__(self, pid: int) -> None:
+        super().__init__(
+            f"pid {pid} is already dying (a SIGKILL from someone else is pending); nothing was sent"
+        )
+        self.pid = pid
 
 
 class PidReused(GuardianError):

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from guardian.actions import Killer, Outcome
+from guardian.actions import AlreadyDying, Killer, Outcome, PidReused
 from guardian.candidates import Candidate, group_never_kill, memory_cgroup
 from guardian.clock import Clock
 from guardian.config import Policy, PolicyError, load_policy
@@ -272,11 +272,8 @@ class Guardian:
             try:
                 pidfd = self.killer.open_victim(process)
             except GuardianError as exc:
-                result.outcome = Outcome(
-                    "vanished" if "no longer" in str(exc) else "pid-reused",
-                    pids=[process.pid],
-                    detail=str(exc),
-                )
+                kind = {AlreadyDying: "already-dying", PidReused: "pid-reused"}.get(type(exc), "vanished")
+                result.outcome = Outcome(kind, pids=[process.pid], detail=str(exc))
                 self.reporter.decision(trigger, victim, action, result.outcome)
                 return
         level = current_level(Sample(self.host, self.clock.monotonic_us()), self.policy, self.state, trigger)
@@ -288,6 +285,8 @@ class Guardian:
             return
         if level == KILL and action == "term":
             action = "kill"
+        trigger = replace(trigger, level=level)  # report the level acted on, after the re-check
+        result.trigger = trigger
         result.action = action
 
         if action == "group-kill":
@@ -675,6 +674,7 @@ class Service:
                     self.notifier.send(STATUS=self.status())
                 if g.watch_changed:  # a watched group came, went, or changed its limit
                     g.watch_changed = False
+                    self.notifier.send(STATUS=self.status())
                     waiter.close()
                     waiter = build_waiter(g, Sample(g.host, result.assessment.time_us), self._pipe_r)
                     g.arm_psi(waiter.armed_psi(), result.assessment.time_us)

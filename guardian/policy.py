@@ -47,6 +47,7 @@ class Trigger:
     action: str  # "process" or "group"
     reason: str  # a sentence for the operator
     values: Mapping[str, Value] = field(default_factory=dict)
+    detected_us: int = 0  # CLOCK_MONOTONIC of the sample that crossed (journald's clock too)
 
     @property
     def key(self) -> tuple[str, Optional[str], str]:
@@ -368,6 +369,7 @@ def assess(
             if trig is not None:
                 triggers.append(trig)
     triggers.extend(_cgroup_triggers(sample, policy, state, now_us, cgroups))
+    triggers = [replace(t, detected_us=now_us) for t in triggers]
     warm = bool(triggers) or bool(state.stalled_since_us)
     interval = _interval(sample, policy, cgroups, warm)
     if state.psi_polled_us == now_us:

@@ -122,6 +122,7 @@ class Reporter:
             "GUARDIAN_OUTCOME": outcome.result,
             "GUARDIAN_SIGNALS": ",".join(outcome.signals),
             "GUARDIAN_TOTAL": f"{victim.total:g}",
+            "GUARDIAN_DETECTED_USEC": str(trigger.detected_us),
             "GUARDIAN_VICTIM_CGROUP": c.cgroup or "/",
             "GUARDIAN_VICTIM_RSS_BYTES": str(c.rss_bytes),
         }

@@ -313,3 +313,16 @@ def test_no_fast_path_while_something_is_uncovered_or_hot(tmp_path: Path) -> Non
     g2, _, _ = guardian_for(machine(tmp_path / "calm", available_kb=12 * GiB_KB), POLICY)
     g2.tick()  # uncovered (the default) means every wake is a full tick
     assert g2.calm is None
+
+
+def test_pending_sigkill_is_seen(tmp_path: Path) -> None:
+    """A victim with SIGKILL already pending (ShdPnd bit 9: the kernel's OOM killer got there
+    first) is not claimed as guardian's kill (actions.Killer.open_victim raises AlreadyDying)."""
+    from guardian.actions import Killer
+
+    root = machine(tmp_path, available_kb=8 * GiB_KB)
+    status = root / "proc/320/status"
+    killer = Killer(Host(root))
+    assert killer._sigkill_pending(320) is False
+    status.write_text(status.read_text().replace("ShdPnd:\t0000000000000000", "ShdPnd:\t0000000000000100"))
+    assert killer._sigkill_pending(320) is True

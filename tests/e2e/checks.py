@@ -1,0 +1,110 @@
+"""Expectations every guardian scenario shares, for the scenarios' expect.py (``from e2e import checks``).
+
+Each helper returns a list of failure sentences (empty when all is well), so an expect.py is a
+sum of them plus what is particular to its scenario. They read what ``record_outcome`` (guest.sh)
+saved, and the journal and dmesg the harness brings back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Optional
+
+from guardian.report import MSG_KILL, MSG_POLICY_REJECTED
+
+KERNEL_OOM = re.compile(r"(Memory cgroup out of memory|Out of memory): Killed process \d+ \(([^)]*)\)")
+
+
+def usec(entry: dict[str, Any]) -> int:
+    return int(entry.get("__MONOTONIC_TIMESTAMP", 0))
+
+
+def ran(result: Any) -> list[str]:
+    """The guest ran the scenario to its end and guardian installed the README's way."""
+    if not result.finished:
+        return [f"the run did not finish: timed out={result.timed_out}, exit status {result.exit_status}"]
+    if "install.sh exit status 0" not in result.text("scenario.log"):
+        return [
+            f"scripts/install.sh failed in the guest; install.log ends:\n{result.tail('install.log', 15)}"
+        ]
+    if result.exit_status != 0:
+        return [
+            f"scenario.sh exit status {result.exit_status}; scenario.log:\n{result.tail('scenario.log', 15)}"
+        ]
+    return []
+
+
+def kills(result: Any, scope: Optional[str] = None) -> list[dict[str, Any]]:
+    """guardian's kill entries (MESSAGE_ID 7291c848...), oldest first, optionally in one scope."""
+    found = result.entries(MESSAGE_ID=MSG_KILL)
+    if scope is not None:
+        found = [e for e in found if e.get("GUARDIAN_SCOPE") == scope]
+    return sorted(found, key=usec)
+
+
+def no_kernel_oom(result: Any) -> list[str]:
+    """Neither a memcg nor a machine-wide kernel OOM kill happened."""
+    hits = KERNEL_OOM.findall(result.dmesg)
+    if hits:
+        return [f"the kernel's OOM killer acted {len(hits)} time(s): {[h[1] for h in hits]}"]
+    return []
+
+
+def guardian_survived(result: Any, restarts: int = 0) -> list[str]:
+    """guardian ran throughout (restarted only as often as the scenario did), was never a
+    victim, and logged no error other than those the scenario provokes."""
+    failures = []
+    show = result.text("guardian-show-after.txt")
+    if "ActiveState=active" not in show or f"NRestarts={restarts}" not in show:
+        failures.append(f"guardian.service state after the run: {show.split()}")
+    victims = {str(e.get("GUARDIAN_VICTIM_COMM", "")) for e in kills(result)}
+    if any(v.startswith("guardian") for v in victims):
+        failures.append(f"guardian chose itself: {victims}")
+    errors = [
+        e
+        for e in result.entries(SYSLOG_IDENTIFIER="guardian")
+        if int(e.get("PRIORITY", 6)) <= 3 and e.get("MESSAGE_ID") != MSG_POLICY_REJECTED
+    ]
+    failures += [f"guardian logged an error: {e.get('MESSAGE')!r}" for e in errors]
+    tracebacks = [e for e in result.journal if "Traceback" in str(e.get("MESSAGE", ""))]
+    failures += [f"a traceback in the journal: {e.get('MESSAGE')!r}" for e in tracebacks[:2]]
+    return failures
+
+
+def bystanders_alive(result: Any) -> list[str]:
+    """Every unit listed in bystanders.txt ("unit state") is still active."""
+    failures = []
+    for line in result.text("bystanders.txt").splitlines():
+        unit, _, state = line.partition(" ")
+        if state.strip() != "active":
+            failures.append(f"bystander {unit} is {state.strip() or 'gone'}")
+    return failures
+
+
+def first_victim(
+    result: Any, *, comm: Optional[str] = None, cgroup: Optional[str] = None, scope: Optional[str] = None
+) -> list[str]:
+    """guardian killed something, and its first victim has this comm prefix / cgroup prefix."""
+    found = kills(result, scope)
+    if not found:
+        where = f" in {scope}" if scope else ""
+        return [
+            f"guardian killed nothing{where}; guardian's journal:\n{result.tail('guardian-journal.txt', 12)}"
+        ]
+    first = found[0]
+    failures = []
+    if comm is not None and not str(first.get("GUARDIAN_VICTIM_COMM", "")).startswith(comm):
+        failures.append(f"first victim is not {comm}: {json.dumps(_fields(first))[:500]}")
+    if cgroup is not None and not str(first.get("GUARDIAN_VICTIM_CGROUP", "")).startswith(cgroup):
+        failures.append(f"first victim is not in {cgroup}: {json.dumps(_fields(first))[:500]}")
+    if first.get("GUARDIAN_OUTCOME") not in ("terminated", "killed"):
+        failures.append(f"first kill did not succeed: {first.get('GUARDIAN_OUTCOME')!r}")
+    for field in ("GUARDIAN_TRIGGER", "GUARDIAN_LEVEL", "GUARDIAN_REASON", "GUARDIAN_TOTAL"):
+        if not first.get(field):
+            failures.append(f"the kill entry lacks {field}")
+    return failures
+
+
+def _fields(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if k.startswith("GUARDIAN_") or k == "MESSAGE"}
