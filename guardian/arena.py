@@ -25,9 +25,11 @@ from guardian.host import CgroupLayout, Host
 class Arena:
     """A pair of confined cgroups (v1 memory + cgroup2) named ``name`` on the live host."""
 
-    def __init__(self, host: Host, limit_bytes: int, prefix: str = "guardian-arena") -> None:
+    def __init__(
+        self, host: Host, limit_bytes: int, prefix: str = "guardian-arena", name: Optional[str] = None
+    ) -> None:
         self.host = host
-        self.name = f"/{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.name = name or f"/{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         layout = host.cgroup_layout()
         self.v2_dir: Optional[str] = None
         self.v1_dir: Optional[str] = None

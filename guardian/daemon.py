@@ -524,7 +524,10 @@ def rule_directories(host: Host, policy: Policy) -> list[str]:
     layout = host.cgroup_layout()
     for rule in policy.cgroups:
         prefix, depth = rule.walk()
-        parents = [prefix] + [
+        # where a matching group can appear: the prefix's parent (the prefix itself may not
+        # exist yet: a glob naming one unit), the prefix, and the levels below it
+        parent = prefix.rsplit("/", 1)[0] or "/"
+        parents = [parent, prefix] + [
             p for p in host.cgroups_below(prefix, None if depth is None else max(0, depth - 1)) if p != prefix
         ]
         for path in parents:

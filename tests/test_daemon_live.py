@@ -204,17 +204,21 @@ def test_invalid_policy_at_start_exits_78(tmp_path: Path) -> None:
     )
 
 
-def test_a_cgroup_made_after_start_is_watched_at_once(live_host: Host, tmp_path: Path) -> None:
+@pytest.mark.parametrize("glob", ["wildcard", "literal"])
+def test_a_cgroup_made_after_start_is_watched_at_once(live_host: Host, tmp_path: Path, glob: str) -> None:
     """A rule's glob matches a group that does not exist yet; it appears and fills at once.
-    inotify on the rule's subtree, not the 30 s rescan, must bring it under watch in time."""
+    inotify where it appears, not the 30 s rescan, must bring it under watch in time: for a
+    wildcard glob, and for a glob naming the one group (whose directory does not exist yet)."""
     layout = live_host.cgroup_layout()
     if os.geteuid() != 0 or layout.memory_controller is None or layout.v2_mount is None:
         pytest.skip("needs root, a memory controller and cgroup2")
+    name = f"guardian-late-{os.getpid()}-{glob}"
+    match = f"guardian-late-{os.getpid()}-*" if glob == "wildcard" else name
     policy = f"""
 [machine]
 enabled = false
 [[cgroup]]
-match = "guardian-late-{os.getpid()}-*"
+match = "{match}"
 min_headroom = {{ term = "64M", kill = "32M" }}
 [scorers]
 kernel_badness = 1.0
@@ -223,7 +227,7 @@ kernel_badness = 1.0
     arena = None
     try:
         g.wait_for("READY=1")
-        arena = Arena(live_host, limit_bytes=LIMIT, prefix=f"guardian-late-{os.getpid()}")
+        arena = Arena(live_host, limit_bytes=LIMIT, name=f"/{name}")
         hog = start(arena, hog_program(200, arena.usage_file, LIMIT - TERM_HEADROOM))
         assert wait_dead(hog, timeout=30) is not None
         assert arena.oom_kills() == 0, "the kernel got there first"
