@@ -61,12 +61,28 @@ QEMU = "qemu-system-x86_64"
 QEMU_IMG = "qemu-img"
 
 # guardian's MESSAGE_IDs (guardian/report.py, packaging/guardian.catalog)
-MSG_KILL = "7291c848aa2b4d64ad479ace240749f7"
-MSG_DRY_RUN = "4f7a8db32a734063a9e9ae210b8d3af0"
-MSG_NOT_DONE = "aeb9eaa4743442df8537c476de4dc782"
-MSG_POLICY_LOADED = "2a84573cbba6498daaab9afdcc7d2dae"
-MSG_POLICY_REJECTED = "2f664e5f69b9416d8cda340495d0661a"
-MSG_LIFECYCLE = "8614d6fccaca40658d1eb8dcdae3a3e6"
+from guardian.report import (  # noqa: E402 - guardian's MESSAGE_IDs, re-exported for scenarios
+    MSG_DRY_RUN,
+    MSG_KILL,
+    MSG_LIFECYCLE,
+    MSG_NOT_DONE,
+    MSG_POLICY_LOADED,
+    MSG_POLICY_REJECTED,
+)
+
+__all__ = [
+    "MSG_DRY_RUN",
+    "MSG_KILL",
+    "MSG_LIFECYCLE",
+    "MSG_NOT_DONE",
+    "MSG_POLICY_LOADED",
+    "MSG_POLICY_REJECTED",
+    "RunResult",
+    "Scenario",
+    "load_scenario",
+    "run_scenario",
+    "scenario_dirs",
+]
 
 # The guest runner's own files in results/; everything else there is the scenario's.
 RUNNER_FILES = ("exit_status", "scenario.log", "journal.json", "journal.err", "dmesg.txt", "guest-info.txt")

@@ -6,12 +6,12 @@ import json
 import re
 from typing import Any
 
+from guardian.report import MSG_KILL, MSG_LIFECYCLE
+
 TIMEOUT_S = 420  # a TCG boot (~15 s), the install (~30 s), a 30 s hog, collection and power-off
 MEMORY_MIB = 1024
 CPUS = 2
 
-MSG_KILL = "7291c848aa2b4d64ad479ace240749f7"
-MSG_LIFECYCLE = "8614d6fccaca40658d1eb8dcdae3a3e6"
 HOG_CGROUP = "/system.slice/hog.service"
 KERNEL_MEMCG_OOM = re.compile(r"Memory cgroup out of memory")
 
