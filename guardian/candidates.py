@@ -108,6 +108,12 @@ def first_match(rules: Sequence[Rule], facts: Facts) -> Optional[Rule]:
     return None
 
 
+def policy_reason(rules: Sequence[Rule], facts: Facts, verb: str) -> Optional[str]:
+    """``"protected by policy protect[0] (comm~/^sshd$/)"`` when a rule matches, else None."""
+    rule = first_match(rules, facts)
+    return None if rule is None else f"{verb} by policy {rule.describe()}"
+
+
 FactsOf = Callable[[Process, Optional[str]], Facts]
 
 
@@ -132,13 +138,11 @@ def process_candidates(
             excluded.append(Exclusion(candidate, reason, "guardian"))
             continue
         facts = facts_of(process, cgroup)
-        rule = first_match(policy.protect, facts)
-        if rule is not None:
-            excluded.append(Exclusion(candidate, f"protected by policy {rule.describe()}", "policy"))
-            continue
-        rule = first_match(policy.ignore, facts)
-        if rule is not None:
-            excluded.append(Exclusion(candidate, f"ignored by policy {rule.describe()}", "policy"))
+        reason = policy_reason(policy.protect, facts, "protected") or policy_reason(
+            policy.ignore, facts, "ignored"
+        )
+        if reason is not None:
+            excluded.append(Exclusion(candidate, reason, "policy"))
             continue
         candidates.append(candidate)
     return candidates, excluded
@@ -192,14 +196,13 @@ def group_candidates(
         if not live:
             excluded.append(Exclusion(candidate, "no live processes", "guardian"))
             continue
-        reason = group_never_kill(members, self_pid, policy, facts_of, layout)
-        if reason is not None:
-            excluded.append(Exclusion(candidate, reason, "guardian" if "policy" not in reason else "policy"))
+        verdict = group_never_kill(members, self_pid, policy, facts_of, layout)
+        if verdict is not None:
+            excluded.append(Exclusion(candidate, *verdict))
             continue
-        group_facts = Facts(comm=None, cgroup=path, uid=None, cmdline=lambda: None, exe=lambda: None)
-        rule = first_match(policy.ignore, group_facts)
-        if rule is not None:
-            excluded.append(Exclusion(candidate, f"ignored by policy {rule.describe()}", "policy"))
+        reason = policy_reason(policy.ignore, Facts.of_cgroup(path), "ignored")
+        if reason is not None:
+            excluded.append(Exclusion(candidate, reason, "policy"))
             continue
         candidates.append(candidate)
     return candidates, excluded
@@ -211,14 +214,15 @@ def group_never_kill(
     policy: Policy,
     facts_of: FactsOf,
     layout: CgroupLayout,
-) -> Optional[str]:
+) -> Optional[tuple[str, str]]:
+    """(why, by whom) when killing the whole group would take a never-kill process with it."""
     for member in members:
         if member.is_zombie or member.is_kernel_thread:
             continue
         reason = never_kill_reason(member, self_pid)
         if reason is not None:
-            return f"holds pid {member.pid} ({member.comm}) that must not be killed: {reason}"
-        rule = first_match(policy.protect, facts_of(member, memory_cgroup(member, layout)))
-        if rule is not None:
-            return f"holds pid {member.pid} ({member.comm}), protected by policy {rule.describe()}"
+            return f"holds pid {member.pid} ({member.comm}) that must not be killed: {reason}", "guardian"
+        reason = policy_reason(policy.protect, facts_of(member, memory_cgroup(member, layout)), "protected")
+        if reason is not None:
+            return f"holds pid {member.pid} ({member.comm}), {reason}", "policy"
     return None

@@ -318,9 +318,8 @@ class Guardian:
         )
         candidate = Candidate(kind="cgroup", cgroup=scope, members=members, kill_group=scope)
         context = self.loaded.selector.context(sample, "cgroup", scope)
-        reason = group_never_kill(members, context.self_pid, self.policy, context.facts_of, layout)
-        if not members:
-            reason = "no processes in the group"
+        verdict = group_never_kill(members, context.self_pid, self.policy, context.facts_of, layout)
+        reason = "no processes in the group" if not members else (verdict[0] if verdict else None)
         if reason is not None:
             result.skipped = f"group {scope}: {reason}"
             if result.trigger is not None:

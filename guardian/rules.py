@@ -53,6 +53,15 @@ class Facts:
     cmdline: Callable[[], Optional[str]]
     exe: Callable[[], Optional[str]]
 
+    @classmethod
+    def of_cgroup(cls, path: Optional[str]) -> Facts:
+        """A cgroup's own facts: its path (and unit); no process fields."""
+        return cls(comm=None, cgroup=path, uid=None, cmdline=_nothing, exe=_nothing)
+
+
+def _nothing() -> Optional[str]:
+    return None
+
 
 @dataclass(frozen=True)
 class Rule:

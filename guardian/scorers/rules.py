@@ -17,10 +17,8 @@ from guardian.rules import Facts, Rule
 
 
 def rule_matches(rule: Rule, candidate: Candidate, context: RankContext) -> bool:
-    if candidate.kind == "cgroup":
-        own = Facts(comm=None, cgroup=candidate.cgroup, uid=None, cmdline=lambda: None, exe=lambda: None)
-        if rule.matches(own):
-            return True
+    if candidate.kind == "cgroup" and rule.matches(Facts.of_cgroup(candidate.cgroup)):
+        return True
     return any(
         rule.matches(context.facts_of(p, candidate.cgroup if candidate.process else None))
         for p in candidate.processes
