@@ -350,7 +350,6 @@ class Waiter:
         self.host = host
         self.poller = select.poll()
         self.fds: dict[int, str] = {}  # fd -> what it is, for logs
-        self._files: list[object] = []
         self.psi_modes: dict[str, str] = {}  # path -> "trigger" or why polling
         self.psi_keys: dict[str, tuple[str, Optional[str]]] = {}  # "psi <path>" -> policy key
         self.uncovered: list[str] = []  # watched cgroups with a condition no kernel event reports

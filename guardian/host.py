@@ -22,14 +22,12 @@ from typing import Optional, Union
 from guardian.errors import NoSuchProcess, Unavailable
 
 PROC = "/proc"
-SYS = "/sys"
 MOUNTINFO = "/proc/self/mountinfo"
 PSI_DIR = "/proc/pressure"
 MEMINFO = "/proc/meminfo"
 VMSTAT = "/proc/vmstat"
 VM_SYSCTL_DIR = "/proc/sys/vm"
 BLOCK_DIR = "/sys/block"
-KERNEL_PID_MAX = "/proc/sys/kernel/pid_max"
 POLICY_FILE = "/etc/guardian.toml"
 PLUGIN_DIR = "/etc/guardian/plugins.d"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"

@@ -60,13 +60,6 @@ class Assessment:
     triggers: tuple[Trigger, ...]
     interval_s: float  # when to look again if no kernel event comes first
 
-    @property
-    def worst(self) -> Optional[Trigger]:
-        """KILL before TERM; then the machine before a cgroup (it endangers everything)."""
-        if not self.triggers:
-            return None
-        return min(self.triggers, key=lambda t: (t.level != KILL, t.scope is not None, t.rule))
-
 
 @dataclass
 class PolicyState:
