@@ -55,7 +55,7 @@ def guardian_survived(result: Any, restarts: int = 0) -> list[str]:
     """guardian ran throughout (restarted only as often as the scenario did), was never a
     victim, and logged no error other than those the scenario provokes."""
     failures = []
-    show = result.text("guardian-show-after.txt")
+    show = result.text("daemon-show-after.txt")
     if "ActiveState=active" not in show or f"NRestarts={restarts}" not in show:
         failures.append(f"guardian.service state after the run: {show.split()}")
     victims = {str(e.get("GUARDIAN_VICTIM_COMM", "")) for e in kills(result)}
@@ -90,7 +90,7 @@ def first_victim(
     if not found:
         where = f" in {scope}" if scope else ""
         return [
-            f"guardian killed nothing{where}; guardian's journal:\n{result.tail('guardian-journal.txt', 12)}"
+            f"guardian killed nothing{where}; guardian's journal:\n{result.tail('daemon-journal.txt', 12)}"
         ]
     first = found[0]
     failures = []

@@ -167,7 +167,8 @@ def qemu_problem() -> Optional[str]:
 class Scenario:
     """A directory with ``scenario.sh`` (run as root in the guest) and ``expect.py``, whose
     ``check(result) -> list[str]`` returns the failures (empty: passed). expect.py may also set
-    ``TIMEOUT_S``, ``MEMORY_MIB``, ``CPUS`` and ``ENV`` (a dict for scenario.env)."""
+    ``TIMEOUT_S``, ``MEMORY_MIB``, ``CPUS`` and ``ENV`` (a dict for scenario.env), and for the
+    benchmark (bench.py) ``VICTIM`` and ``SPARED`` (cgroup prefixes) and ``BENCH_ENV``."""
 
     name: str
     path: Path
@@ -176,6 +177,9 @@ class Scenario:
     memory_mib: int = 1024
     cpus: int = 2
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    victim: tuple[str, ...] = ()
+    spared: tuple[str, ...] = ()
+    bench_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def run(self, results_dir: Path, **overrides: Any) -> RunResult:
         kwargs: dict[str, Any] = {
@@ -213,6 +217,9 @@ def load_scenario(path: Path) -> Scenario:
         memory_mib=int(getattr(expect, "MEMORY_MIB", 1024)),
         cpus=int(getattr(expect, "CPUS", 2)),
         env=dict(getattr(expect, "ENV", {})),
+        victim=tuple(getattr(expect, "VICTIM", ())),
+        spared=tuple(getattr(expect, "SPARED", ())),
+        bench_env=dict(getattr(expect, "BENCH_ENV", {})),
     )
 
 
@@ -508,6 +515,14 @@ def run_scenario(
         )
         + "\n"
     )
+    return read_result(results_dir, name)
+
+
+def read_result(results_dir: Path, name: Optional[str] = None) -> RunResult:
+    """The RunResult of a finished run, from its results directory (run_scenario's return value,
+    or a later look at a kept run: the benchmark re-reads its runs this way)."""
+    results_dir = Path(results_dir)
+    qemu = json.loads((results_dir / "qemu.json").read_text())
     status_text = (
         (results_dir / "exit_status").read_text().strip() if (results_dir / "exit_status").is_file() else ""
     )
@@ -519,17 +534,17 @@ def run_scenario(
         if p.is_file() and str(p.relative_to(results_dir)) not in (*RUNNER_FILES, "console.log", "qemu.json")
     }
     return RunResult(
-        scenario=name,
+        scenario=name or results_dir.name,
         results_dir=results_dir,
-        console_log=console_log,
-        timed_out=timed_out,
-        qemu_returncode=proc.returncode,
+        console_log=results_dir / "console.log",
+        timed_out=bool(qemu["timed_out"]),
+        qemu_returncode=qemu["returncode"],
         exit_status=int(status_text) if status_text.lstrip("-").isdigit() else None,
         journal=parse_journal(journal_path.read_text(errors="replace")) if journal_path.is_file() else [],
         dmesg=dmesg_path.read_text(errors="replace") if dmesg_path.is_file() else "",
         files=files,
-        wall_s=wall_s,
-        command=command,
+        wall_s=float(qemu["wall_s"]),
+        command=list(qemu["command"]),
     )
 
 

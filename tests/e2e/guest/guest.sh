@@ -23,20 +23,108 @@ e2e_stamp() {
     done
 }
 
+# E2E_DAEMON: which OOM daemon the run has (scenario.env; tests/e2e/bench.py sets it): guardian
+# (the default: the suite), earlyoom, nohang, systemd-oomd, or none.
+E2E_DAEMON=${E2E_DAEMON:-guardian}
+
+is_guardian() {
+    [ "$E2E_DAEMON" = guardian ]
+}
+
+# daemon_unit: the unit of the run's daemon (empty for none)
+daemon_unit() {
+    case $E2E_DAEMON in
+    guardian | earlyoom | nohang | systemd-oomd) echo "$E2E_DAEMON.service" ;;
+    *) echo "" ;;
+    esac
+}
+
+# unpack_repo: the repository as the host has it, in /root/guardian
+unpack_repo() {
+    rm -rf /root/guardian
+    mkdir -p /root/guardian
+    tar -xf "$E2E_REPO_TAR" -C /root/guardian
+}
+
 # install_guardian: install guardian the way the README tells users (scripts/install.sh, as
 # root, from a clone), offline, from the repository unpacked into /root/guardian. Output, with
 # a trace of install.sh's steps stamped with the uptime, goes to results/install.log; returns
 # install.sh's exit status.
 install_guardian() {
     local rc=0
-    rm -rf /root/guardian
-    mkdir -p /root/guardian
-    tar -xf "$E2E_REPO_TAR" -C /root/guardian
+    unpack_repo
     e2e_log "installing guardian: GUARDIAN_OFFLINE=1 bash scripts/install.sh"
     (cd /root/guardian && GUARDIAN_OFFLINE=1 bash -x scripts/install.sh) 2>&1 | e2e_stamp >"$E2E_RESULTS/install.log"
     rc=${PIPESTATUS[0]}
     e2e_log "install.sh exit status $rc"
     return "$rc"
+}
+
+# start_daemon: bring up the run's daemon with its defaults (guardian: installed the README's
+# way, with the shipped policy; systemd-oomd: ManagedOOMMemoryPressure=kill on system.slice and
+# kubepods.slice, where the scenarios' workloads run), then the benchmark's instruments
+# (bench_begin). Every scenario starts with it.
+start_daemon() {
+    case $E2E_DAEMON in
+    guardian) install_guardian || return 1 ;;
+    earlyoom | nohang) unpack_repo && systemctl start "$(daemon_unit)" || return 1 ;;
+    systemd-oomd)
+        unpack_repo
+        local slice
+        for slice in system.slice kubepods.slice; do
+            mkdir -p "/etc/systemd/system/$slice.d"
+            printf '[Slice]\nManagedOOMMemoryPressure=kill\n' >"/etc/systemd/system/$slice.d/50-e2e-oomd.conf"
+        done
+        systemctl daemon-reload
+        systemctl start systemd-oomd.service || return 1
+        save oomd-dump.txt oomctl dump
+        ;;
+    none) unpack_repo ;;
+    *)
+        e2e_log "unknown E2E_DAEMON=$E2E_DAEMON"
+        return 1
+        ;;
+    esac
+    e2e_log "daemon: $E2E_DAEMON $(systemctl is-active "$(daemon_unit)" 2>/dev/null)"
+    bench_begin
+}
+
+# bench_begin: start the instruments (in e2e.slice, outside the scenarios' slices): the latency
+# probe (probe.py, an ordinary process: a daemon may kill it, which counts as a lost bystander)
+# and the process watcher (watch.py, oom_score_adj -1000: instrumentation, not a candidate).
+# They write straight into results/, so a run that hangs still brings back what they saw.
+bench_begin() {
+    systemd-run -q --unit=e2e-watch --slice=e2e.slice -p OOMScoreAdjust=-1000 \
+        /usr/bin/python3 "$E2E_SHARE/lib/watch.py" "$E2E_RESULTS/watch.json" \
+        /sys/fs/cgroup/system.slice /sys/fs/cgroup/kubepods.slice /sys/fs/cgroup/e2e.slice
+    systemd-run -q --unit=e2e-probe --slice=e2e.slice /usr/bin/python3 "$E2E_SHARE/lib/probe.py" "$E2E_RESULTS/probe.json"
+    wait_until 30 test -s "$E2E_RESULTS/probe.json" || e2e_log "the latency probe did not start"
+    wait_until 30 test -s "$E2E_RESULTS/watch.json" || e2e_log "the process watcher did not start"
+}
+
+# daemon_cpu_ns: the CPU time the daemon's unit has used so far (ns; empty for none)
+daemon_cpu_ns() {
+    [ -z "$(daemon_unit)" ] || systemctl show -p CPUUsageNSec --value "$(daemon_unit)"
+}
+
+# bench_start: the pressure starts now (the benchmark's "seconds to the kill" count from here;
+# the daemon's CPU time is noted too)
+bench_start() {
+    local up
+    read -r up _ </proc/uptime
+    echo "$up" >"$E2E_RESULTS/bench-start.txt"
+    daemon_cpu_ns >"$E2E_RESULTS/daemon-cpu-start.txt"
+    e2e_log "pressure starts"
+}
+
+# bench_finish: stop the instruments (they write their last state) and keep what they saw
+bench_finish() {
+    local up
+    read -r up _ </proc/uptime
+    echo "$up" >"$E2E_RESULTS/bench-end.txt"
+    daemon_cpu_ns >"$E2E_RESULTS/daemon-cpu-end.txt"
+    e2e_log "latency probe: $(systemctl is-active e2e-probe.service) $(systemctl show -p Result --value e2e-probe.service)"
+    systemctl stop e2e-probe.service e2e-watch.service 2>/dev/null
 }
 
 # wait_until SECONDS COMMAND...: run COMMAND every 0.2 s until it succeeds; 1 on timeout.
@@ -67,12 +155,14 @@ save() {
 
 # hog_cmd RATE_MB_S [STOP_AT_BYTES]: a command line for a process that grows at a steady rate,
 # every page touched, until killed or until it holds STOP_AT_BYTES (then it sleeps): guardian's
-# own guardian.arena.hog_program, run by the installed guardian's Python.
+# own guardian.arena.hog_program from the unpacked repository, run by Debian's Python (the same
+# whichever daemon the run has).
 hog_cmd() {
     if [ ! -x /usr/local/bin/e2e-hog ]; then
         cat >/usr/local/bin/e2e-hog <<'PY'
-#!/opt/guardian/bin/python
+#!/usr/bin/python3
 import sys
+sys.path.insert(0, "/root/guardian")
 from guardian.arena import hog_program
 exec(hog_program(float(sys.argv[1]), stop_at_bytes=int(sys.argv[2]) if len(sys.argv) > 2 else 0))
 PY
@@ -92,9 +182,15 @@ start_bystander() {
 }
 
 # use_policy FILE: make FILE guardian's policy (checked first) and reload the service; returns
-# once guardian has said it loaded a policy.
+# once guardian has said it loaded a policy. With a peer daemon, which keeps its defaults, the
+# configuration change an operator would make is `systemctl reload-or-restart` of its unit.
 use_policy() {
     local loaded="MESSAGE_ID=2a84573cbba6498daaab9afdcc7d2dae" before
+    if ! is_guardian; then
+        [ -z "$(daemon_unit)" ] || systemctl reload-or-restart "$(daemon_unit)"
+        e2e_log "$E2E_DAEMON keeps its defaults (policy $1 is guardian's)"
+        return 0
+    fi
     before=$(journalctl -b -q --no-pager -o cat "$loaded" | wc -l)
     guardian check --policy "$1" >>"$E2E_RESULTS/policy-check.txt" 2>&1 || return 1
     install -m 0644 "$1" /etc/guardian.toml
@@ -104,15 +200,18 @@ use_policy() {
     e2e_log "policy $1 in force"
 }
 
-# record_outcome [UNIT...]: what checks.py reads: guardian's state, each UNIT's state (the
-# bystanders), guardian's journal and the kernel's OOM lines.
+# record_outcome [UNIT...]: what checks.py and the benchmark read: the daemon's state, each
+# UNIT's state (the bystanders), the daemon's journal, the kernel's OOM lines, the instruments.
 record_outcome() {
     local unit
-    save guardian-show-after.txt systemctl show guardian.service -p MainPID -p NRestarts -p ActiveState -p SubState
+    bench_finish
+    if [ -n "$(daemon_unit)" ]; then
+        save daemon-show-after.txt systemctl show "$(daemon_unit)" -p MainPID -p NRestarts -p ActiveState -p SubState
+        save daemon-journal.txt journalctl -b --no-pager -o short-monotonic -u "$(daemon_unit)"
+    fi
     : >"$E2E_RESULTS/bystanders.txt"
     for unit in "$@"; do
         echo "$unit $(systemctl is-active "$unit")" >>"$E2E_RESULTS/bystanders.txt"
     done
-    save guardian-journal.txt journalctl -b --no-pager -o short-monotonic -u guardian.service
     dmesg | grep -E 'out of memory|oom-kill|invoked oom-killer' >"$E2E_RESULTS/kernel-oom.txt" || true
 }

@@ -5,7 +5,7 @@
 # the rest of the service keeps running).
 set -u
 . "$E2E_LIB"
-install_guardian || exit 1
+start_daemon || exit 1
 cat >/tmp/policy.toml <<'TOML'
 [[cgroup]]
 match = "system.slice/fleet-group.service"
@@ -21,6 +21,7 @@ workers=""
 for mib in 30 45 60 75 120; do
     workers="$workers $(hog_cmd 5 $((mib << 20))) &"
 done
+bench_start
 for unit in fleet-group fleet-proc; do
     systemd-run --unit="$unit" -p MemoryMax=300M -p MemorySwapMax=0 /bin/sh -c "$workers wait"
 done

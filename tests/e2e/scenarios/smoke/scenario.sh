@@ -11,8 +11,10 @@ R=$E2E_RESULTS
 # every 30 s besides); the hog's unit exists, idle, this long before it starts allocating.
 ARM_WAIT_S=${ARM_WAIT_S:-3}
 
-install_guardian || exit 1
+start_daemon || exit 1
 
+# What only guardian has: its service, status, rank, and what the kernel accepts for PSI triggers.
+if is_guardian; then
 save is-active.txt systemctl is-active guardian.service
 # install.sh's `systemctl enable --now` returns once READY=1 came; the started message is sent
 # just before, so it is in the journal by now, but give journald a moment under TCG.
@@ -61,6 +63,7 @@ PY
     python3 /run/psi-probe.py "root, all capabilities"
     setpriv --inh-caps=-sys_resource --bounding-set=-sys_resource python3 /run/psi-probe.py "root without CAP_SYS_RESOURCE"
 } >"$R/psi-triggers.txt" 2>&1
+fi
 
 # --oomable: stress-ng does not start a new worker when this one is killed (by SIGKILL, from
 # the kernel or from guardian), so the run is one episode: guardian or the kernel, who is first.
@@ -84,6 +87,7 @@ save hog-before.txt cat /sys/fs/cgroup/system.slice/hog.service/memory.max /sys/
 python3 "$E2E_SCENARIO/sample_memory.py" /sys/fs/cgroup/system.slice/hog.service /run/hog-memory.txt 0.01 120 &
 sampler=$!
 sleep 2 # python's start under TCG
+bench_start
 e2e_log "go"
 timeout 10 sh -c 'echo go >/run/hog-go' || e2e_log "nobody read /run/hog-go"
 wait "$hog_pid"
@@ -91,11 +95,8 @@ e2e_log "hog.service finished: systemd-run exit status $?"
 wait "$sampler"
 cp /run/hog-memory.txt "$R/hog-memory.txt"
 
-save guardian-show-after.txt systemctl show guardian.service -p MainPID -p NRestarts -p ActiveState -p SubState -p StatusText
-save kills.json journalctl -b -o json --no-pager MESSAGE_ID=7291c848aa2b4d64ad479ace240749f7
-save guardian-journal.txt journalctl -b --no-pager -o short-monotonic -u guardian.service
+record_outcome
 save hog-journal.txt journalctl -b --no-pager -o short-monotonic -u hog.service
-dmesg | grep -E 'Memory cgroup out of memory|oom-kill|invoked oom-killer' >"$R/kernel-oom.txt"
 e2e_log "guardian kills: $(journalctl -b -q --no-pager -o cat MESSAGE_ID=7291c848aa2b4d64ad479ace240749f7 | wc -l)," \
     "kernel memcg OOM kills: $(grep -c 'Memory cgroup out of memory' "$R/kernel-oom.txt")"
 exit 0

@@ -5,7 +5,7 @@
 # the machine rule must not.
 set -u
 . "$E2E_LIB"
-install_guardian || exit 1
+start_daemon || exit 1
 cat >/tmp/policy.toml <<'TOML'
 [[cgroup]]
 match = "system.slice/thrasher.service"
@@ -17,6 +17,7 @@ start_bystander bystander 60
 dd if=/dev/urandom of=/var/tmp/big bs=1M count=400 status=none
 sync
 echo 3 >/proc/sys/vm/drop_caches
+bench_start
 systemd-run --unit=thrasher -p MemoryMax=120M -p MemorySwapMax=0 \
     /bin/sh -c 'while :; do cat /var/tmp/big >/dev/null; done'
 for _ in $(seq 60); do  # a minute of thrash, the cgroup's pressure noted every second

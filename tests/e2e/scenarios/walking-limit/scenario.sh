@@ -4,8 +4,9 @@
 # memcg OOM killer; a bystander service in the same slice is left alone.
 set -u
 . "$E2E_LIB"
-install_guardian || exit 1
+start_daemon || exit 1
 start_bystander bystander 60
+bench_start
 timeout 120 systemd-run --wait --unit=walker -p MemoryMax=250M -p MemorySwapMax=0 $(hog_cmd 10) \
     >"$E2E_RESULTS/walker.txt" 2>&1
 e2e_log "walker.service finished: exit status $?"

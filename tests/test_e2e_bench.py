@@ -1,0 +1,213 @@
+"""The peer benchmark's judging (tests/e2e/bench.py), on results directories laid out as a guest
+run leaves them: who killed what, the right victim, bystanders, time to the kill, the stall.
+The log lines are the peers' own formats (earlyoom 1.7, nohang 0.2, systemd-oomd 252, Linux 6.1)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+from e2e import bench, vm
+
+from guardian.report import MSG_KILL
+
+
+def scenario(tmp_path: Path) -> vm.Scenario:
+    return vm.Scenario(
+        name="hog-fast",
+        path=tmp_path,
+        check=lambda result: [],
+        victim=("/system.slice/hog.service",),
+        spared=("/system.slice/bystander.service",),
+    )
+
+
+def run_dir(
+    tmp_path: Path,
+    *,
+    journal: Sequence[dict[str, Any]] = (),
+    dmesg: str = "",
+    console: str = "",
+    pids: Optional[dict[str, Any]] = None,
+    noted: Sequence[tuple[float, float]] = (),
+    timed_out: bool = False,
+    bystanders: str = "bystander.service active\n",
+    probe_state: str = "active",
+) -> vm.RunResult:
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "qemu.json").write_text(
+        json.dumps({"command": ["qemu"], "returncode": 0, "timed_out": timed_out, "wall_s": 50.0})
+    )
+    (d / "console.log").write_text(console)
+    if not timed_out:
+        (d / "exit_status").write_text("0\n")
+        (d / "dmesg.txt").write_text(dmesg)
+        (d / "journal.json").write_text("".join(json.dumps(e) + "\n" for e in journal))
+        (d / "bench-end.txt").write_text("60.00 100.0\n")
+        (d / "bystanders.txt").write_text(bystanders)
+        (d / "scenario.log").write_text(f"[59.9] latency probe: {probe_state} success\n")
+    (d / "bench-start.txt").write_text("20.00 40.0\n")
+    (d / "watch.json").write_text(json.dumps({"poll_s": 0.1, "ended": 60.0, "pids": pids or {}}))
+    (d / "probe.json").write_text(
+        json.dumps({"sleeps": 4000, "worst_ms": max([5.0] + [n[1] for n in noted]), "noted": list(noted)})
+    )
+    return vm.read_result(d, "hog-fast")
+
+
+def pid(cgroup: str, comm: str, gone: Optional[float]) -> dict[str, Any]:
+    return {"cgroup": cgroup, "comm": comm, "seen": 10.0, "gone": gone}
+
+
+HOG = "/system.slice/hog.service"
+BYSTANDER = "/system.slice/bystander.service"
+
+
+def test_earlyoom_kill_is_read_from_its_log_and_timed_by_the_watcher(tmp_path: Path) -> None:
+    result = run_dir(
+        tmp_path,
+        journal=[
+            {
+                "_SYSTEMD_UNIT": "earlyoom.service",
+                "__MONOTONIC_TIMESTAMP": "23100000",
+                "MESSAGE": "low memory! at or below SIGTERM limits: mem 10.00%, swap 10.00%",
+            },
+            {
+                "_SYSTEMD_UNIT": "earlyoom.service",
+                "__MONOTONIC_TIMESTAMP": "23200000",
+                "MESSAGE": 'sending SIGTERM to process 304 uid 0 "stress-ng-vm": badness 1723, VmRSS 564 MiB',
+            },
+        ],
+        pids={"304": pid(HOG, "stress-ng-vm", 23.5), "200": pid(BYSTANDER, "python3", None)},
+        noted=[(10.0, 900.0), (23.3, 140.0)],
+    )
+    o = bench.analyse(scenario(tmp_path), "earlyoom", result, [])
+    assert o.kernel_oom_kills == 0
+    assert o.right_victim is True and o.bystanders_lost == []
+    assert o.s_to_kill == pytest.approx(3.5)  # gone at 23.5, the pressure started at 20.0
+    assert o.worst_stall_ms == 140.0  # the 900 ms before the pressure started does not count
+    assert o.kills[0]["by"] == "earlyoom" and o.kills[0]["comm"] == "stress-ng-vm"
+
+
+def test_kernel_kills_with_no_daemon_count_and_name_their_cgroup(tmp_path: Path) -> None:
+    dmesg = (
+        "[   31.100000] stress-ng-vm invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=1000\n"
+        "[   31.200000] oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,"
+        "oom_memcg=/system.slice/hog.service,task_memcg=/system.slice/hog.service,task=stress-ng-vm,pid=304,uid=0\n"
+        "[   31.200100] Memory cgroup out of memory: Killed process 304 (stress-ng-vm) total-vm:600000kB, "
+        "anon-rss:500000kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:1200kB oom_score_adj:1000\n"
+    )
+    o = bench.analyse(scenario(tmp_path), "none", run_dir(tmp_path, dmesg=dmesg), [])
+    assert o.kernel_oom_kills == 1
+    assert o.right_victim is True
+    assert o.kills[0] == {"by": "kernel", "pid": 304, "cgroup": HOG, "comm": "stress-ng-vm", "at": 31.2001}
+    assert o.s_to_kill == pytest.approx(11.2001)
+    assert o.worst_stall_ms == 5.0
+
+
+def test_a_hung_guest_is_judged_from_the_serial_console(tmp_path: Path) -> None:
+    console = "[  200.000001] Out of memory: Killed process 200 (python3) total-vm:1kB, anon-rss:1kB\n"
+    result = run_dir(
+        tmp_path, console=console, timed_out=True, pids={"200": pid(BYSTANDER, "python3", 200.5)}
+    )
+    o = bench.analyse(scenario(tmp_path), "none", result, [])
+    assert not o.finished and o.timed_out
+    assert o.kernel_oom_kills == 1
+    assert o.right_victim is False and o.bystanders_lost == ["bystander.service"]
+    assert "hung" in o.row()[-1]
+
+
+def test_nohang_victim_is_the_pid_it_printed_before_sending(tmp_path: Path) -> None:
+    lines = [
+        "Process with highest badness (found in 3ms):",
+        "  PID: 200, Name: python3, badness: 300",  # a candidate it then passed over
+        "Victim status (found in 4ms):",
+        "  PID:       304, name: stress-ng-vm, state: R (running), EUID: 0, SID: 1 (systemd), lifetime: 3.1 s",
+        "Implementing a corrective action:",
+        "  Sending SIGTERM to the victim",
+        "OK; total response time: 12ms",
+    ]
+    journal = [
+        {"_SYSTEMD_UNIT": "nohang.service", "__MONOTONIC_TIMESTAMP": str(25_000_000 + i), "MESSAGE": m}
+        for i, m in enumerate(lines)
+    ]
+    o = bench.analyse(
+        scenario(tmp_path),
+        "nohang",
+        run_dir(tmp_path, journal=journal, pids={"304": pid(HOG, "stress-ng-vm", 25.3)}),
+        [],
+    )
+    assert [(k["by"], k["pid"]) for k in o.kills] == [("nohang", 304)]
+    assert o.right_victim is True
+
+
+def test_systemd_oomd_kills_a_cgroup_and_every_pid_gone_from_it_counts(tmp_path: Path) -> None:
+    journal = [
+        {
+            "_SYSTEMD_UNIT": "systemd-oomd.service",
+            "__MONOTONIC_TIMESTAMP": "50000000",
+            "MESSAGE": "Killed /system.slice/bystander.service due to memory pressure for /system.slice being 71.00% > 60.00% for > 30s with reclaim activity",
+        }
+    ]
+    pids = {"200": pid(BYSTANDER, "python3", 50.1), "304": pid(HOG, "stress-ng-vm", None)}
+    o = bench.analyse(scenario(tmp_path), "systemd-oomd", run_dir(tmp_path, journal=journal, pids=pids), [])
+    assert [(k["by"], k["pid"], k["cgroup"]) for k in o.kills] == [("systemd-oomd", 200, BYSTANDER)]
+    assert o.right_victim is False
+    assert o.bystanders_lost == ["bystander.service"]
+
+
+def test_guardian_kills_and_a_lost_probe(tmp_path: Path) -> None:
+    journal = [
+        {
+            "MESSAGE_ID": MSG_KILL,
+            "__MONOTONIC_TIMESTAMP": "21000000",
+            "GUARDIAN_OUTCOME": "terminated",
+            "GUARDIAN_VICTIM_PID": "304",
+            "GUARDIAN_VICTIM_CGROUP": HOG,
+        },
+        {  # not guardian's kill: the kernel was already at it
+            "MESSAGE_ID": MSG_KILL,
+            "__MONOTONIC_TIMESTAMP": "21500000",
+            "GUARDIAN_OUTCOME": "already-dying",
+            "GUARDIAN_VICTIM_PID": "305",
+            "GUARDIAN_VICTIM_CGROUP": HOG,
+        },
+    ]
+    result = run_dir(tmp_path, journal=journal, probe_state="failed", bystanders="bystander.service failed\n")
+    o = bench.analyse(scenario(tmp_path), "guardian", result, [])
+    assert [k["pid"] for k in o.kills] == [304]
+    assert o.s_to_kill == pytest.approx(1.0)  # no watcher record: the log's time
+    assert o.right_victim is True
+    assert o.bystanders_lost == ["bystander.service", "e2e-probe.service"]
+
+
+def test_markdown_keeps_the_prose_around_the_table(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmark.md"
+    doc.write_text(f"# Title\n\nbefore\n\n{bench.TABLE_BEGIN}\nold\n{bench.TABLE_END}\n\nafter\n")
+    bench.write_markdown(doc, "new table\n")
+    assert (
+        doc.read_text()
+        == f"# Title\n\nbefore\n\n{bench.TABLE_BEGIN}\nnew table\n{bench.TABLE_END}\n\nafter\n"
+    )
+
+
+def test_daemon_cpu_and_a_victim_service_that_ended_whole(tmp_path: Path) -> None:
+    s = vm.Scenario(
+        name="many-procs",
+        path=tmp_path,
+        check=lambda result: [],
+        victim=("/system.slice/fleet-proc.service",),
+    )
+    result = run_dir(tmp_path, bystanders="fleet-proc.service failed\n")
+    (result.results_dir / "daemon-cpu-start.txt").write_text("1500000000\n")
+    (result.results_dir / "daemon-cpu-end.txt").write_text("2250000000\n")
+    o = bench.analyse(s, "earlyoom", result, [])
+    assert o.daemon_cpu_s == pytest.approx(0.75)
+    assert o.bystanders_lost == []  # the victim's own service is not a bystander...
+    assert o.notes == ["all of fleet-proc.service ended"]  # ...but losing all of it is noted
+    # a restart starts systemd's count again: only the new instance's
+    (result.results_dir / "daemon-cpu-end.txt").write_text("400000000\n")
+    assert bench.daemon_cpu(result) == pytest.approx(0.4)
