@@ -154,6 +154,31 @@ class Sample(_Lazy):
     def processes(self) -> list[Process]:
         return self._get("processes", lambda: read_processes(self._host))
 
+    def processes_in(self, scope: Optional[str]) -> list[Process]:
+        """The processes a ranking in ``scope`` has to look at. For the machine, or once every
+        process was read anyway, that is every process. For a cgroup on a host whose memory
+        controller is cgroup2, only the pids listed in the scope's subtree (cgroup.procs of it
+        and of each group below) are read: a service at its MemoryMax= is judged from its own
+        few processes instead of all of /proc, which is most of the time to a kill (callers
+        still filter by each process's own cgroup, so a process that moves is not mistaken).
+        Elsewhere (the v1 memory controller, where the cgroup2 tree need not mirror it) every
+        process is read."""
+        if scope is None or scope.strip("/") == "" or "processes" in self._memo:
+            return self.processes
+        if self._host.cgroup_layout().memory_controller != "v2":
+            return self.processes
+
+        def read() -> list[Process]:
+            pids: set[int] = set()
+            for path in (scope, *self._host.cgroups_below(scope, None)):
+                try:
+                    pids.update(self.cgroup(path).procs)
+                except (Unavailable, OSError):
+                    continue  # removed since the walk
+            return read_processes(self._host, sorted(pids))
+
+        return self._get(f"processes_in:{scope}", read)
+
     def cmdline(self, pid: int) -> Optional[str]:
         """The process's arguments joined by spaces, read on first use; None if unreadable."""
 

@@ -122,7 +122,7 @@ class Selector:
         layout = sample.host.cgroup_layout()
         if mode == "process":
             candidates, excluded = process_candidates(
-                sample.processes, layout, scope, self.policy, context.self_pid, context.facts_of
+                sample.processes_in(scope), layout, scope, self.policy, context.self_pid, context.facts_of
             )
         elif mode == "cgroup":
 
@@ -133,7 +133,7 @@ class Selector:
                     return False
 
             candidates, excluded = group_candidates(
-                sample.processes,
+                sample.processes_in(scope),
                 layout,
                 sample.cgroup_paths,
                 oom_group,
