@@ -78,6 +78,7 @@ class PolicyState:
 
 
 PSI_POLL_S = 1.0  # while PSI is read (trigger fired, or no trigger possible), look this often
+STALL_POLL_S = 0.25  # while a stall is timed or a PSI or events condition holds, at least this often
 
 
 def _psi_quiet(state: PolicyState, key: tuple[str, Optional[str]], now_us: int) -> bool:
@@ -363,8 +364,14 @@ def assess(
                 triggers.append(trig)
     triggers.extend(_cgroup_triggers(sample, policy, state, now_us, cgroups))
     triggers = [replace(t, detected_us=now_us) for t in triggers]
-    warm = bool(triggers) or bool(state.stalled_since_us)
-    interval = _interval(sample, policy, cgroups, warm)
+    # A crossed memory or headroom line can reach KILL within milliseconds: look again at once.
+    # A stall is timed over seconds (duration_s) and memory.events wake the daemon themselves:
+    # looking every STALL_POLL_S is exact enough, and 50 full looks a second for as long as
+    # pressure lasts would cost a CPU what the latency of everything else pays for.
+    fast = any(t.condition in ("memory", "headroom") for t in triggers)
+    interval = _interval(sample, policy, cgroups, fast)
+    if not fast and (triggers or state.stalled_since_us):
+        interval = min(interval, STALL_POLL_S)
     if state.psi_polled_us == now_us:
         interval = min(interval, PSI_POLL_S)
     return Assessment(now_us, tuple(triggers), interval)

@@ -212,6 +212,35 @@ def test_interval_shrinks_with_headroom(tmp_path: Path) -> None:
     assert interval == pytest.approx(0.32, abs=0.01)  # 2 % of 16 GiB = 0.32 GiB at 1 GiB/s
 
 
+def test_a_timed_stall_is_read_every_quarter_second_a_crossed_line_at_once(tmp_path: Path) -> None:
+    """Sustained pressure must not make guardian poll flat out: a stall is timed over seconds,
+    so it looks every STALL_POLL_S; a crossed memory line gets min_interval_s."""
+    from guardian.policy import STALL_POLL_S
+
+    root = machine(tmp_path / "a", available_kb=8 * GiB_KB)
+    policy = (
+        "[poll]\nmin_interval_s = 0.02\n[machine]\npsi = { kind = 'full', stall_pct = 50, duration_s = 30 }\n"
+    )
+    g, _, clock = guardian_for(root, policy)
+    total, pgscan = 0, 100
+    intervals = []
+    for _ in range(40):  # 100 ms ticks, 80 % full stall with reclaim: timed, not yet crossed
+        total, pgscan = total + 80_000, pgscan + 10
+        write_psi(root, total, total)
+        write_pgscan(root, pgscan)
+        result = g.tick(clock.monotonic_us())
+        assert result.trigger is None
+        intervals.append(result.assessment.interval_s)
+        clock.advance(0.1)
+    assert g.state.stalled_since_us  # the stall is being timed
+    assert intervals[-1] == STALL_POLL_S
+    tight, _, _ = guardian_for(
+        machine(tmp_path / "b", available_kb=int(16 * GiB_KB * 0.08)),
+        "[poll]\nmin_interval_s = 0.02\n[machine]\nmem_available = { term = '10%', kill = '2%' }\n",
+    )
+    assert tight.tick().assessment.interval_s == 0.02  # below the TERM line: KILL may be near
+
+
 def test_group_action_refuses_a_group_holding_a_protected_process(tmp_path: Path) -> None:
     root = FakeRoot(tmp_path / "root")
     root.mounts("unified")
@@ -302,6 +331,42 @@ def test_idle_fast_path(tmp_path: Path) -> None:
     set_available(root, 50)
     clock.advance(61)  # a full tick is due now and then anyway
     assert g.quick(clock.monotonic_us()) is None
+
+
+def test_fast_path_watches_a_cgroup2_limit_through_memory_current(tmp_path: Path) -> None:
+    """cgroup2 reports no usage crossing: the fast path reads the watched group's memory.current
+    against its headroom line (less the hysteresis) instead of running a full tick each time."""
+    from guardian.daemon import build_waiter
+    from guardian.sample import Sample
+
+    root = FakeRoot(tmp_path / "root")
+    root.mounts("unified")
+    root.meminfo(total_kb=16 * GiB_KB, available_kb=12 * GiB_KB)
+    root.process(1, "systemd", ppid=0, rss_anon_kb=8192, cgroup_v2="/init.scope")
+    root.process(500, "walker", ppid=1, rss_anon_kb=100 * 1024, cgroup_v2="/system.slice/walker.service")
+    root.cgroup_v2("/system.slice/walker.service", current=100 * MiB, max=250 * MiB)
+    root.finish()
+    g, _, clock = guardian_for(
+        tmp_path / "root",
+        "[machine]\nenabled = false\n[[cgroup]]\nmatch = 'system.slice/*.service'\n"
+        "min_headroom = { term = '10%', kill = '4%' }\n",
+    )
+    g.rescan(Sample(g.host, 0), 0, force=True)
+    waiter = build_waiter(g, Sample(g.host, 0), None)
+    try:
+        assert not g.uncovered
+        current = tmp_path / "root/sys/fs/cgroup/system.slice/walker.service/memory.current"
+        line = 250 * MiB - 25 * MiB - 5 * MiB  # limit - TERM headroom - 2 % hysteresis
+        assert g.usage_lines == ((str(current), line),)
+        assert g.tick().trigger is None and g.calm is not None
+        interval = g.quick(clock.monotonic_us())
+        assert interval == pytest.approx((line - 100 * MiB) / (4 << 30))
+        current.write_text(f"{line}\n")  # at the line: a full tick must look
+        assert g.quick(clock.monotonic_us()) is None
+        current.write_text("")  # unreadable: a full tick sorts it out
+        assert g.quick(clock.monotonic_us()) is None
+    finally:
+        waiter.close()
 
 
 def test_no_fast_path_while_something_is_uncovered_or_hot(tmp_path: Path) -> None:

@@ -150,6 +150,24 @@ class TestSystemdHost:
         assert ranking.context.totalpages == 512 * 1024 * 1024 // PAGE_SIZE + swap_pages
         assert {r.candidate.process.comm for r in ranking.ranked if r.candidate.process} == {"nginx"}
 
+    def test_a_memcg_scope_reads_only_its_own_processes(self) -> None:
+        sample = Sample(Host(V2), 0)
+        selector = Selector(
+            Policy(scorers={"kernel_badness": 1.0}), make_plugin_manager(None, entry_points=False)
+        )
+        scoped = selector.rank(sample, scope="/system.slice/nginx.service")
+        assert "processes" not in sample.reads  # /proc was not listed
+        read = {key for key in sample.reads if key.startswith("processes_in:")}
+        assert read == {"processes_in:/system.slice/nginx.service"}
+        # the same ranking as from every process
+        everything = Sample(Host(V2), 0)
+        everything.processes  # noqa: B018 - read every process first: then processes_in uses them
+        full = selector.rank(everything, scope="/system.slice/nginx.service")
+        assert [(r.candidate.key, r.total) for r in scoped.ranked] == [
+            (r.candidate.key, r.total) for r in full.ranked
+        ]
+        assert [e.candidate.key for e in scoped.excluded] == [e.candidate.key for e in full.excluded]
+
     def test_oom_group_is_killed_whole(self) -> None:
         ranking = rank(V2, Policy(scorers={"kernel_badness": 1.0}))
         indexer = [r for r in ranking.ranked if r.candidate.cgroup == "/system.slice/indexer.service"]
@@ -178,6 +196,9 @@ class TestSystemdHost:
 
 
 def test_hybrid_process_is_attributed_to_its_v1_memory_cgroup() -> None:
+    sample = Sample(Host(HYBRID), 0)
+    # the v1 memory tree need not mirror cgroup2: every process is read, each judged by its v1 path
+    assert sample.processes_in("/guardian-test") is sample.processes
     ranking = rank(HYBRID, Policy(), scope="/guardian-test")
     assert {r.candidate.process.pid for r in ranking.ranked if r.candidate.process} == {4100, 4101}
     assert ranking.context.totalpages_source == "memcg /guardian-test"
