@@ -537,6 +537,9 @@ def build_waiter(guardian: Guardian, sample: Sample, wakeup_fd: Optional[int]) -
             waiter.uncovered.append(path)
     guardian.uncovered = bool(waiter.uncovered)
     guardian.usage_lines = tuple(usage_lines)
+    # A calm judged before these wake-ups existed (the tick that found a new group) knows neither
+    # its usage line nor whether it is covered: the next wake-up must be a full tick.
+    guardian.calm = None
     waiter.add_cgroup_watch(rule_directories(host, policy))
     return waiter
 

@@ -369,6 +369,41 @@ def test_fast_path_watches_a_cgroup2_limit_through_memory_current(tmp_path: Path
         waiter.close()
 
 
+def test_a_group_found_by_a_tick_is_watched_from_the_next_wake_up(tmp_path: Path) -> None:
+    """The loop's order: a tick finds a new group (its calm knows nothing of it), then the
+    wake-ups are rebuilt; the next wake-up must look at the group's memory.current, not sleep
+    on the stale calm (seen in the VM: a service walking to MemoryMax= was not looked at until
+    the kernel's memcg OOM killer had acted)."""
+    from guardian.daemon import build_waiter
+    from guardian.sample import Sample
+
+    root = FakeRoot(tmp_path / "root")
+    root.mounts("unified")
+    root.meminfo(total_kb=16 * GiB_KB, available_kb=12 * GiB_KB)
+    root.process(1, "systemd", ppid=0, rss_anon_kb=8192, cgroup_v2="/init.scope")
+    root.process(500, "walker", ppid=1, rss_anon_kb=100 * 1024, cgroup_v2="/system.slice/walker.service")
+    root.cgroup_v2("/system.slice/walker.service", current=200 * MiB, max=250 * MiB)
+    root.finish()
+    g, _, clock = guardian_for(
+        tmp_path / "root",
+        "[machine]\nmem_available = { term = '10%' }\n[[cgroup]]\nmatch = 'system.slice/*.service'\n"
+        "min_headroom = { term = '10%', kill = '4%' }\n",
+    )
+    g.uncovered = False  # what the previous wake-ups covered: nothing watched yet
+    assert g.tick().trigger is None and g.watch_changed  # the tick found walker.service
+    waiter = build_waiter(g, Sample(g.host, clock.monotonic_us()), None)
+    try:
+        assert g.quick(clock.monotonic_us()) is None  # the stale calm is not trusted
+        g.tick()
+        line = 250 * MiB - 25 * MiB - 5 * MiB
+        assert g.calm is not None and g.calm.usage_lines == g.usage_lines
+        assert g.quick(clock.monotonic_us()) == pytest.approx(
+            max(g.policy.poll.min_interval_s, (line - 200 * MiB) / (4 << 30))
+        )
+    finally:
+        waiter.close()
+
+
 def test_no_fast_path_while_something_is_uncovered_or_hot(tmp_path: Path) -> None:
     root = machine(tmp_path, available_kb=int(16 * GiB_KB * 0.04))
     g, _, _ = guardian_for(root, POLICY)

@@ -570,4 +570,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # expect.py imports e2e.checks
     raise SystemExit(main())
