@@ -2,7 +2,8 @@
 # File-cache thrash: a service re-reads a 400 MiB file inside MemoryMax=120M, so its page cache
 # is evicted and refaulted over and over. Memory pressure is high while MemAvailable is not low
 # (the machine has room; the cgroup has not). A rule on the service's memory.pressure must act;
-# the machine rule must not.
+# the machine rule must not. The rule ends the whole service (action = "group"): killing the
+# `cat` alone would only make the shell loop start another one.
 set -u
 . "$E2E_LIB"
 start_daemon || exit 1
@@ -10,7 +11,7 @@ cat >/tmp/policy.toml <<'TOML'
 [[cgroup]]
 match = "system.slice/thrasher.service"
 psi = { kind = "some", stall_pct = 20, duration_s = 5 }
-action = "process"
+action = "group"
 TOML
 use_policy /tmp/policy.toml || exit 1
 start_bystander bystander 60
