@@ -28,6 +28,7 @@ import os
 import select
 import signal
 import time
+import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Optional
@@ -42,13 +43,14 @@ from guardian.notify import Notifier
 from guardian.plugins import Plugins, make_plugin_manager
 from guardian.policy import KILL, Assessment, PolicyState, Trigger, assess, current_level
 from guardian.ranking import Ranked
-from guardian.report import PRIORITY_WARNING, Reporter
+from guardian.report import PRIORITY_ERR, PRIORITY_WARNING, Reporter
 from guardian.sample import Sample
 from guardian.selection import Selector
 from guardian.sources.meminfo import quick_available
 from guardian.sources.psi import PsiTrigger, TriggerRefused, TriggerSpec
 
 SETTLE_S = 1.0  # after a victim died, KILL-level triggers wait this long for memory to show it
+MAX_TICK_FAILURES = 10  # full ticks in a row that raise before the daemon gives up
 RESCAN_S = 30.0  # how often the rules' subtrees are rescanned for new cgroups
 PSI_HOLD_S = 5.0  # after a PSI trigger fires, read that source every tick for this long
 PSI_WINDOW_US = 2_000_000
@@ -536,6 +538,7 @@ def build_waiter(guardian: Guardian, sample: Sample, wakeup_fd: Optional[int]) -
         if needs - covered:
             waiter.uncovered.append(path)
     guardian.uncovered = bool(waiter.uncovered)
+    host.forget_hot({p for p, _ in guardian.usage_lines} - {p for p, _ in usage_lines})
     guardian.usage_lines = tuple(usage_lines)
     # A calm judged before these wake-ups existed (the tick that found a new group) knows neither
     # its usage line nor whether it is covered: the next wake-up must be a full tick.
@@ -667,6 +670,20 @@ class Service:
             hold = PSI_HOLD_S * 1e6
             g.psi_fired_us = {k: t for k, t in g.psi_fired_us.items() if now - t <= hold}
 
+    def _tick_failed(self, exc: Exception, failures: int) -> None:
+        """A tick that raised (a race the readers do not know yet, a bug): reported with its
+        traceback, and the loop goes on, because an OOM daemon that exits in the middle of an
+        episode leaves the machine unguarded until systemd has restarted it. Ten in a row end
+        the daemon after all (the unit restarts it)."""
+        detail = "".join(traceback.format_exception(exc)).rstrip()
+        self.guardian.reporter.lifecycle(
+            f"a tick failed ({failures} in a row): {type(exc).__name__}: {exc}",
+            PRIORITY_ERR,
+            traceback=detail,
+        )
+        if failures >= MAX_TICK_FAILURES:
+            raise exc
+
     def status(self) -> str:
         g = self.guardian
         mode = "dry run, " if g.policy.dry_run else ""
@@ -694,6 +711,7 @@ class Service:
         gc.collect()
         gc.freeze()
         count = 0
+        failures = 0  # full ticks in a row that raised
         try:
             while not self.stop and (ticks is None or count < ticks):
                 count += 1
@@ -710,7 +728,14 @@ class Service:
                 if quick is not None:
                     self._wait(waiter, quick)
                     continue
-                result = g.tick()
+                try:
+                    result = g.tick()
+                except Exception as exc:  # isolated, reported, bounded: see _tick_failed
+                    failures += 1
+                    self._tick_failed(exc, failures)
+                    self._wait(waiter, g.policy.poll.min_interval_s * failures)
+                    continue
+                failures = 0
                 if result.outcome is not None or result.skipped:
                     self.notifier.send(STATUS=self.status())
                 if g.watch_changed:  # a watched group came, went, or changed its limit

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -185,6 +186,8 @@ class Host:
         except OSError as exc:
             if exc.errno == errno.EOPNOTSUPP:
                 raise Unavailable(feature, f"{path}: not supported by this kernel") from None
+            if exc.errno == errno.ENODEV:  # kernfs: the cgroup is being removed as we open it
+                raise Unavailable(feature, f"{path}: removed while being read") from None
             raise
 
     def read_hot(self, path: str, feature: str) -> str:
@@ -206,6 +209,14 @@ class Host:
             os.close(fd)
             del self._hot[path]
             return self.read_feature(path, feature)
+
+    def forget_hot(self, paths: Iterable[str]) -> None:
+        """Close the descriptors read_hot keeps for these paths (a watched cgroup that went away
+        must not stay pinned by guardian's open file)."""
+        for path in paths:
+            fd = self._hot.pop(path, None)
+            if fd is not None:
+                os.close(fd)
 
     def read_pid_file(self, pid: int, name: str) -> bytes:
         """Read /proc/PID/NAME; a process that is gone raises NoSuchProcess."""
@@ -329,8 +340,8 @@ class Host:
                 continue
             try:
                 entries = list(os.scandir(directory))
-            except (FileNotFoundError, NotADirectoryError, PermissionError):
-                continue  # removed while walking, or not ours to read
+            except OSError:
+                continue  # removed while walking (ENOENT, or ENODEV mid-removal), or not ours to read
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
                     child = f"{rel}/{entry.name}"

@@ -6,14 +6,16 @@ dry run, with exactly the fields journald would receive.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from fixtures.builder import FakeRoot
 
 from guardian.clock import FakeClock
 from guardian.config import parse_policy
-from guardian.daemon import Guardian, Loaded
+from guardian.daemon import Guardian, Loaded, TickResult
 from guardian.host import Host
 from guardian.plugins import make_plugin_manager
 from guardian.report import MSG_DRY_RUN, MSG_NOT_DONE, MemorySink, Reporter
@@ -426,3 +428,45 @@ def test_pending_sigkill_is_seen(tmp_path: Path) -> None:
     assert killer._sigkill_pending(320) is False
     status.write_text(status.read_text().replace("ShdPnd:\t0000000000000000", "ShdPnd:\t0000000000000100"))
     assert killer._sigkill_pending(320) is True
+
+
+def test_a_tick_that_raises_is_reported_and_the_loop_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OOM daemon that exits mid-episode leaves the machine unguarded until systemd restarts
+    it: a tick that raises is reported (message and traceback) and the next one runs; only
+    MAX_TICK_FAILURES in a row end the loop."""
+    from guardian.daemon import MAX_TICK_FAILURES, Service
+    from guardian.notify import Notifier
+
+    g, sink, _ = guardian_for(
+        machine(tmp_path, available_kb=12 * GiB_KB), "[poll]\nmin_interval_s = 0.01\nmax_interval_s = 0.01\n"
+    )
+    real_tick = g.tick
+    calls = []
+
+    def flaky_tick(now_us: Optional[int] = None) -> TickResult:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise OSError(errno.ENODEV, "No such device")
+        return real_tick(now_us)
+
+    monkeypatch.setattr(g, "tick", flaky_tick)
+    assert Service(g, None, False, Notifier({})).run(ticks=5) == 0
+    failed = [e for e in sink.events if e["MESSAGE"].startswith("a tick failed")]
+    assert [e["MESSAGE"] for e in failed] == [
+        "a tick failed (1 in a row): OSError: [Errno 19] No such device",
+        "a tick failed (2 in a row): OSError: [Errno 19] No such device",
+    ]
+    assert "flaky_tick" in failed[0]["GUARDIAN_TRACEBACK"] and failed[0]["PRIORITY"] == "3"
+    assert len(calls) >= 3  # the loop went on after the failures
+
+    def broken_tick(now_us: Optional[int] = None) -> TickResult:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(g, "tick", broken_tick)
+    with pytest.raises(ValueError, match="a bug"):
+        Service(g, None, False, Notifier({})).run()
+    assert f"a tick failed ({MAX_TICK_FAILURES} in a row): ValueError: a bug" in [
+        e["MESSAGE"] for e in sink.events
+    ]

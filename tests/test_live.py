@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 from guardian.arena import Arena
 from guardian.clock import Clock
+from guardian.errors import Unavailable
 from guardian.host import Host
 from guardian.sample import Sample
 from guardian.sources.processes import read_process, read_processes
@@ -120,3 +122,46 @@ def test_vanishing_process_is_skipped(live_host: Host) -> None:
     child.wait(timeout=30)
     procs = read_processes(live_host, [child.pid, os.getpid()])
     assert [p.pid for p in procs] == [os.getpid()]
+
+
+def test_a_cgroup_removed_under_guardian_reads_as_unavailable(
+    live_host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel answers ENODEV for a cgroup file whose group was removed (a descriptor held
+    across the rmdir here; an open racing the removal likewise). Seen in the VM: a service that
+    guardian had just killed was removed by systemd while a tick read it, and ENODEV ended the
+    daemon. Both ways of reading report the group as unavailable instead."""
+    layout = live_host.cgroup_layout()
+    if os.geteuid() != 0 or layout.v2_mount is None:
+        pytest.skip("needs root and cgroup2")
+    directory = f"{live_host.cgroup_v2_dir('/')}/guardian-test-enodev-{os.getpid()}"
+    os.mkdir(directory)
+    try:
+        procs = f"{directory}/cgroup.procs"
+        before = len(os.listdir("/proc/self/fd"))
+        assert live_host.read_hot(procs, "cgroup2") == ""  # the descriptor stays open
+        assert len(os.listdir("/proc/self/fd")) == before + 1
+        live_host.forget_hot([procs])  # what the daemon does when a watched group goes
+        assert len(os.listdir("/proc/self/fd")) == before
+        assert live_host.read_hot(procs, "cgroup2") == ""
+        held = os.open(procs, os.O_RDONLY)
+    finally:
+        os.rmdir(directory)
+    try:
+        with pytest.raises(OSError) as raised:
+            os.pread(held, 4096, 0)
+        assert raised.value.errno == errno.ENODEV
+    finally:
+        os.close(held)
+    with pytest.raises(Unavailable):
+        live_host.read_hot(procs, "cgroup2")
+    real_open = os.open
+
+    def racing_open(path: str, *args: object, **kwargs: object) -> int:
+        if str(path).endswith("/memory.current"):
+            raise OSError(errno.ENODEV, os.strerror(errno.ENODEV), path)
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", racing_open)
+    with pytest.raises(Unavailable, match="removed while being read"):
+        live_host.read_feature(f"{live_host.cgroup_v2_dir('/')}/x/memory.current", "cgroup2")
