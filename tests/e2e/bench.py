@@ -349,7 +349,7 @@ HEADER = [
     "s to kill",
     "worst stall (ms)",
     "daemon CPU (s)",
-    "",
+    "notes",
 ]
 
 
