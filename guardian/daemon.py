@@ -675,7 +675,7 @@ class Service:
         traceback, and the loop goes on, because an OOM daemon that exits in the middle of an
         episode leaves the machine unguarded until systemd has restarted it. Ten in a row end
         the daemon after all (the unit restarts it)."""
-        detail = "".join(traceback.format_exception(exc)).rstrip()
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
         self.guardian.reporter.lifecycle(
             f"a tick failed ({failures} in a row): {type(exc).__name__}: {exc}",
             PRIORITY_ERR,
