@@ -335,21 +335,30 @@ def test_idle_fast_path(tmp_path: Path) -> None:
     assert g.quick(clock.monotonic_us()) is None
 
 
+# walker.service's headroom line under a 10 % TERM rule: limit - TERM headroom - 2 % hysteresis
+WALKER_LINE = 250 * MiB - 25 * MiB - 5 * MiB
+
+
+def walker_root(tmp_path: Path, current_mib: int) -> Path:
+    """A cgroup2 machine with plenty available and system.slice/walker.service at MemoryMax=250M."""
+    root = FakeRoot(tmp_path / "root")
+    root.mounts("unified")
+    root.meminfo(total_kb=16 * GiB_KB, available_kb=12 * GiB_KB)
+    root.process(1, "systemd", ppid=0, rss_anon_kb=8192, cgroup_v2="/init.scope")
+    root.process(500, "walker", ppid=1, rss_anon_kb=100 * 1024, cgroup_v2="/system.slice/walker.service")
+    root.cgroup_v2("/system.slice/walker.service", current=current_mib * MiB, max=250 * MiB)
+    root.finish()
+    return tmp_path / "root"
+
+
 def test_fast_path_watches_a_cgroup2_limit_through_memory_current(tmp_path: Path) -> None:
     """cgroup2 reports no usage crossing: the fast path reads the watched group's memory.current
     against its headroom line (less the hysteresis) instead of running a full tick each time."""
     from guardian.daemon import build_waiter
     from guardian.sample import Sample
 
-    root = FakeRoot(tmp_path / "root")
-    root.mounts("unified")
-    root.meminfo(total_kb=16 * GiB_KB, available_kb=12 * GiB_KB)
-    root.process(1, "systemd", ppid=0, rss_anon_kb=8192, cgroup_v2="/init.scope")
-    root.process(500, "walker", ppid=1, rss_anon_kb=100 * 1024, cgroup_v2="/system.slice/walker.service")
-    root.cgroup_v2("/system.slice/walker.service", current=100 * MiB, max=250 * MiB)
-    root.finish()
     g, _, clock = guardian_for(
-        tmp_path / "root",
+        walker_root(tmp_path, current_mib=100),
         "[machine]\nenabled = false\n[[cgroup]]\nmatch = 'system.slice/*.service'\n"
         "min_headroom = { term = '10%', kill = '4%' }\n",
     )
@@ -358,12 +367,11 @@ def test_fast_path_watches_a_cgroup2_limit_through_memory_current(tmp_path: Path
     try:
         assert not g.uncovered
         current = tmp_path / "root/sys/fs/cgroup/system.slice/walker.service/memory.current"
-        line = 250 * MiB - 25 * MiB - 5 * MiB  # limit - TERM headroom - 2 % hysteresis
-        assert g.usage_lines == ((str(current), line),)
+        assert g.usage_lines == ((str(current), WALKER_LINE),)
         assert g.tick().trigger is None and g.calm is not None
         interval = g.quick(clock.monotonic_us())
-        assert interval == pytest.approx((line - 100 * MiB) / (4 << 30))
-        current.write_text(f"{line}\n")  # at the line: a full tick must look
+        assert interval == pytest.approx((WALKER_LINE - 100 * MiB) / (4 << 30))
+        current.write_text(f"{WALKER_LINE}\n")  # at the line: a full tick must look
         assert g.quick(clock.monotonic_us()) is None
         current.write_text("")  # unreadable: a full tick sorts it out
         assert g.quick(clock.monotonic_us()) is None
@@ -379,15 +387,8 @@ def test_a_group_found_by_a_tick_is_watched_from_the_next_wake_up(tmp_path: Path
     from guardian.daemon import build_waiter
     from guardian.sample import Sample
 
-    root = FakeRoot(tmp_path / "root")
-    root.mounts("unified")
-    root.meminfo(total_kb=16 * GiB_KB, available_kb=12 * GiB_KB)
-    root.process(1, "systemd", ppid=0, rss_anon_kb=8192, cgroup_v2="/init.scope")
-    root.process(500, "walker", ppid=1, rss_anon_kb=100 * 1024, cgroup_v2="/system.slice/walker.service")
-    root.cgroup_v2("/system.slice/walker.service", current=200 * MiB, max=250 * MiB)
-    root.finish()
     g, _, clock = guardian_for(
-        tmp_path / "root",
+        walker_root(tmp_path, current_mib=200),
         "[machine]\nmem_available = { term = '10%' }\n[[cgroup]]\nmatch = 'system.slice/*.service'\n"
         "min_headroom = { term = '10%', kill = '4%' }\n",
     )
@@ -397,10 +398,9 @@ def test_a_group_found_by_a_tick_is_watched_from_the_next_wake_up(tmp_path: Path
     try:
         assert g.quick(clock.monotonic_us()) is None  # the stale calm is not trusted
         g.tick()
-        line = 250 * MiB - 25 * MiB - 5 * MiB
         assert g.calm is not None and g.calm.usage_lines == g.usage_lines
         assert g.quick(clock.monotonic_us()) == pytest.approx(
-            max(g.policy.poll.min_interval_s, (line - 200 * MiB) / (4 << 30))
+            max(g.policy.poll.min_interval_s, (WALKER_LINE - 200 * MiB) / (4 << 30))
         )
     finally:
         waiter.close()
