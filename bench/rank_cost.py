@@ -1,7 +1,7 @@
 """What ranking costs: per 1000 processes, with 1000 and 5000 idle processes on the machine.
 
 The idle processes (``sleep``) are started inside a confined cgroup of the benchmark's own
-(guardian/arena.py: a memory limit of 4 GiB, removed afterwards). For each population it prints,
+(tests/support/arena.py: a memory limit of 4 GiB, removed afterwards). For each population it prints,
 per 1000 processes:
 
   floor      a bare open().read() of the 4 files guardian reads per process (as sample_cost.py)
@@ -24,8 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from guardian.arena import Arena
+from support.arena import Arena
+
 from guardian.config import Policy
 from guardian.errors import GuardianError
 from guardian.host import Host

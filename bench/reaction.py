@@ -1,6 +1,6 @@
 """Reaction time: from a hog crossing the TERM line to guardian's SIGTERM reaching it.
 
-Runs in a confined arena (guardian/arena.py: a 320 MiB limit, removed afterwards). guardian runs
+Runs in a confined arena (tests/support/arena.py: a 320 MiB limit, removed afterwards). guardian runs
 with a cgroup rule for the arena (TERM at 64 MiB of headroom). Each run starts a hog at a
 steady rate; the hog itself notes, on CLOCK_MONOTONIC, the moment its cgroup's usage reaches the
 TERM line (it reads the usage after every 2 MiB step) and the moment SIGTERM arrives. The
@@ -23,8 +23,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from guardian.arena import Arena, GuardianProcess, hog_program
+from support.arena import Arena, GuardianProcess, hog_program
+
 from guardian.host import Host
 
 MiB = 1 << 20

@@ -1,4 +1,4 @@
-"""Time, passed in. Tests advance a FakeClock instead of sleeping."""
+"""Time, passed in (tests pass a clock that they advance instead of sleeping)."""
 
 from __future__ import annotations
 
@@ -14,19 +14,3 @@ class Clock:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
-
-
-class FakeClock(Clock):
-    """A clock that moves only when told to (``advance`` or ``sleep``)."""
-
-    def __init__(self, start_us: int = 1_000_000) -> None:
-        self.now_us = start_us
-
-    def monotonic_us(self) -> int:
-        return self.now_us
-
-    def sleep(self, seconds: float) -> None:
-        self.advance(seconds)
-
-    def advance(self, seconds: float) -> None:
-        self.now_us += int(seconds * 1_000_000)

@@ -73,16 +73,6 @@ class JournalSink:
         self._journal.send(message, SYSLOG_IDENTIFIER="guardian", **fields)
 
 
-class MemorySink:
-    """Keeps events in a list: tests assert on the exact fields journald would receive."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, str]] = []
-
-    def send(self, message: str, fields: Mapping[str, str]) -> None:
-        self.events.append({"MESSAGE": message, **fields})
-
-
 def default_sink(journal_socket: str, log_format: Optional[str] = None) -> Sink:
     """journald when its socket exists and systemd-python is installed, else stderr (plain, or
     JSON lines with GUARDIAN_LOG_FORMAT=json, which also bypasses journald)."""

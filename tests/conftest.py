@@ -1,4 +1,4 @@
-"""Shared test fixtures. ``arena`` is a confined cgroup pair for live tests (guardian/arena.py)."""
+"""Shared test fixtures. ``arena`` is a confined cgroup pair for live tests (tests/support/arena.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from guardian.arena import Arena
+from support.arena import Arena
+
 from guardian.host import Host
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.arena import Arena
 
 from guardian.actions import Killer
-from guardian.arena import Arena
 from guardian.host import Host
 from guardian.records import Process
 from guardian.sources.processes import read_process

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from conftest import documented_keys, report_keys, write
+from support.clock import FakeClock
 
 from guardian.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, main
-from guardian.clock import FakeClock
 
 
 @pytest.fixture

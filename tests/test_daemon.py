@@ -12,13 +12,14 @@ from typing import Optional
 
 import pytest
 from fixtures.builder import FakeRoot
+from support.clock import FakeClock
+from support.sinks import MemorySink
 
-from guardian.clock import FakeClock
 from guardian.config import parse_policy
 from guardian.daemon import Guardian, Loaded, TickResult
 from guardian.host import Host
 from guardian.plugins import make_plugin_manager
-from guardian.report import MSG_DRY_RUN, MSG_NOT_DONE, MemorySink, Reporter
+from guardian.report import MSG_DRY_RUN, MSG_NOT_DONE, Reporter
 from guardian.selection import Selector
 
 GiB_KB = 1024 * 1024

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+from support.arena import Arena, GuardianProcess, hog_program
 
-from guardian.arena import Arena, GuardianProcess, hog_program
 from guardian.host import Host
 from guardian.report import MSG_DRY_RUN, MSG_KILL, MSG_POLICY_LOADED, MSG_POLICY_REJECTED
 

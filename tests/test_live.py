@@ -10,8 +10,8 @@ import sys
 
 import psutil
 import pytest
+from support.arena import Arena
 
-from guardian.arena import Arena
 from guardian.clock import Clock
 from guardian.errors import Unavailable
 from guardian.host import Host

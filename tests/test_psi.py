@@ -8,8 +8,8 @@ import select
 from pathlib import Path
 
 import pytest
+from support.arena import Arena
 
-from guardian.arena import Arena
 from guardian.host import Host
 from guardian.records import Pressure, PsiLine
 from guardian.sources.psi import (

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from conftest import documented_keys, fixture_root, report_keys
+from support.clock import FakeClock
 
 from guardian.cli import EXIT_OK, main
-from guardian.clock import FakeClock
 from guardian.config import Policy, parse_policy
 from guardian.host import Host
 from guardian.plugins import make_plugin_manager

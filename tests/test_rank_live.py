@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.arena import Arena
 
-from guardian.arena import Arena
 from guardian.clock import Clock
 from guardian.config import Policy
 from guardian.errors import NoSuchProcess

@@ -155,15 +155,15 @@ save() {
 
 # hog_cmd RATE_MB_S [STOP_AT_BYTES]: a command line for a process that grows at a steady rate,
 # every page touched, until killed or until it holds STOP_AT_BYTES (then it sleeps): guardian's
-# own guardian.arena.hog_program from the unpacked repository, run by Debian's Python (the same
+# own tests/support/arena.py (hog_program) from the unpacked repository, run by Debian's Python (the same
 # whichever daemon the run has).
 hog_cmd() {
     if [ ! -x /usr/local/bin/e2e-hog ]; then
         cat >/usr/local/bin/e2e-hog <<'PY'
 #!/usr/bin/python3
 import sys
-sys.path.insert(0, "/root/guardian")
-from guardian.arena import hog_program
+sys.path.insert(0, "/root/guardian/tests")
+from support.arena import hog_program
 exec(hog_program(float(sys.argv[1]), stop_at_bytes=int(sys.argv[2]) if len(sys.argv) > 2 else 0))
 PY
         chmod 0755 /usr/local/bin/e2e-hog

@@ -178,7 +178,7 @@ class GuardianProcess:
         dry_run: bool = False,
         extra_env: Optional[dict[str, str]] = None,
     ) -> None:
-        import socket  # noqa: PLC0415 - only the live harness needs it
+        import socket
 
         self.policy_path = f"{workdir}/policy.toml"
         Path(self.policy_path).write_text(policy_text)
@@ -217,7 +217,7 @@ class GuardianProcess:
         raise TimeoutError(f"no {key} from guardian within {timeout_s}s")
 
     def events(self) -> list[dict[str, str]]:
-        import json  # noqa: PLC0415
+        import json
 
         out = []
         for line in Path(self.stderr_path).read_text().splitlines():

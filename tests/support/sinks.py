@@ -1,0 +1,15 @@
+"""A report sink for tests: keeps every event with the exact fields journald would receive."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class MemorySink:
+    """Keeps events in a list: tests assert on the exact fields journald would receive."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, str]] = []
+
+    def send(self, message: str, fields: Mapping[str, str]) -> None:
+        self.events.append({"MESSAGE": message, **fields})
