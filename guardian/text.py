@@ -1,0 +1,31 @@
+"""Text that came from the kernel or from a process, made safe to show.
+
+cgroup names and process names are any bytes a user chose: guardian keeps undecodable bytes as
+surrogate escapes (``os.fsdecode``), so a path read from /proc/PID/cgroup still names the real
+directory. Such text must not reach a terminal, a log line or journald as it is: a newline in a
+comm would start a forged line, and a lone surrogate cannot even be encoded as UTF-8.
+``shown()`` is the one way to turn it into printable text.
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group(0)
+    code = ord(char)
+    if char in _NAMED:
+        return _NAMED[char]
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def shown(text: str) -> str:
+    """``text`` with control characters, line separators and undecodable bytes written as
+    ``\\n``, ``\\xNN``, ``\\uNNNN``: one printable line, valid UTF-8."""
+    return _UNSAFE.sub(_escape, text)
