@@ -1,267 +1,73 @@
 """The only module that signals processes or writes cgroup.kill. Dry-run lives here too.
 
-Killing one process (kernel.md 2.7):
+A kill is a state the loop carries, not a call that waits (systemd-oomd signals and goes back
+to sd-event). ``Killer.start_process``/``start_group`` pin the victim and send the first signal;
+the loop adds the kill's ``fds`` to its wake-ups (a pidfd polls readable when its process exits;
+a cgroup2 group's ``cgroup.events`` raises POLLPRI when ``populated`` changes) and calls
+``step()`` on every wake-up, and at ``deadline_us`` at the latest, until it returns an Outcome.
+Nothing here sleeps: while one victim sits in its grace period, the loop goes on assessing every
+other scope.
+
+One process (kernel.md 2.7):
 
 1. ``pidfd_open(pid)`` as soon as the victim is chosen: from then on the descriptor names that
-   process and no other, even if the pid is recycled;
-2. re-check identity through it: /proc/PID/stat must show the same start time as when the victim
-   was ranked (a pid reused between the ranking and the open fails here and nothing is sent);
-3. ``pidfd_send_signal``: SIGTERM, then SIGKILL if it still lives after the grace period, or
-   SIGKILL at once at the KILL level, or as soon as ``escalate()`` says memory got worse;
-4. ``process_mrelease`` (syscall 448) only after SIGKILL: it reaps the address space now instead
-   of when the victim is next scheduled. After SIGTERM it fails with EINVAL (earlyoom#354).
+   process and no other, even if the pid is recycled; its start time must be the one ranked;
+2. before EVERY signal, the process is read again and the guard asked: a process can become
+   ``oom_score_adj -1000``, exec into a protected program or move to a protected unit between
+   the ranking and the signal (or during the grace period), and then nothing is sent;
+3. ``pidfd_send_signal``: SIGTERM, then SIGKILL when the grace period is over or the loop asks
+   for escalation (memory reached the KILL level); SIGKILL at once at the KILL level;
+4. ``process_mrelease`` only after SIGKILL (after SIGTERM it fails with EINVAL, earlyoom#354).
 
-Killing a group: ``cgroup.kill`` (5.14+) kills every process of the cgroup and its descendants
-atomically with respect to fork; where it is missing, every pid of cgroup.procs (recursively) is
-killed through its own pidfd, repeated until no new pid appears (as systemd-oomd does).
+A group, as the kernel kills a ``memory.oom.group`` (mm/memcontrol.c: mem_cgroup_scan_tasks()
+with oom_kill_memcg_member(), which skips OOM_SCORE_ADJ_MIN tasks): every member except those
+that must not be killed (guardian's never-kill rules and the policy's ``[[protect]]``). Members
+are read from the hierarchy that accounts memory, the one the ranking and the checks used:
+
+* ``cgroup.kill`` (5.14+, atomic with respect to fork) only when that hierarchy is cgroup2 and
+  no member must be spared, checked on a fresh read right before the write;
+* otherwise every member through its own pidfd, each re-checked at signal time, in passes that
+  repeat for members forked meanwhile (as systemd-oomd's cg_kill_recursive() does).
+
+On a hybrid host memory is accounted by a cgroup v1 group, and its cgroup2 namesake may hold
+other processes: cgroup.kill is never written there.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
 import select
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Literal, Optional, Union
 
 from guardian.errors import GuardianError, NoSuchProcess, Unavailable
 from guardian.host import Host
+from guardian.kernel import process_mrelease
+from guardian.kinds import Level, OutcomeResult
 from guardian.records import Process
-from guardian.sources.processes import parse_stat
+from guardian.sources.processes import parse_stat, read_process
 
-SYS_PROCESS_MRELEASE = 448  # the same number on every architecture
+KILL_WAIT_S = 10.0  # after SIGKILL (or cgroup.kill), how long a victim may take to be gone
+GROUP_PASSES = 10  # kill-each passes over a group whose members keep forking
+GROUP_POLL_S = 0.05  # how often a group without cgroup.events is looked at while it dies
 
-Escalate = Callable[[], bool]
+Guard = Callable[[Process], Optional[str]]  # why this process must not be signalled now, or None
+Hierarchy = Literal["v2", "v1"]
 
 
 @dataclass
 class Outcome:
-    """What an action did. ``result`` is one of: ``terminated`` (died after SIGTERM), ``killed``
-    (died after SIGKILL), ``alive`` (still there after SIGKILL and the wait), ``dry-run``,
-    ``vanished`` (gone before anything was sent), ``pid-reused`` (identity changed: nothing
-    sent), ``failed`` (the kernel refused)."""
+    """What an action did (``result``: guardian.kinds.OutcomeResult)."""
 
-    result: str
+    result: OutcomeResult
     signals: list[str] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
+    spared: list[int] = field(default_factory=list)  # group members left alive: must not be killed
     mreleased: bool = False
     detail: str = ""
     elapsed_s: float = 0.0
-
-
-def _libc_syscall() -> Optional[Callable[..., int]]:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syscall
-    except OSError:
-        return None
-
-
-_syscall = _libc_syscall()
-
-
-def process_mrelease(pidfd: int) -> bool:
-    """Reap a SIGKILLed process's memory now. False where the kernel cannot (pre-5.15, ESRCH
-    when it is already gone, EINVAL if it is not dying)."""
-    if _syscall is None:
-        return False
-    return _syscall(SYS_PROCESS_MRELEASE, pidfd, 0) == 0
-
-
-def wait_exit(pidfd: int, timeout_s: float) -> bool:
-    """True when the process behind ``pidfd`` has exited (the pidfd polls readable)."""
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    return bool(poller.poll(max(0, int(timeout_s * 1000))))
-
-
-class Killer:
-    """Carries out kill decisions; ``dry_run`` decides and reports but signals nothing."""
-
-    def __init__(self, host: Host, dry_run: bool = False) -> None:
-        self.host = host
-        # Under a fake root (--root DIR) the pids are a fixture's, not this machine's: signalling
-        # them would hit whatever real process has that number. Such a Killer only decides.
-        self.dry_run = dry_run or not host.is_live
-
-    # --- one process -----------------------------------------------------------------------
-
-    def open_victim(self, victim: Process) -> int:
-        """pidfd for ``victim``, verified to be the same process that was ranked."""
-        try:
-            pidfd = os.pidfd_open(victim.pid)
-        except ProcessLookupError:
-            raise NoSuchProcess(victim.pid) from None
-        try:
-            stat = parse_stat(self.host.read_pid_file(victim.pid, "stat").decode("utf-8", "replace"))
-        except (GuardianError, OSError):
-            os.close(pidfd)
-            raise NoSuchProcess(victim.pid) from None
-        if stat.starttime_ticks != victim.starttime_ticks:
-            os.close(pidfd)
-            raise PidReused(victim.pid, victim.starttime_ticks, stat.starttime_ticks)
-        if stat.state in ("Z", "X") or self._sigkill_pending(victim.pid):
-            os.close(pidfd)
-            raise AlreadyDying(victim.pid)
-        return pidfd
-
-    def _sigkill_pending(self, pid: int) -> bool:
-        """A SIGKILL is already queued for the process (the kernel's OOM killer, or anyone):
-        signalling it again would claim a kill that someone else made (found in the VM suite)."""
-        try:
-            status = self.host.read_pid_file(pid, "status").decode("ascii", "replace")
-        except (GuardianError, OSError):
-            return False
-        for line in status.splitlines():
-            if line.startswith("ShdPnd:"):
-                return bool(int(line.split()[1], 16) & (1 << (signal.SIGKILL - 1)))
-        return False
-
-    def kill_process(
-        self,
-        victim: Process,
-        level: str,
-        grace_s: float,
-        escalate: Optional[Escalate] = None,
-        pidfd: Optional[int] = None,
-    ) -> Outcome:
-        start = time.monotonic()
-        if self.dry_run:
-            return Outcome("dry-run", pids=[victim.pid], detail=f"would send SIG{level}")
-        try:
-            fd = pidfd if pidfd is not None else self.open_victim(victim)
-        except NoSuchProcess:
-            return Outcome("vanished", pids=[victim.pid], detail="exited before it was signalled")
-        except PidReused as exc:
-            return Outcome("pid-reused", pids=[victim.pid], detail=str(exc))
-        except AlreadyDying as exc:
-            return Outcome("already-dying", pids=[victim.pid], detail=str(exc))
-        try:
-            outcome = self._signal(fd, victim.pid, level, grace_s, escalate)
-        finally:
-            os.close(fd)
-        outcome.elapsed_s = time.monotonic() - start
-        return outcome
-
-    def _signal(self, fd: int, pid: int, level: str, grace_s: float, escalate: Optional[Escalate]) -> Outcome:
-        outcome = Outcome("alive", pids=[pid])
-        if level == "TERM":
-            if not self._send(fd, signal.SIGTERM, outcome):
-                return outcome
-            deadline = time.monotonic() + grace_s
-            while time.monotonic() < deadline:
-                if wait_exit(fd, min(0.05, max(0.0, deadline - time.monotonic()))):
-                    outcome.result = "terminated"
-                    return outcome
-                if escalate is not None and escalate():
-                    outcome.detail = (
-                        "escalated to SIGKILL: memory reached the KILL level during the grace period"
-                    )
-                    break
-        if not self._send(fd, signal.SIGKILL, outcome):
-            return outcome
-        outcome.mreleased = process_mrelease(fd)
-        outcome.result = "killed" if wait_exit(fd, 10.0) else "alive"
-        return outcome
-
-    @staticmethod
-    def _send(fd: int, sig: signal.Signals, outcome: Outcome) -> bool:
-        try:
-            signal.pidfd_send_signal(fd, sig)
-        except ProcessLookupError:
-            outcome.result = "terminated" if outcome.signals else "vanished"
-            return False
-        except OSError as exc:
-            outcome.result = "failed"
-            outcome.detail = f"pidfd_send_signal({sig.name}): {exc.strerror}"
-            return False
-        outcome.signals.append(sig.name)
-        return True
-
-    # --- a whole cgroup ----------------------------------------------------------------------
-
-    def kill_group(self, cgroup: str, wait_s: float = 10.0) -> Outcome:
-        start = time.monotonic()
-        pids = self._group_pids(cgroup)
-        if self.dry_run:
-            return Outcome("dry-run", pids=pids, detail=f"would write 1 to {cgroup}/cgroup.kill")
-        if not pids:
-            return Outcome("vanished", detail=f"{cgroup} has no processes left")
-        kill_file = self._v2_dir(cgroup)
-        if kill_file is not None and os.path.exists(f"{kill_file}/cgroup.kill"):
-            try:
-                with open(f"{kill_file}/cgroup.kill", "w") as f:
-                    f.write("1")
-                outcome = Outcome("killed", signals=["cgroup.kill"], pids=pids)
-            except OSError as exc:
-                outcome = self._kill_each(cgroup, pids)
-                outcome.detail = f"cgroup.kill failed ({exc.strerror}); killed each process instead"
-        else:
-            outcome = self._kill_each(cgroup, pids)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and self._group_pids(cgroup):
-            time.sleep(0.02)
-        if self._group_pids(cgroup):
-            outcome.result = "alive"
-        outcome.elapsed_s = time.monotonic() - start
-        return outcome
-
-    def _kill_each(self, cgroup: str, first: list[int]) -> Outcome:
-        outcome = Outcome("killed", pids=list(first))
-        seen: set[int] = set()
-        for _ in range(10):  # processes may fork while we kill: repeat until none is new
-            new = [p for p in self._group_pids(cgroup) if p not in seen]
-            if not new:
-                break
-            for pid in new:
-                seen.add(pid)
-                try:
-                    fd = os.pidfd_open(pid)
-                except ProcessLookupError:
-                    continue
-                try:
-                    signal.pidfd_send_signal(fd, signal.SIGKILL)
-                    process_mrelease(fd)
-                except OSError as exc:
-                    if exc.errno != errno.ESRCH:
-                        outcome.detail = f"pid {pid}: {exc.strerror}"
-                finally:
-                    os.close(fd)
-        outcome.signals.append("SIGKILL")
-        outcome.pids = sorted(seen)
-        return outcome
-
-    def _v2_dir(self, cgroup: str) -> Optional[str]:
-        try:
-            directory = self.host.cgroup_v2_dir(cgroup)
-        except Unavailable:
-            return None
-        return directory if os.path.isdir(directory) else None
-
-    def _group_pids(self, cgroup: str) -> list[int]:
-        """Every pid in the cgroup and its descendants, from whichever hierarchy has the group."""
-        directories = []
-        v2 = self._v2_dir(cgroup)
-        if v2 is not None:
-            directories.append(v2)
-        else:
-            try:
-                directories.append(self.host.cgroup_v1_memory_dir(cgroup))
-            except Unavailable:
-                return []
-        pids: set[int] = set()
-        for top in directories:
-            for rel in ["", *self.host.walk_cgroups(top)]:
-                try:
-                    text = self.host.read_text(f"{top}{rel}/cgroup.procs")
-                except OSError:
-                    continue
-                pids.update(int(x) for x in text.split())
-        return sorted(pids)
 
 
 class AlreadyDying(GuardianError):
@@ -279,3 +85,381 @@ class PidReused(GuardianError):
             "nothing was sent"
         )
         self.pid = pid
+
+
+def exited(pidfd: int) -> bool:
+    """True when the process behind ``pidfd`` has exited (the pidfd polls readable). Never waits."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _sigkill_pending(host: Host, pid: int) -> bool:
+    """A SIGKILL is already queued for the process (the kernel's OOM killer, or anyone):
+    signalling it again would claim a kill that someone else made (found in the VM suite)."""
+    try:
+        status = host.read_pid_file(pid, "status").decode("ascii", "replace")
+    except (GuardianError, OSError):
+        return False
+    for line in status.splitlines():
+        if line.startswith("ShdPnd:"):
+            try:
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGKILL - 1)))
+            except (IndexError, ValueError):
+                return False
+    return False
+
+
+def _starttime(host: Host, pid: int) -> Optional[int]:
+    """The start time in /proc/PID/stat, or None when the process is gone or unreadable."""
+    try:
+        return parse_stat(host.read_pid_file(pid, "stat").decode("utf-8", "surrogateescape")).starttime_ticks
+    except (GuardianError, OSError):
+        return None
+
+
+def _send(fd: int, sig: signal.Signals, outcome: Outcome) -> Optional[str]:
+    """Signal through the pidfd. None when sent; ``gone`` or ``failed`` otherwise (and the
+    outcome says how)."""
+    try:
+        signal.pidfd_send_signal(fd, sig)
+    except ProcessLookupError:
+        return "gone"
+    except OSError as exc:
+        outcome.result = "failed"
+        outcome.detail = f"pidfd_send_signal({sig.name}): {exc.strerror}"
+        return "failed"
+    outcome.signals.append(sig.name)
+    return None
+
+
+class ProcessKill:
+    """One process being killed: SIGTERM, the grace period, SIGKILL, the wait for its exit."""
+
+    def __init__(self, host: Host, victim: Process, pidfd: int, guard: Guard, grace_s: float) -> None:
+        self.host = host
+        self.victim = victim
+        self.pidfd: Optional[int] = pidfd
+        self.guard = guard
+        self.grace_s = grace_s
+        self.outcome = Outcome("alive", pids=[victim.pid])
+        self.phase: Literal["new", "term", "kill"] = "new"
+        self.started_us = 0
+        self.deadline_us = 0
+
+    @property
+    def fds(self) -> list[int]:
+        return [self.pidfd] if self.pidfd is not None else []
+
+    @property
+    def targets(self) -> list[int]:
+        """The pids this kill signals (for the loop: not to be chosen again meanwhile)."""
+        return [self.victim.pid]
+
+    def next_look_us(self, now_us: int) -> int:
+        """When to look without an event (the pidfd wakes the loop at the victim's exit)."""
+        return self.deadline_us
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+    def _finish(self, result: OutcomeResult, now_us: int) -> Outcome:
+        self.outcome.result = result
+        self.outcome.elapsed_s = (now_us - self.started_us) / 1e6
+        self.close()
+        return self.outcome
+
+    def _refusal(self) -> Optional[tuple[OutcomeResult, str]]:
+        """Read the pinned process again and ask the guard, right before a signal."""
+        try:
+            fresh = read_process(self.host, self.victim.pid)
+        except (GuardianError, OSError):
+            fresh = None
+        if fresh is None or fresh.starttime_ticks != self.victim.starttime_ticks:
+            # gone (its pid may already name another process: the pidfd could not reach that
+            # one, but its facts are not the victim's to judge)
+            return ("terminated" if self.outcome.signals else "vanished"), "exited before the signal"
+        reason = self.guard(fresh)
+        if reason is not None:
+            return "protected", f"not signalled: {reason}"
+        return None
+
+    def _signal(self, sig: signal.Signals, now_us: int) -> Optional[Outcome]:
+        assert self.pidfd is not None
+        refusal = self._refusal()
+        if refusal is not None:
+            self.outcome.detail = refusal[1]
+            return self._finish(refusal[0], now_us)
+        sent = _send(self.pidfd, sig, self.outcome)
+        if sent == "gone":
+            return self._finish("terminated" if self.outcome.signals else "vanished", now_us)
+        if sent == "failed":
+            return self._finish("failed", now_us)
+        if sig == signal.SIGKILL:
+            self.outcome.mreleased = process_mrelease(self.pidfd)
+            self.phase, self.deadline_us = "kill", now_us + int(KILL_WAIT_S * 1e6)
+        else:
+            self.phase, self.deadline_us = "term", now_us + int(self.grace_s * 1e6)
+        return None
+
+    def start(self, level: Level, now_us: int) -> Optional[Outcome]:
+        """Send the first signal; an Outcome if the kill is over already (nothing sent)."""
+        self.started_us = now_us
+        return self._signal(signal.SIGKILL if level == "KILL" else signal.SIGTERM, now_us)
+
+    def step(self, now_us: int, escalate: bool = False) -> Optional[Outcome]:
+        """Look again: an Outcome once the victim is gone or the wait is over, else None."""
+        assert self.pidfd is not None
+        if exited(self.pidfd):
+            return self._finish("terminated" if self.phase == "term" else "killed", now_us)
+        if self.phase == "term" and (escalate or now_us >= self.deadline_us):
+            if escalate and now_us < self.deadline_us:
+                self.outcome.detail = (
+                    "escalated to SIGKILL: memory reached the KILL level during the grace period"
+                )
+            return self._signal(signal.SIGKILL, now_us)
+        if self.phase == "kill" and now_us >= self.deadline_us:
+            return self._finish("alive", now_us)
+        return None
+
+
+class GroupKill:
+    """A cgroup being killed: every member but those that must be spared."""
+
+    def __init__(self, host: Host, group: str, hierarchy: Hierarchy, guard: Guard) -> None:
+        self.host = host
+        self.group = group
+        self.hierarchy = hierarchy
+        self.guard = guard
+        self.outcome = Outcome("alive")
+        self.spared: dict[int, str] = {}  # pid -> why it must live
+        self.signalled: set[int] = set()
+        self.passes = 0
+        self.each = False  # killing member by member (no cgroup.kill here, or someone is spared)
+        self.started_us = 0
+        self.deadline_us = 0
+        self._events_fd: Optional[int] = None
+
+    @property
+    def fds(self) -> list[int]:
+        return [self._events_fd] if self._events_fd is not None else []
+
+    @property
+    def targets(self) -> list[int]:
+        return sorted(self.signalled)
+
+    def close(self) -> None:
+        if self._events_fd is not None:
+            os.close(self._events_fd)
+            self._events_fd = None
+
+    def _directory(self) -> Optional[str]:
+        try:
+            if self.hierarchy == "v2":
+                return self.host.cgroup_v2_dir(self.group)
+            return self.host.cgroup_v1_memory_dir(self.group)
+        except Unavailable:
+            return None
+
+    def members(self) -> list[int]:
+        """Every pid in the group and its descendants, in the hierarchy the kill is judged in."""
+        top = self._directory()
+        if top is None:
+            return []
+        pids: set[int] = set()
+        for rel in ["", *self.host.walk_cgroups(top)]:
+            try:
+                text = self.host.read_text(f"{top}{rel}/cgroup.procs")
+            except OSError:
+                continue  # removed meanwhile
+            pids.update(int(x) for x in text.split() if x.isdigit())
+        return sorted(pids)
+
+    def _judge(self, pids: list[int]) -> dict[int, Process]:
+        """Read the members not judged yet; the ones the guard refuses join ``spared``."""
+        fresh: dict[int, Process] = {}
+        for pid in pids:
+            if pid in self.spared or pid in self.signalled:
+                continue
+            try:
+                process = read_process(self.host, pid)
+            except (GuardianError, OSError):
+                continue  # gone
+            reason = self.guard(process)
+            if reason is not None:
+                self.spared[pid] = reason
+            else:
+                fresh[pid] = process
+        return fresh
+
+    def _write_kill(self, directory: str) -> bool:
+        try:
+            with open(f"{directory}/cgroup.kill", "w") as f:
+                f.write("1")
+        except OSError as exc:
+            self.outcome.detail = f"cgroup.kill failed ({exc.strerror}); killed each process instead"
+            return False
+        self.outcome.signals.append("cgroup.kill")
+        return True
+
+    def _kill_each(self, judged: dict[int, Process]) -> None:
+        """SIGKILL each judged member through its own pidfd. The start time is read before the
+        pidfd is opened and again after: equal, the pidfd names the process the guard judged."""
+        self.passes += 1
+        for pid, process in judged.items():
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                continue  # exited
+            try:
+                if _starttime(self.host, pid) != process.starttime_ticks:
+                    continue  # exited and the pid was reused: not the process judged
+                if _send(fd, signal.SIGKILL, Outcome("alive")) is None:
+                    self.signalled.add(pid)
+                    self.outcome.mreleased = process_mrelease(fd) or self.outcome.mreleased
+            finally:
+                os.close(fd)
+        if "SIGKILL" not in self.outcome.signals and self.signalled:
+            self.outcome.signals.append("SIGKILL")
+
+    def _finish(self, result: OutcomeResult, now_us: int) -> Outcome:
+        self.outcome.result = result
+        self.outcome.pids = sorted(self.signalled | set(self.outcome.pids))
+        self.outcome.spared = sorted(self.spared)
+        if self.spared:
+            spared = ", ".join(f"pid {pid}: {why}" for pid, why in sorted(self.spared.items()))
+            self.outcome.detail = "; ".join(filter(None, [self.outcome.detail, f"spared {spared}"]))
+        self.outcome.elapsed_s = (now_us - self.started_us) / 1e6
+        self.close()
+        return self.outcome
+
+    def start(self, now_us: int) -> Optional[Outcome]:
+        self.started_us = now_us
+        self.deadline_us = now_us + int(KILL_WAIT_S * 1e6)
+        directory = self._directory()
+        judged = self._judge(self.members())
+        if not judged:
+            self.outcome.detail = f"{self.group} has no process that may be killed"
+            return self._finish("protected" if self.spared else "vanished", now_us)
+        if directory is not None and self.hierarchy == "v2":
+            try:
+                self._events_fd = os.open(f"{directory}/cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
+                os.read(self._events_fd, 4096)  # a read arms kernfs change notification
+            except OSError:
+                self.close()
+        can_kill_file = directory is not None and self.hierarchy == "v2"
+        if can_kill_file and not self.spared and os.path.exists(f"{directory}/cgroup.kill"):
+            # a fresh look right before the write: a member that joined since must pass too
+            judged.update(self._judge(self.members()))
+            if not self.spared and directory is not None and self._write_kill(directory):
+                self.outcome.pids = sorted(judged)
+                return None
+        self.each = True
+        self._kill_each(judged)
+        return None
+
+    def step(self, now_us: int, escalate: bool = False) -> Optional[Outcome]:
+        if self._events_fd is not None:
+            try:
+                os.lseek(self._events_fd, 0, os.SEEK_SET)
+                os.read(self._events_fd, 4096)  # re-arm
+            except OSError:
+                self.close()
+        left = [pid for pid in self.members() if pid not in self.spared]
+        if not left:
+            return self._finish("killed", now_us)
+        if self.each and self.passes < GROUP_PASSES:
+            fresh = self._judge(left)
+            if fresh:  # forked or moved in since the last pass
+                self._kill_each(fresh)
+        if now_us >= self.deadline_us:
+            self.outcome.detail = "; ".join(
+                filter(None, [self.outcome.detail, f"{len(left)} processes still there after the wait"])
+            )
+            return self._finish("alive", now_us)
+        return None
+
+    def next_look_us(self, now_us: int) -> int:
+        """When to look without an event: soon where no cgroup.events can tell (v1 groups)."""
+        if self._events_fd is None:
+            return min(self.deadline_us, now_us + int(GROUP_POLL_S * 1e6))
+        return self.deadline_us
+
+
+Kill = Union[ProcessKill, GroupKill]
+
+
+class Killer:
+    """Starts kills; ``dry_run`` decides and reports but signals nothing."""
+
+    def __init__(self, host: Host, dry_run: bool = False) -> None:
+        self.host = host
+        # Under a fake root (--root DIR) the pids are a fixture's, not this machine's: signalling
+        # them would hit whatever real process has that number. Such a Killer only decides.
+        self.dry_run = dry_run or not host.is_live
+
+    def open_victim(self, victim: Process) -> int:
+        """pidfd for ``victim``, verified to be the same process that was ranked and not dying."""
+        try:
+            pidfd = os.pidfd_open(victim.pid)
+        except ProcessLookupError:
+            raise NoSuchProcess(victim.pid) from None
+        try:
+            stat = parse_stat(self.host.read_pid_file(victim.pid, "stat").decode("utf-8", "surrogateescape"))
+        except (GuardianError, OSError):
+            os.close(pidfd)
+            raise NoSuchProcess(victim.pid) from None
+        if stat.starttime_ticks != victim.starttime_ticks:
+            os.close(pidfd)
+            raise PidReused(victim.pid, victim.starttime_ticks, stat.starttime_ticks)
+        if stat.state in ("Z", "X") or _sigkill_pending(self.host, victim.pid):
+            os.close(pidfd)
+            raise AlreadyDying(victim.pid)
+        return pidfd
+
+    def start_process(
+        self,
+        victim: Process,
+        level: Level,
+        grace_s: float,
+        guard: Guard,
+        now_us: int,
+        pidfd: Optional[int] = None,
+    ) -> Union[Outcome, ProcessKill]:
+        """An Outcome when it is over already (dry run, gone, refused), else the kill in flight.
+        Takes ownership of ``pidfd`` (from open_victim) if given."""
+        if self.dry_run:
+            return Outcome("dry-run", pids=[victim.pid], detail=f"would send SIG{level}")
+        if pidfd is None:
+            try:
+                pidfd = self.open_victim(victim)
+            except NoSuchProcess:
+                return Outcome("vanished", pids=[victim.pid], detail="exited before it was signalled")
+            except PidReused as exc:
+                return Outcome("pid-reused", pids=[victim.pid], detail=str(exc))
+            except AlreadyDying as exc:
+                return Outcome("already-dying", pids=[victim.pid], detail=str(exc))
+        kill = ProcessKill(self.host, victim, pidfd, guard, grace_s)
+        done = kill.start(level, now_us)
+        return done if done is not None else kill
+
+    def start_group(
+        self, group: str, hierarchy: Hierarchy, guard: Guard, now_us: int
+    ) -> Union[Outcome, GroupKill]:
+        kill = GroupKill(self.host, group, hierarchy, guard)
+        if self.dry_run:
+            members = kill.members()
+            judged = kill._judge(members)
+            how = "1 to cgroup.kill" if hierarchy == "v2" and not kill.spared else "SIGKILL to each member"
+            outcome = Outcome(
+                "dry-run", pids=sorted(judged), spared=sorted(kill.spared), detail=f"would send {how}"
+            )
+            if kill.spared:
+                outcome.detail += "; would spare " + ", ".join(
+                    f"pid {pid}: {why}" for pid, why in sorted(kill.spared.items())
+                )
+            return outcome
+        done = kill.start(now_us)
+        return done if done is not None else kill

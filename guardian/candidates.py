@@ -4,10 +4,17 @@ A scope is the whole machine (``None``) or one cgroup subtree. Candidates are pr
 cgroups for group kills (leaf cgroups, and ``memory.oom.group=1`` groups taken whole, as the
 kernel and systemd-oomd do).
 
-Never candidates, whatever any plugin says: pid 1, kernel threads, zombies, guardian itself,
-processes with ``oom_score_adj = -1000`` (the kernel never kills them either) and what the
-policy protects or ignores. A cgroup that holds any never-kill process is itself never a
-candidate: ``cgroup.kill`` would take that process down with the rest.
+Never killed, whatever any plugin says, and however the kill is made: pid 1, kernel threads,
+zombies, guardian itself, processes with ``oom_score_adj = -1000`` (the kernel never kills them
+either) and what the policy protects. ``[[ignore]]`` keeps a process or a cgroup from being
+chosen. A group kill (a cgroup candidate, a ``memory.oom.group`` group, ``action = "group"``)
+kills every member but the never-kill ones, as the kernel's oom.group kill spares
+OOM_SCORE_ADJ_MIN tasks; ``spared`` names them. A group with no member that may die is no
+candidate.
+
+Protection is judged on every cgroup path a process has: the one that accounts its memory and,
+on a hybrid host, its cgroup2 path too (systemd's units live there). A process is protected if
+any of them matches, so moving it in one hierarchy cannot unprotect it.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Callable, Optional
 
 from guardian.config import Policy
 from guardian.host import CgroupLayout
+from guardian.kinds import Mode
 from guardian.records import Process
 from guardian.rules import Facts, Rule
 
@@ -33,11 +41,12 @@ class Candidate:
     a whole ``memory.oom.group`` group.
     """
 
-    kind: str
+    kind: Mode
     cgroup: Optional[str]
     process: Optional[Process] = None
     members: tuple[Process, ...] = ()
     kill_group: Optional[str] = None
+    spared: tuple[tuple[int, str], ...] = ()  # (pid, why) of kill_group members that will live
 
     @property
     def key(self) -> str:
@@ -117,6 +126,68 @@ def policy_reason(rules: Sequence[Rule], facts: Facts, verb: str) -> Optional[st
 FactsOf = Callable[[Process, Optional[str]], Facts]
 
 
+def cgroup_paths(process: Process, layout: CgroupLayout) -> list[Optional[str]]:
+    """Every cgroup path the process has, the memory one first (None when it has none)."""
+    paths: list[Optional[str]] = []
+    for path in (memory_cgroup(process, layout), process.cgroup.v2, process.cgroup.v1_memory):
+        if path is not None and path not in paths:
+            paths.append(path)
+    return paths or [None]
+
+
+def rules_reason(
+    rules: Sequence[Rule], process: Process, layout: CgroupLayout, facts_of: FactsOf, verb: str
+) -> Optional[str]:
+    """policy_reason() on each of the process's cgroup paths: any match counts."""
+    if not rules:
+        return None
+    for path in cgroup_paths(process, layout):
+        reason = policy_reason(rules, facts_of(process, path), verb)
+        if reason is not None:
+            return reason
+    return None
+
+
+def spare_reason(
+    process: Process, self_pid: int, policy: Policy, facts_of: FactsOf, layout: CgroupLayout
+) -> Optional[tuple[str, str]]:
+    """(why, by whom) this process must not die, whoever kills: guardian's never-kill rules,
+    then the policy's [[protect]]. None when it may be killed."""
+    reason = never_kill_reason(process, self_pid)
+    if reason is not None:
+        return reason, "guardian"
+    reason = rules_reason(policy.protect, process, layout, facts_of, "protected")
+    if reason is not None:
+        return reason, "policy"
+    return None
+
+
+def victim_refusal(
+    process: Process, self_pid: int, policy: Policy, facts_of: FactsOf, layout: CgroupLayout
+) -> Optional[tuple[str, str]]:
+    """(why, by whom) this process may not be chosen as a victim: spare_reason(), or [[ignore]]."""
+    verdict = spare_reason(process, self_pid, policy, facts_of, layout)
+    if verdict is not None:
+        return verdict
+    reason = rules_reason(policy.ignore, process, layout, facts_of, "ignored")
+    return None if reason is None else (reason, "policy")
+
+
+def spared_members(
+    members: Iterable[Process], self_pid: int, policy: Policy, facts_of: FactsOf, layout: CgroupLayout
+) -> tuple[tuple[int, str], ...]:
+    """The live members a group kill must leave alive, with why (zombies and kernel threads
+    are not members that could die)."""
+    spared = []
+    for member in members:
+        if member.is_zombie or member.is_kernel_thread:
+            continue
+        verdict = spare_reason(member, self_pid, policy, facts_of, layout)
+        if verdict is not None:
+            spared.append((member.pid, f"{member.comm}: {verdict[0]}"))
+    return tuple(spared)
+
+
 def process_candidates(
     processes: Iterable[Process],
     layout: CgroupLayout,
@@ -124,8 +195,10 @@ def process_candidates(
     policy: Policy,
     self_pid: int,
     facts_of: FactsOf,
+    busy: Callable[[Process], Optional[str]] = lambda _p: None,
 ) -> tuple[list[Candidate], list[Exclusion]]:
-    """Processes in scope, split into candidates and exclusions (with reasons)."""
+    """Processes in scope, split into candidates and exclusions (with reasons). ``busy`` says
+    why a process is out of the question for now (guardian is already killing it)."""
     candidates: list[Candidate] = []
     excluded: list[Exclusion] = []
     for process in processes:
@@ -133,35 +206,59 @@ def process_candidates(
         if not in_scope(cgroup, scope):
             continue
         candidate = Candidate(kind="process", cgroup=cgroup, process=process)
-        reason = never_kill_reason(process, self_pid)
-        if reason is not None:
-            excluded.append(Exclusion(candidate, reason, "guardian"))
-            continue
-        facts = facts_of(process, cgroup)
-        reason = policy_reason(policy.protect, facts, "protected") or policy_reason(
-            policy.ignore, facts, "ignored"
-        )
-        if reason is not None:
-            excluded.append(Exclusion(candidate, reason, "policy"))
+        verdict = victim_refusal(process, self_pid, policy, facts_of, layout)
+        if verdict is None and (reason := busy(process)) is not None:
+            verdict = (reason, "guardian")
+        if verdict is not None:
+            excluded.append(Exclusion(candidate, *verdict))
             continue
         candidates.append(candidate)
     return candidates, excluded
 
 
+def group_candidate(
+    path: str,
+    members: Sequence[Process],
+    policy: Policy,
+    self_pid: int,
+    facts_of: FactsOf,
+    layout: CgroupLayout,
+    busy: Callable[[Process], Optional[str]] = lambda _p: None,
+) -> tuple[Optional[Candidate], Optional[Exclusion]]:
+    """One cgroup as a group-kill candidate, or why it is none."""
+    spared = spared_members(members, self_pid, policy, facts_of, layout)
+    candidate = Candidate(kind="cgroup", cgroup=path, members=tuple(members), kill_group=path, spared=spared)
+    live = [m for m in members if not m.is_zombie and not m.is_kernel_thread]
+    if not live:
+        return None, Exclusion(candidate, "no live processes", "guardian")
+    if len(spared) == len(live):
+        why = "; ".join(f"pid {pid} ({reason})" for pid, reason in spared)
+        return None, Exclusion(candidate, f"every process in it must be spared: {why}", "guardian")
+    for member in live:
+        reason = busy(member)
+        if reason is not None:
+            return None, Exclusion(candidate, f"pid {member.pid}: {reason}", "guardian")
+    reason = policy_reason(policy.ignore, Facts.of_cgroup(path), "ignored")
+    if reason is not None:
+        return None, Exclusion(candidate, reason, "policy")
+    return candidate, None
+
+
 def group_candidates(
     processes: Iterable[Process],
     layout: CgroupLayout,
-    cgroup_paths: Iterable[str],
+    cgroup_paths_: Iterable[str],
     oom_group: Callable[[str], bool],
     scope: Optional[str],
     policy: Policy,
     self_pid: int,
     facts_of: FactsOf,
+    busy: Callable[[Process], Optional[str]] = lambda _p: None,
 ) -> tuple[list[Candidate], list[Exclusion]]:
     """Cgroups in scope that a group kill could take: leaves, and memory.oom.group=1 groups
     (whole, not recursed into), as systemd-oomd's recursively_get_cgroup_context() does."""
     paths = sorted(
-        p for p in cgroup_paths if in_scope(p, scope) and p.rstrip("/") != (scope or "").rstrip("/")
+        p for p in cgroup_paths_ if in_scope(p, scope) and p.rstrip("/") != (scope or "").rstrip("/")
     )
     children: dict[str, list[str]] = {}
     for path in paths:
@@ -190,39 +287,11 @@ def group_candidates(
     candidates: list[Candidate] = []
     excluded: list[Exclusion] = []
     for path in chosen:
-        members = tuple(members_of[path])
-        candidate = Candidate(kind="cgroup", cgroup=path, members=members, kill_group=path)
-        live = [m for m in members if not m.is_zombie]
-        if not live:
-            excluded.append(Exclusion(candidate, "no live processes", "guardian"))
-            continue
-        verdict = group_never_kill(members, self_pid, policy, facts_of, layout)
-        if verdict is not None:
-            excluded.append(Exclusion(candidate, *verdict))
-            continue
-        reason = policy_reason(policy.ignore, Facts.of_cgroup(path), "ignored")
-        if reason is not None:
-            excluded.append(Exclusion(candidate, reason, "policy"))
-            continue
-        candidates.append(candidate)
+        candidate, exclusion = group_candidate(
+            path, members_of[path], policy, self_pid, facts_of, layout, busy
+        )
+        if candidate is not None:
+            candidates.append(candidate)
+        if exclusion is not None:
+            excluded.append(exclusion)
     return candidates, excluded
-
-
-def group_never_kill(
-    members: Sequence[Process],
-    self_pid: int,
-    policy: Policy,
-    facts_of: FactsOf,
-    layout: CgroupLayout,
-) -> Optional[tuple[str, str]]:
-    """(why, by whom) when killing the whole group would take a never-kill process with it."""
-    for member in members:
-        if member.is_zombie or member.is_kernel_thread:
-            continue
-        reason = never_kill_reason(member, self_pid)
-        if reason is not None:
-            return f"holds pid {member.pid} ({member.comm}) that must not be killed: {reason}", "guardian"
-        reason = policy_reason(policy.protect, facts_of(member, memory_cgroup(member, layout)), "protected")
-        if reason is not None:
-            return f"holds pid {member.pid} ({member.comm}), {reason}", "policy"
-    return None

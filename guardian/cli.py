@@ -21,14 +21,16 @@ from typing import Optional
 from guardian import __version__
 from guardian.clock import Clock
 from guardian.config import Policy, PolicyError, load_policy
-from guardian.daemon import Guardian, Service, load, summarize
+from guardian.daemon.engine import Engine
+from guardian.daemon.service import Service
 from guardian.errors import GuardianError, Unavailable
 from guardian.explain import build_rank_report, explain, render_rank
 from guardian.host import Host
+from guardian.loaded import load, summarize
 from guardian.notify import Notifier
 from guardian.plugins import Plugins, make_plugin_manager
 from guardian.records import StallRate
-from guardian.report import Reporter, default_sink
+from guardian.report import QueuedSink, Reporter, default_sink
 from guardian.sample import Sample
 from guardian.selection import Selector
 from guardian.sources.psi import read_pressure, stall_rate
@@ -200,8 +202,11 @@ def cmd_check(args: argparse.Namespace, clock: Clock) -> int:
     host = Host(args.root)
     path = args.policy or host.policy_path()
     loaded = load(host, path, dry_run=False)
-    for error in loaded.plugins.errors:
-        print(f"guardian check: warning: {error}", file=sys.stderr)
+    if loaded.plugins.errors:
+        # the policy would run without these plugins, and a reload would be rejected: say so
+        for error in loaded.plugins.errors:
+            print(f"guardian check: {path}: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     print(f"{path}: valid: {summarize(loaded.policy)}")
     return EXIT_OK
 
@@ -210,9 +215,12 @@ def cmd_run(args: argparse.Namespace, clock: Clock) -> int:
     host = Host(args.root)
     path = args.policy or (host.policy_path() if os.path.exists(host.policy_path()) else None)
     loaded = load(host, path, dry_run=args.dry_run)
-    reporter = Reporter(default_sink(host.journal_socket()))
-    guardian = Guardian(host, loaded, reporter, clock)
-    return Service(guardian, path, args.dry_run, Notifier()).run()
+    sink = QueuedSink(default_sink(host.journal_socket()))
+    engine = Engine(host, loaded, Reporter(sink), clock)
+    try:
+        return Service(engine, path, args.dry_run, Notifier()).run()
+    finally:
+        sink.close()
 
 
 def main(argv: Optional[Sequence[str]] = None, clock: Optional[Clock] = None) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from guardian.errors import GuardianError
+from guardian.kinds import PsiKind, RuleAction
 from guardian.rules import FIELDS, Rule
 
 if sys.version_info >= (3, 11):
@@ -78,7 +79,7 @@ class Levels:
 class PsiRule:
     """Live ``kind`` stall rate at or above ``stall_pct`` for ``duration_s`` seconds."""
 
-    kind: str = "full"
+    kind: PsiKind = "full"
     stall_pct: float = 40.0
     duration_s: float = 5.0
 
@@ -113,7 +114,7 @@ class CgroupRule:
     headroom: Levels = field(default_factory=Levels)
     psi: Optional[PsiRule] = None
     events: Optional[EventsRule] = None
-    action: str = "process"  # "process": the worst process inside; "group": the whole cgroup
+    action: RuleAction = "process"  # "process": the worst process inside; "group": the whole cgroup
 
     def matches(self, cgroup: str) -> bool:
         return bool(self.pattern.fullmatch(cgroup.strip("/")))
@@ -327,7 +328,7 @@ def parse_psi_rule(table: Table) -> PsiRule:
     if kind not in ("some", "full"):
         raise table.error("kind", f'expected "some" or "full", got {_show(kind)}')
     rule = PsiRule(
-        kind=str(kind),
+        kind="some" if kind == "some" else "full",
         stall_pct=table.number("stall_pct", 40.0, 0.1, 100),
         duration_s=table.number("duration_s", 5.0, 0, 3600),
     )
@@ -406,7 +407,7 @@ def parse_cgroup_rule(table: Table) -> CgroupRule:
         headroom=headroom,
         psi=psi,
         events=events,
-        action=str(action),
+        action="group" if action == "group" else "process",
     )
 
 

@@ -22,17 +22,19 @@ here reads the OS except through the Sample.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Optional, Union
 
 from guardian.config import Levels, Policy, PsiRule
 from guardian.errors import Unavailable
+from guardian.kinds import Condition, Level, RuleAction
 from guardian.records import Pressure
 from guardian.sample import Sample
 from guardian.sources.psi import StallMeter
 
-TERM, KILL = "TERM", "KILL"
+TERM: Level = "TERM"
+KILL: Level = "KILL"
 Value = Union[int, float, str]
 
 
@@ -42,9 +44,9 @@ class Trigger:
 
     rule: str  # "machine" or "cgroup[N]"
     scope: Optional[str]
-    condition: str  # "memory", "psi", "headroom", "events"
-    level: str  # TERM or KILL
-    action: str  # "process" or "group"
+    condition: Condition
+    level: Level
+    action: RuleAction
     reason: str  # a sentence for the operator
     values: Mapping[str, Value] = field(default_factory=dict)
     detected_us: int = 0  # CLOCK_MONOTONIC of the sample that crossed (journald's clock too)
@@ -71,9 +73,6 @@ class PolicyState:
     events: dict[str, tuple[int, dict[str, int]]] = field(default_factory=dict)
     pgscan: Optional[tuple[int, int]] = None
     last_reclaim_us: Optional[int] = None
-    # PSI sources whose kernel trigger is armed and quiet (set by the daemon): while the kernel
-    # watches them and they are not warm, assess() does not read them at all
-    psi_armed: set[tuple[str, Optional[str]]] = field(default_factory=set)
     psi_polled_us: Optional[int] = None  # the last tick that read a PSI source
 
 
@@ -81,11 +80,14 @@ PSI_POLL_S = 1.0  # while PSI is read (trigger fired, or no trigger possible), l
 STALL_POLL_S = 0.25  # while a stall is timed or a PSI or events condition holds, at least this often
 
 
-def _psi_quiet(state: PolicyState, key: tuple[str, Optional[str]], now_us: int) -> bool:
+PsiKey = tuple[str, Optional[str]]
+
+
+def _psi_quiet(state: PolicyState, key: PsiKey, now_us: int, quiet: Collection[PsiKey]) -> bool:
     """True when a PSI source needs no read this tick: its kernel trigger is armed and has not
-    fired lately (the daemon keeps ``psi_armed``), and no stall is being timed. Otherwise the
-    source is read, and the next look comes within PSI_POLL_S."""
-    if key in state.psi_armed and key not in state.stalled_since_us:
+    fired lately (the caller's ``quiet``), and no stall is being timed. Otherwise the source is
+    read, and the next look comes within PSI_POLL_S."""
+    if key in quiet and key not in state.stalled_since_us:
         return True
     state.psi_polled_us = now_us
     return False
@@ -95,7 +97,7 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
-def _level(value: int, levels: Levels, total: int, hysteresis: int, was_on: bool) -> Optional[str]:
+def _level(value: int, levels: Levels, total: int, hysteresis: int, was_on: bool) -> Optional[Level]:
     """KILL, TERM or None for a quantity that is bad when low."""
     if levels.kill is not None and value <= levels.kill.resolve(total):
         return KILL
@@ -187,12 +189,14 @@ def _reclaim_recent(sample: Sample, policy: Policy, state: PolicyState, now_us: 
     return state.last_reclaim_us is not None and now_us - state.last_reclaim_us <= window * 1e6
 
 
-def _machine_psi(sample: Sample, policy: Policy, state: PolicyState, now_us: int) -> Optional[Trigger]:
+def _machine_psi(
+    sample: Sample, policy: Policy, state: PolicyState, now_us: int, quiet: Collection[PsiKey]
+) -> Optional[Trigger]:
     rule = policy.machine.psi
     if rule is None:
         return None
-    key = ("machine", None)
-    if _psi_quiet(state, key, now_us):
+    key: PsiKey = ("machine", None)
+    if _psi_quiet(state, key, now_us, quiet):
         _reclaim_recent(sample, policy, state, now_us, stalling=False)  # keep the baseline fresh
         return None
     pressure = sample.pressure_or_none("memory")
@@ -224,6 +228,7 @@ def _cgroup_triggers(
     now_us: int,
     cgroups: Iterable[str],
     prune: bool = True,
+    quiet: Collection[PsiKey] = (),
 ) -> list[Trigger]:
     triggers: list[Trigger] = []
     seen_events: set[str] = set()
@@ -258,7 +263,7 @@ def _cgroup_triggers(
                             "max_bytes": memory.max_bytes,
                         }
                         triggers.append(Trigger(label, path, "headroom", level, rule.action, reason, values))
-            if rule.psi is not None and not _psi_quiet(state, (label, path), now_us):
+            if rule.psi is not None and not _psi_quiet(state, (label, path), now_us, quiet):
                 try:
                     pressure: Optional[Pressure] = group.pressure
                 except Unavailable:
@@ -352,17 +357,27 @@ def _interval(sample: Sample, policy: Policy, cgroups: Iterable[str], active: bo
 
 
 def assess(
-    sample: Sample, policy: Policy, state: PolicyState, now_us: int, cgroups: Iterable[str] = ()
+    sample: Sample,
+    policy: Policy,
+    state: PolicyState,
+    now_us: int,
+    cgroups: Iterable[str] = (),
+    quiet_psi: Collection[PsiKey] = (),
 ) -> Assessment:
     """Evaluate every condition of the policy on one sample. ``cgroups`` are the cgroup paths to
-    consider for the per-cgroup rules (the daemon rescans the tree now and then)."""
+    consider for the per-cgroup rules (the daemon rescans the tree now and then); ``quiet_psi``
+    the PSI sources whose kernel trigger is armed and quiet: while the kernel watches them,
+    they are not read at all."""
     cgroups = list(cgroups)
     triggers: list[Trigger] = []
     if policy.machine.enabled:
-        for trig in (_machine_memory(sample, policy, state), _machine_psi(sample, policy, state, now_us)):
+        for trig in (
+            _machine_memory(sample, policy, state),
+            _machine_psi(sample, policy, state, now_us, quiet_psi),
+        ):
             if trig is not None:
                 triggers.append(trig)
-    triggers.extend(_cgroup_triggers(sample, policy, state, now_us, cgroups))
+    triggers.extend(_cgroup_triggers(sample, policy, state, now_us, cgroups, quiet=quiet_psi))
     triggers = [replace(t, detected_us=now_us) for t in triggers]
     # A crossed memory or headroom line can reach KILL within milliseconds: look again at once.
     # A stall is timed over seconds (duration_s) and memory.events wake the daemon themselves:
@@ -377,7 +392,7 @@ def assess(
     return Assessment(now_us, tuple(triggers), interval)
 
 
-def current_level(sample: Sample, policy: Policy, state: PolicyState, trigger: Trigger) -> Optional[str]:
+def current_level(sample: Sample, policy: Policy, state: PolicyState, trigger: Trigger) -> Optional[Level]:
     """The level of one low-memory trigger on a fresh sample: the re-check right before the kill
     (earlyoom re-reads meminfo after choosing its victim) and the escalation test during the
     TERM grace period. A PSI or events trigger keeps its level: its evidence is a rate over

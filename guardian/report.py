@@ -4,20 +4,33 @@ Each event has a stable MESSAGE_ID (explained in packaging/guardian.catalog) and
 fields, so ``journalctl MESSAGE_ID=7291c848aa2b4d64ad479ace240749f7 -o json`` lists every kill
 with its victim, trigger, the values that crossed and each scorer's score. Without journald the
 same message and fields go to stderr, one line per event.
+
+Nothing here may hold up the loop. libsystemd's sd_journal_send() writes to a blocking datagram
+socket: a journald that stops reading (stalled, itself short of memory) would stall the daemon
+in the middle of an episode. The daemon therefore reports through a ``QueuedSink``: one sender
+thread behind a bounded queue. A full queue drops the oldest informational message (and counts
+the drops), never a decision record.
+
+Text that a user or the kernel chose (comm, cgroup names) is escaped before it reaches a line
+(guardian.text.shown), and the plain stderr sink quotes every value that could be read as more
+than one field, so a process cannot forge a line or a field.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
 import sys
+import threading
 from collections.abc import Mapping
-from typing import Optional, Protocol, TextIO
+from typing import Callable, Optional, Protocol, TextIO
 
 from guardian.actions import Outcome
 from guardian.policy import Trigger
 from guardian.ranking import Ranked
+from guardian.text import shown
 
 MSG_KILL = "7291c848aa2b4d64ad479ace240749f7"
 MSG_DRY_RUN = "4f7a8db32a734063a9e9ae210b8d3af0"
@@ -35,16 +48,28 @@ class Sink(Protocol):
     def send(self, message: str, fields: Mapping[str, str]) -> None: ...
 
 
+_BARE = re.compile(r"[A-Za-z0-9_./:@,+%-]*")
+
+
+def _quoted(value: str) -> str:
+    """A field value as one token: bare when it is plainly one, else a JSON string (quotes,
+    backslashes, spaces and control characters escaped), so ``GUARDIAN_X=a b GUARDIAN_Y=1``
+    can never be read out of a value."""
+    return value if value and _BARE.fullmatch(value) else json.dumps(value)
+
+
 class StderrSink:
-    """The fallback: ``guardian: MESSAGE [KEY=value ...]`` on stderr."""
+    """The fallback: ``guardian: MESSAGE [KEY=value ...]`` on stderr, one line per event."""
 
     def __init__(self, stream: Optional[TextIO] = None) -> None:
         self.stream = stream
 
     def send(self, message: str, fields: Mapping[str, str]) -> None:
         stream = self.stream or sys.stderr
-        extra = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("MESSAGE", "PRIORITY"))
-        stream.write(f"guardian: {message} [{extra}]\n")
+        extra = " ".join(
+            f"{k}={_quoted(shown(v))}" for k, v in fields.items() if k not in ("MESSAGE", "PRIORITY")
+        )
+        stream.write(f"guardian: {shown(message)} [{extra}]\n")
         stream.flush()
 
 
@@ -57,7 +82,8 @@ class JsonLinesSink:
 
     def send(self, message: str, fields: Mapping[str, str]) -> None:
         stream = self.stream or sys.stderr
-        stream.write(json.dumps({"MESSAGE": message, **fields}) + "\n")
+        event = {k: shown(v) for k, v in {"MESSAGE": message, **fields}.items()}
+        stream.write(json.dumps(event) + "\n")
         stream.flush()
 
 
@@ -70,7 +96,100 @@ class JournalSink:
         self._journal = journal
 
     def send(self, message: str, fields: Mapping[str, str]) -> None:
-        self._journal.send(message, SYSLOG_IDENTIFIER="guardian", **fields)
+        # journald takes any bytes in a field, but a str with surrogate escapes cannot be
+        # encoded by systemd-python: shown() keeps it valid UTF-8 and one line
+        self._journal.send(
+            shown(message), SYSLOG_IDENTIFIER="guardian", **{k: shown(v) for k, v in fields.items()}
+        )
+
+
+def is_record(fields: Mapping[str, str]) -> bool:
+    """Decisions and policy changes are records: never dropped. The rest is informational."""
+    return fields.get("MESSAGE_ID") != MSG_LIFECYCLE
+
+
+class QueuedSink:
+    """Sends through ``inner`` from its own thread, so that a sink that blocks (journald not
+    reading its socket) never blocks the caller. The queue holds ``capacity`` events; when it is
+    full, the oldest informational event is dropped and counted (``dropped``); records
+    (``is_record``) are never dropped, so the queue may grow past ``capacity`` with them alone
+    (their number is bounded by the kills and reloads made). After drops, a warning saying how
+    many is sent once the queue has room again."""
+
+    def __init__(
+        self, inner: Sink, capacity: int = 256, keep: Callable[[Mapping[str, str]], bool] = is_record
+    ) -> None:
+        self.inner = inner
+        self.capacity = capacity
+        self.keep = keep
+        self.dropped = 0
+        self._reported_drops = 0
+        self._queue: collections.deque[tuple[str, Mapping[str, str]]] = collections.deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._main, name="guardian-report", daemon=True)
+        self._thread.start()
+
+    def send(self, message: str, fields: Mapping[str, str]) -> None:
+        with self._cond:
+            if len(self._queue) >= self.capacity:
+                for i, (_, queued) in enumerate(self._queue):
+                    if not self.keep(queued):
+                        del self._queue[i]
+                        self.dropped += 1
+                        break
+                else:
+                    if not self.keep(fields):
+                        self.dropped += 1
+                        return
+            self._queue.append((message, fields))
+            self._cond.notify()
+
+    def _main(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                message, fields = self._queue.popleft()
+                self._busy = True
+                drops = self.dropped - self._reported_drops
+                room = len(self._queue) < self.capacity // 2
+            try:
+                self.inner.send(message, fields)
+                if drops and room:
+                    self._reported_drops += drops
+                    self.inner.send(
+                        f"{drops} informational messages were dropped: the log did not keep up",
+                        {
+                            "MESSAGE_ID": MSG_LIFECYCLE,
+                            "PRIORITY": str(PRIORITY_WARNING),
+                            "GUARDIAN_DROPPED": str(drops),
+                        },
+                    )
+            except Exception:  # a sink that fails must not end the sender; the event is lost
+                pass
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until everything queued has been handed to the inner sink, at most
+        ``timeout_s``; False when it did not drain (the inner sink is stuck)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout_s)
+
+    def close(self, timeout_s: float = 2.0) -> bool:
+        """Deliver what is queued within ``timeout_s`` and stop the thread (a stuck inner sink
+        is abandoned: the thread is a daemon thread)."""
+        drained = self.flush(timeout_s)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        return drained
 
 
 def default_sink(journal_socket: str, log_format: Optional[str] = None) -> Sink:
@@ -124,12 +243,14 @@ class Reporter:
             fields["GUARDIAN_VICTIM_PID"] = str(c.process.pid)
             fields["GUARDIAN_VICTIM_COMM"] = c.process.comm
             fields["GUARDIAN_VICTIM_OOM_SCORE_ADJ"] = str(c.process.oom_score_adj)
-            who = f"pid {c.process.pid} ({c.process.comm})"
+            who = f"pid {c.process.pid} ({shown(c.process.comm)})"
         else:
             fields["GUARDIAN_VICTIM_PIDS"] = ",".join(str(p) for p in outcome.pids)
-            who = f"cgroup {c.cgroup} ({len(outcome.pids)} processes)"
+            who = f"cgroup {shown(c.cgroup or '/')} ({len(outcome.pids)} processes)"
         if c.kill_group:
             fields["GUARDIAN_KILL_GROUP"] = c.kill_group
+        if outcome.spared:
+            fields["GUARDIAN_SPARED_PIDS"] = ",".join(str(p) for p in outcome.spared)
         if outcome.mreleased:
             fields["GUARDIAN_MRELEASED"] = "1"
         if outcome.detail:

@@ -1,26 +1,38 @@
 """Choosing a victim: Sample + Policy + plugins -> Ranking.
 
-``Selector`` is what ``guardian rank`` and the daemon call: it works out the scope's scale
-(``totalpages``), builds the candidates and guardian's own exclusions, asks every plugin's
-``guardian_exclude`` hook (each call isolated: a raising hook is reported, not fatal), and runs
-the policy's scorers through the Ranker.
+``Selector`` is what ``guardian rank`` and the daemon call, and the one way a victim is chosen,
+a process or a whole group alike: it works out the scope's scale (``totalpages``), builds the
+candidates and guardian's own exclusions (candidates.py: never-kill rules, ``[[protect]]``,
+``[[ignore]]``, kills already in flight), asks every plugin's ``guardian_exclude`` hook (each
+call isolated: a raising hook is reported, not fatal), and runs the policy's scorers through the
+Ranker. ``guard()`` gives the actions the same never-kill and protect rules to ask again, on a
+fresh read, right before each signal.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import Optional
 
 from guardian.candidates import (
     Candidate,
     Exclusion,
+    FactsOf,
+    group_candidate,
     group_candidates,
+    in_scope,
     memory_cgroup,
     process_candidates,
+    spare_reason,
+    spared_members,
+    victim_refusal,
 )
 from guardian.config import Policy
 from guardian.errors import Unavailable
+from guardian.host import CgroupLayout, Host
+from guardian.kinds import Mode
 from guardian.plugins import Plugins
 from guardian.ranking import RankContext, Ranker, Ranking, ScorerFailure
 from guardian.records import Process
@@ -82,6 +94,40 @@ def _swap_limit_pages(sample: Sample, path: str, source: str, max_bytes: int, pa
         return 1 << 62
 
 
+Busy = Callable[[Process], Optional[str]]
+
+
+def _not_busy(_process: Process) -> Optional[str]:
+    return None
+
+
+def busy_with(pids: Collection[int]) -> Busy:
+    """The ``busy`` check for processes guardian is already killing (a victim in its grace
+    period, the members of a group being killed): chosen again, they would be claimed twice."""
+    taken = frozenset(pids)
+
+    def busy(process: Process) -> Optional[str]:
+        return "guardian is already killing it" if process.pid in taken else None
+
+    return busy
+
+
+def facts_from(sample: Sample, layout: CgroupLayout) -> FactsOf:
+    """Facts of a process for the rules, its cmdline and exe read through ``sample`` on demand."""
+
+    def facts_of(process: Process, cgroup: Optional[str]) -> Facts:
+        pid = process.pid
+        return Facts(
+            comm=process.comm,
+            cgroup=cgroup if cgroup is not None else memory_cgroup(process, layout),
+            uid=process.uid,
+            cmdline=lambda: sample.cmdline(pid),
+            exe=lambda: sample.exe(pid),
+        )
+
+    return facts_of
+
+
 class Selector:
     """Ranks candidates for one policy with one plugin set. Keep one per daemon."""
 
@@ -90,20 +136,9 @@ class Selector:
         self.plugins = plugins
         self.ranker = Ranker(plugins.resolve(policy), policy.plugins.budget_ms)
 
-    def context(self, sample: Sample, mode: str = "process", scope: Optional[str] = None) -> RankContext:
+    def context(self, sample: Sample, mode: Mode = "process", scope: Optional[str] = None) -> RankContext:
         totalpages, source = totalpages_for(sample, scope, PAGE_SIZE)
-        layout = sample.host.cgroup_layout()
-
-        def facts_of(process: Process, cgroup: Optional[str]) -> Facts:
-            pid = process.pid
-            return Facts(
-                comm=process.comm,
-                cgroup=cgroup if cgroup is not None else memory_cgroup(process, layout),
-                uid=process.uid,
-                cmdline=lambda: sample.cmdline(pid),
-                exe=lambda: sample.exe(pid),
-            )
-
+        facts_of = facts_from(sample, sample.host.cgroup_layout())
         return RankContext(
             sample=sample,
             policy=self.policy,
@@ -117,13 +152,18 @@ class Selector:
             facts_of=facts_of,
         )
 
-    def rank(self, sample: Sample, mode: str = "process", scope: Optional[str] = None) -> Ranking:
+    def rank(
+        self, sample: Sample, mode: Mode = "process", scope: Optional[str] = None, busy: Busy = _not_busy
+    ) -> Ranking:
+        """Every candidate in ``scope``: processes, or cgroups for a group kill."""
         context = self.context(sample, mode, scope)
         layout = sample.host.cgroup_layout()
+        processes = sample.processes_in(scope)
         if mode == "process":
             candidates, excluded = process_candidates(
-                sample.processes_in(scope), layout, scope, self.policy, context.self_pid, context.facts_of
+                processes, layout, scope, self.policy, context.self_pid, context.facts_of, busy
             )
+            candidates = [self._with_oom_group(sample, context, c, scope, processes) for c in candidates]
         elif mode == "cgroup":
 
             def oom_group(path: str) -> bool:
@@ -133,7 +173,7 @@ class Selector:
                     return False
 
             candidates, excluded = group_candidates(
-                sample.processes_in(scope),
+                processes,
                 layout,
                 sample.cgroup_paths,
                 oom_group,
@@ -141,35 +181,83 @@ class Selector:
                 self.policy,
                 context.self_pid,
                 context.facts_of,
+                busy,
             )
         else:
             raise ValueError(f"mode must be 'process' or 'cgroup', got {mode!r}")
-        candidates = [self._with_oom_group(sample, c, scope) for c in candidates]
+        return self._finish(context, candidates, excluded)
+
+    def rank_group(self, sample: Sample, group: str, busy: Busy = _not_busy) -> Ranking:
+        """The cgroup ``group`` itself as the one candidate of a group kill (a rule's ``action =
+        "group"``), through the same exclusions and scorers as every other candidate."""
+        context = self.context(sample, "cgroup", group)
+        layout = sample.host.cgroup_layout()
+        members = [
+            p
+            for p in sample.processes_in(group)
+            if not p.is_kernel_thread and in_scope(memory_cgroup(p, layout), group)
+        ]
+        candidate, exclusion = group_candidate(
+            group, members, self.policy, context.self_pid, context.facts_of, layout, busy
+        )
+        return self._finish(context, [candidate] if candidate else [], [exclusion] if exclusion else [])
+
+    def _finish(
+        self, context: RankContext, candidates: list[Candidate], excluded: list[Exclusion]
+    ) -> Ranking:
         candidates, hook_excluded, hook_failures = self._plugin_exclusions(candidates, context)
         ranking = self.ranker.rank(context, candidates, [*excluded, *hook_excluded])
         if hook_failures:
             ranking = replace(ranking, failures=(*ranking.failures, *hook_failures))
         return ranking
 
-    @staticmethod
-    def _with_oom_group(sample: Sample, candidate: Candidate, scope: Optional[str]) -> Candidate:
-        """A process in a memory.oom.group group dies with its whole group (the highest such
-        group below the scope, as mem_cgroup_get_oom_group() walks)."""
+    def _with_oom_group(
+        self,
+        sample: Sample,
+        context: RankContext,
+        candidate: Candidate,
+        scope: Optional[str],
+        processes: list[Process],
+    ) -> Candidate:
+        """A process in a memory.oom.group group dies with its whole group: the highest such
+        group from the process's cgroup up to and including the scope, as
+        mm/memcontrol.c: mem_cgroup_get_oom_group() walks from the victim's memcg to the OOM
+        domain (for the machine, up to the root). The group's never-kill members are spared."""
         if candidate.process is None or not candidate.cgroup:
             return candidate
         highest = None
-        path = candidate.cgroup
         stop = (scope or "").rstrip("/")
-        while path and path != stop:
+        path = candidate.cgroup.rstrip("/")
+        while path.startswith("/"):
             try:
                 if sample.cgroup(path).memory.oom_group:
                     highest = path
             except Unavailable:
                 break
+            if path == stop:
+                break
             path = path.rsplit("/", 1)[0]
         if highest is None:
             return candidate
-        return replace(candidate, kill_group=highest)
+        layout = sample.host.cgroup_layout()
+        members = [p for p in processes if in_scope(memory_cgroup(p, layout), highest)]
+        spared = spared_members(members, context.self_pid, self.policy, context.facts_of, layout)
+        return replace(candidate, kill_group=highest, spared=spared)
+
+    def guard(self, host: Host, whole_group: bool = False) -> Callable[[Process], Optional[str]]:
+        """What the actions ask right before each signal, on the process as it is then: why it
+        must not die now (never-kill rules and [[protect]]; for a chosen victim also [[ignore]]),
+        or None. Facts such as cmdline are read fresh."""
+        layout = host.cgroup_layout()
+        self_pid = host.self_pid()
+        policy = self.policy
+        check = spare_reason if whole_group else victim_refusal
+
+        def guard(process: Process) -> Optional[str]:
+            verdict = check(process, self_pid, policy, facts_from(Sample(host, 0), layout), layout)
+            return None if verdict is None else verdict[0]
+
+        return guard
 
     def _plugin_exclusions(
         self, candidates: list[Candidate], context: RankContext

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from support.arena import Arena
+from support.kills import allow, drive, now_us
 
-from guardian.actions import Killer
+from guardian.actions import Killer, Outcome
 from guardian.host import Host
 from guardian.records import Process
 from guardian.sources.processes import read_process
@@ -56,7 +57,7 @@ def test_recycled_pid_is_not_signalled(live_host: Host) -> None:
     victim = gone(live_host)
     stranger = spawn_with_pid(victim.pid)
     try:
-        outcome = Killer(live_host).kill_process(victim, "KILL", grace_s=1)
+        outcome = drive(Killer(live_host).start_process(victim, "KILL", 1, allow, now_us()))
         assert outcome.result == "pid-reused"
         assert outcome.signals == []
         assert "nothing was sent" in outcome.detail
@@ -75,7 +76,7 @@ def test_pidfd_opened_before_reuse_cannot_reach_the_new_process(live_host: Host)
     child.wait()
     stranger = spawn_with_pid(victim.pid)
     try:
-        outcome = killer.kill_process(victim, "KILL", grace_s=1, pidfd=pidfd)
+        outcome = drive(killer.start_process(victim, "KILL", 1, allow, now_us(), pidfd))
         assert outcome.result == "vanished"
         assert outcome.signals == []
         assert stranger.poll() is None
@@ -96,8 +97,10 @@ def test_term_then_kill_after_grace_with_mrelease(live_host: Host) -> None:
             "time.sleep(600)"
         )
         try:
-            outcome = Killer(live_host).kill_process(
-                read_process(live_host, stubborn.pid), "TERM", grace_s=0.3
+            outcome = drive(
+                Killer(live_host).start_process(
+                    read_process(live_host, stubborn.pid), "TERM", 0.3, allow, now_us()
+                )
             )
             assert outcome.signals == ["SIGTERM", "SIGKILL"]
             assert outcome.result == "killed"
@@ -120,16 +123,22 @@ def test_escalation_during_grace(live_host: Host) -> None:
         calls.append(1)
         return len(calls) >= 2  # memory reaches the KILL level on the second look
 
-    outcome = Killer(live_host).kill_process(read_process(live_host, stubborn.pid), "TERM", 30, escalate)
+    started = Killer(live_host).start_process(
+        read_process(live_host, stubborn.pid), "TERM", 600, allow, now_us()
+    )
+    outcome = drive(started, escalate)
     assert outcome.signals == ["SIGTERM", "SIGKILL"]
     assert "escalated" in outcome.detail
-    assert outcome.elapsed_s < 5
+    # a 600 s grace period, yet the kill ended within drive()'s limit: SIGKILL came on the look
+    # that saw the KILL level
     stubborn.wait(timeout=10)
 
 
 def test_term_is_enough_for_a_cooperative_victim(live_host: Host) -> None:
     child = spawn()
-    outcome = Killer(live_host).kill_process(read_process(live_host, child.pid), "TERM", grace_s=5)
+    outcome = drive(
+        Killer(live_host).start_process(read_process(live_host, child.pid), "TERM", 5, allow, now_us())
+    )
     assert outcome.result == "terminated" and outcome.signals == ["SIGTERM"]
     assert not outcome.mreleased  # never after SIGTERM (earlyoom#354)
     assert child.wait(timeout=10) == -signal.SIGTERM
@@ -138,7 +147,10 @@ def test_term_is_enough_for_a_cooperative_victim(live_host: Host) -> None:
 def test_dry_run_signals_nothing(live_host: Host) -> None:
     child = spawn()
     try:
-        outcome = Killer(live_host, dry_run=True).kill_process(read_process(live_host, child.pid), "KILL", 1)
+        outcome = Killer(live_host, dry_run=True).start_process(
+            read_process(live_host, child.pid), "KILL", 1, allow, now_us()
+        )
+        assert isinstance(outcome, Outcome)
         assert outcome.result == "dry-run" and outcome.signals == []
         assert child.poll() is None
     finally:
@@ -158,7 +170,8 @@ def test_group_kill_without_cgroup_kill_kills_each_pid(
     monkeypatch.setattr(
         os.path, "exists", lambda p: False if str(p).endswith("cgroup.kill") else real_exists(p)
     )
-    outcome = killer.kill_group(arena.name)
+    hierarchy = "v1" if live_host.cgroup_layout().memory_controller == "v1" else "v2"
+    outcome = drive(killer.start_group(arena.name, hierarchy, allow, now_us()))
     assert outcome.result == "killed"
     assert outcome.signals == ["SIGKILL"]
     assert sorted(outcome.pids) == sorted(m.pid for m in members)

@@ -1,4 +1,4 @@
-"""Guardian.tick() on built roots with a fake clock and a fake journal: decisions and fields.
+"""Engine.tick() on built roots with a fake clock and a fake journal: decisions and fields.
 
 Under a fake root the Killer only decides (actions.py), so every decision here reports as a
 dry run, with exactly the fields journald would receive.
@@ -16,8 +16,10 @@ from support.clock import FakeClock
 from support.sinks import MemorySink
 
 from guardian.config import parse_policy
-from guardian.daemon import Guardian, Loaded, TickResult
+from guardian.daemon.engine import Act, Engine, TickResult
+from guardian.daemon.wakeups import Armed, Waiter, WakePlan
 from guardian.host import Host
+from guardian.loaded import Loaded
 from guardian.plugins import make_plugin_manager
 from guardian.report import MSG_DRY_RUN, MSG_NOT_DONE, Reporter
 from guardian.selection import Selector
@@ -26,13 +28,31 @@ GiB_KB = 1024 * 1024
 MiB = 1 << 20
 
 
-def guardian_for(root: Path, policy_text: str) -> tuple[Guardian, MemorySink, FakeClock]:
+def guardian_for(root: Path, policy_text: str) -> tuple[Engine, MemorySink, FakeClock]:
     policy = parse_policy(policy_text, "test.toml")
     plugins = make_plugin_manager(None, entry_points=False)
     sink = MemorySink()
     clock = FakeClock()
-    g = Guardian(Host(root), Loaded(policy, plugins, Selector(policy, plugins)), Reporter(sink), clock)
+    g = Engine(Host(root), Loaded(policy, plugins, Selector(policy, plugins)), Reporter(sink), clock)
     return g, sink, clock
+
+
+def acted(result: TickResult) -> Optional[Act]:
+    """The trigger the tick acted on (these roots have one scope in trouble at a time)."""
+    assert len(result.started) <= 1
+    return result.started[0] if result.started else None
+
+
+def victim_comm(result: TickResult) -> Optional[str]:
+    act = acted(result)
+    if act is None or act.victim is None or act.victim.candidate.process is None:
+        return None
+    return act.victim.candidate.process.comm
+
+
+def covered(engine: Engine) -> None:
+    """Wake-ups that cover every watched condition (these roots watch no cgroup)."""
+    engine.use_wakeups(WakePlan(), Armed())
 
 
 def machine(tmp_path: Path, available_kb: int, extra: bool = True) -> Path:
@@ -82,10 +102,10 @@ def set_available(root: Path, pct: float) -> None:
 def test_decision_fields_and_never_kill(tmp_path: Path) -> None:
     root = machine(tmp_path, available_kb=int(16 * GiB_KB * 0.04))
     g, sink, _ = guardian_for(root, POLICY)
-    result = g.tick()
-    assert result.trigger is not None and result.trigger.level == "KILL"
-    assert result.victim is not None and result.victim.candidate.process is not None
-    assert result.victim.candidate.process.comm == "worker"  # not the -1000 or the protected one
+    act = acted(g.tick())
+    assert act is not None and act.trigger.level == "KILL"
+    assert act.victim is not None and act.victim.candidate.process is not None
+    assert act.victim.candidate.process.comm == "worker"  # not the -1000 or the protected one
     (event,) = sink.events
     assert event["MESSAGE_ID"] == MSG_DRY_RUN
     assert event["MESSAGE"].startswith("dry run: would kill pid 320 (worker), 1024 MiB: MemAvailable ")
@@ -107,28 +127,28 @@ def test_decision_fields_and_never_kill(tmp_path: Path) -> None:
 def test_cooldown_then_a_new_episode(tmp_path: Path) -> None:
     root = machine(tmp_path, available_kb=int(16 * GiB_KB * 0.08))
     g, sink, clock = guardian_for(root, POLICY)
-    assert g.tick().victim is not None
+    assert victim_comm(g.tick()) is not None
     clock.advance(0.5)
-    assert g.tick().trigger is None  # same trouble, cooling down
+    assert not g.tick().started  # same trouble, cooling down
     clock.advance(2)
-    assert g.tick().trigger is None  # TERM level: waits for recovery or the cooldown
+    assert not g.tick().started  # TERM level: waits for recovery or the cooldown
     set_available(root, 30)
     clock.advance(0.5)
     assert g.tick().assessment.triggers == ()  # recovered: the cooldown ends
     set_available(root, 8)
     clock.advance(0.5)
-    assert g.tick().victim is not None  # a new episode acts at once
+    assert victim_comm(g.tick()) is not None  # a new episode acts at once
     assert len([e for e in sink.events if e["MESSAGE_ID"] == MSG_DRY_RUN]) == 2
 
 
 def test_kill_level_acts_again_after_settling(tmp_path: Path) -> None:
     root = machine(tmp_path, available_kb=int(16 * GiB_KB * 0.03))
     g, _, clock = guardian_for(root, POLICY)
-    assert g.tick().victim is not None
+    assert victim_comm(g.tick()) is not None
     clock.advance(0.2)
-    assert g.tick().trigger is None  # memory has not had time to show the kill yet
+    assert not g.tick().started  # memory has not had time to show the kill yet
     clock.advance(1.0)
-    assert g.tick().victim is not None  # still at KILL after settling: next victim
+    assert victim_comm(g.tick()) is not None  # still at KILL after settling: next victim
 
 
 def test_hysteresis(tmp_path: Path) -> None:
@@ -169,14 +189,14 @@ def test_psi_must_hold_for_its_duration_with_reclaim(tmp_path: Path, reclaim: bo
             pgscan += 10
         write_psi(root, total, total)
         write_pgscan(root, pgscan)
-        result = g.tick(clock.monotonic_us())
-        if result.trigger is not None:
+        act = acted(g.tick(clock.monotonic_us()))
+        if act is not None:
             fired_at = step
             break
         clock.advance(0.1)
     if reclaim:
         assert fired_at is not None and 30 <= fired_at <= 42  # 3 s of stall (after a 1 s warm-up)
-        assert result.trigger is not None and result.trigger.condition == "psi"
+        assert act is not None and act.trigger.condition == "psi"
     else:
         assert fired_at is None  # stalls without reclaim are not a memory shortage
 
@@ -194,15 +214,15 @@ def test_memory_events_rate(tmp_path: Path) -> None:
         tmp_path / "root",
         "[machine]\nenabled = false\n[[cgroup]]\nmatch = 'system.slice/*.service'\nevents = { max_per_s = 100 }\n",
     )
-    assert g.tick().trigger is None  # first reading: no rate yet
+    assert not g.tick().started  # first reading: no rate yet
     path.write_text("low 0\nhigh 0\nmax 50\noom 0\noom_kill 0\noom_group_kill 0\n")
     clock.advance(1)
-    assert g.tick().trigger is None  # 50/s
+    assert not g.tick().started  # 50/s
     path.write_text("low 0\nhigh 0\nmax 400\noom 0\noom_kill 0\noom_group_kill 0\n")
     clock.advance(1)
-    result = g.tick()
-    assert result.trigger is not None and result.trigger.condition == "events"
-    assert result.trigger.values == {"max_per_s": 350.0}
+    act = acted(g.tick())
+    assert act is not None and act.trigger.condition == "events"
+    assert act.trigger.values == {"max_per_s": 350.0}
     assert sink.events[-1]["GUARDIAN_VICTIM_COMM"] == "batch"
 
 
@@ -210,8 +230,8 @@ def test_interval_shrinks_with_headroom(tmp_path: Path) -> None:
     policy = "[poll]\nfill_rate = '1G'\nmax_interval_s = 5\nmin_interval_s = 0.05\n[machine]\nmem_available = { term = '10%' }\n"
     roomy, _, _ = guardian_for(machine(tmp_path / "a", available_kb=12 * GiB_KB), policy)
     tight, _, _ = guardian_for(machine(tmp_path / "b", available_kb=int(16 * GiB_KB * 0.12)), policy)
-    assert roomy.tick().assessment.interval_s == 5.0  # 10.4 GiB to the line at 1 GiB/s
-    interval = tight.tick().assessment.interval_s
+    assert roomy.tick().interval_s == 5.0  # 10.4 GiB to the line at 1 GiB/s
+    interval = tight.tick().interval_s
     assert interval == pytest.approx(0.32, abs=0.01)  # 2 % of 16 GiB = 0.32 GiB at 1 GiB/s
 
 
@@ -232,8 +252,8 @@ def test_a_timed_stall_is_read_every_quarter_second_a_crossed_line_at_once(tmp_p
         write_psi(root, total, total)
         write_pgscan(root, pgscan)
         result = g.tick(clock.monotonic_us())
-        assert result.trigger is None
-        intervals.append(result.assessment.interval_s)
+        assert not result.started
+        intervals.append(result.interval_s)
         clock.advance(0.1)
     assert g.state.stalled_since_us  # the stall is being timed
     assert intervals[-1] == STALL_POLL_S
@@ -241,10 +261,11 @@ def test_a_timed_stall_is_read_every_quarter_second_a_crossed_line_at_once(tmp_p
         machine(tmp_path / "b", available_kb=int(16 * GiB_KB * 0.08)),
         "[poll]\nmin_interval_s = 0.02\n[machine]\nmem_available = { term = '10%', kill = '2%' }\n",
     )
-    assert tight.tick().assessment.interval_s == 0.02  # below the TERM line: KILL may be near
+    assert tight.tick().interval_s == 0.02  # below the TERM line: KILL may be near
 
 
-def test_group_action_refuses_a_group_holding_a_protected_process(tmp_path: Path) -> None:
+def db_root(tmp_path: Path, helper_adj: int = 0) -> Path:
+    """system.slice/db.service near its limit: db at oom_score_adj -1000, and a helper."""
     root = FakeRoot(tmp_path / "root")
     root.mounts("unified")
     root.meminfo(total_kb=16 * GiB_KB, available_kb=8 * GiB_KB)
@@ -252,17 +273,46 @@ def test_group_action_refuses_a_group_holding_a_protected_process(tmp_path: Path
     root.process(
         600, "db", ppid=1, rss_anon_kb=400 * 1024, oom_score_adj=-1000, cgroup_v2="/system.slice/db.service"
     )
-    root.process(601, "helper", ppid=600, rss_anon_kb=90 * 1024, cgroup_v2="/system.slice/db.service")
+    root.process(
+        601,
+        "helper",
+        ppid=600,
+        rss_anon_kb=90 * 1024,
+        oom_score_adj=helper_adj,
+        cgroup_v2="/system.slice/db.service",
+    )
     root.cgroup_v2("/system.slice/db.service", max=512 * MiB)
     root.finish()
-    g, sink, _ = guardian_for(
-        tmp_path / "root",
-        "[machine]\nenabled = false\n[[cgroup]]\nmatch = 'system.slice/db.service'\n"
-        "min_headroom = { term = '20%' }\naction = 'group'\n",
-    )
-    result = g.tick()
-    assert result.trigger is not None and result.victim is None
-    assert result.skipped is not None and "oom_score_adj is -1000" in result.skipped
+    return tmp_path / "root"
+
+
+GROUP_RULE = (
+    "[machine]\nenabled = false\n[[cgroup]]\nmatch = 'system.slice/db.service'\n"
+    "min_headroom = { term = '20%' }\naction = 'group'\n"
+)
+
+
+def test_group_action_spares_a_never_kill_member(tmp_path: Path) -> None:
+    """A group kill takes every member but the never-kill ones, as the kernel's oom.group kill
+    spares OOM_SCORE_ADJ_MIN tasks; cgroup.kill would have taken db too."""
+    g, sink, _ = guardian_for(db_root(tmp_path), GROUP_RULE)
+    act = acted(g.tick())
+    assert act is not None and act.action == "group-kill"
+    assert act.outcome is not None and act.outcome.result == "dry-run"
+    assert act.outcome.pids == [601] and act.outcome.spared == [600]
+    event = sink.events[-1]
+    assert event["MESSAGE_ID"] == MSG_DRY_RUN
+    assert event["GUARDIAN_VICTIM_PIDS"] == "601"
+    assert event["GUARDIAN_SPARED_PIDS"] == "600"
+    assert "would send SIGKILL to each member" in event["GUARDIAN_DETAIL"]
+    assert "oom_score_adj is -1000" in event["GUARDIAN_DETAIL"]
+
+
+def test_group_action_refuses_a_group_of_never_kill_members(tmp_path: Path) -> None:
+    g, sink, _ = guardian_for(db_root(tmp_path, helper_adj=-1000), GROUP_RULE)
+    act = acted(g.tick())
+    assert act is not None and act.victim is None
+    assert act.skipped is not None and "every process in it must be spared" in act.skipped
     assert sink.events[-1]["MESSAGE_ID"] == MSG_NOT_DONE
     assert sink.events[-1]["GUARDIAN_OUTCOME"] == "protected"
 
@@ -276,15 +326,15 @@ def test_an_idle_tick_reads_only_what_it_must(tmp_path: Path) -> None:
     root = machine(tmp_path, available_kb=12 * GiB_KB)
     policy = parse_policy("[machine]\npsi = { kind = 'full', stall_pct = 50, duration_s = 3 }\n", "p.toml")
     state = PolicyState()
-    state.psi_armed = {("machine", None)}
+    quiet = {("machine", None)}
     first = Sample(Host(root), 1_000_000)
-    assess(first, policy, state, 1_000_000)
+    assess(first, policy, state, 1_000_000, quiet_psi=quiet)
     assert first.reads == ["meminfo", "vmstat"]  # the reclaim baseline, once
     second = Sample(Host(root), 2_000_000)
-    assessment = assess(second, policy, state, 2_000_000)
+    assessment = assess(second, policy, state, 2_000_000, quiet_psi=quiet)
     assert second.reads == ["meminfo"]
     assert assessment.interval_s == pytest.approx(2.6)  # headroom / fill rate: no PSI polling
-    state.psi_armed = set()  # the trigger fired: read PSI, and look again within a second
+    # the trigger fired (no longer quiet): read PSI, and look again within a second
     third = Sample(Host(root), 3_000_000)
     assert assess(third, policy, state, 3_000_000).interval_s == 1.0
     assert "psi:memory" in third.reads
@@ -321,7 +371,7 @@ def test_idle_fast_path(tmp_path: Path) -> None:
     root = machine(tmp_path, available_kb=12 * GiB_KB)
     g, _, clock = guardian_for(root, "[machine]\nmem_available = { term = '10%' }\n")
     assert g.quick(clock.monotonic_us()) is None  # nothing known yet: full tick
-    g.uncovered = False  # no watched cgroups here
+    covered(g)  # no watched cgroups here
     g.tick()
     assert g.calm is not None
     total = 16 * GiB_KB * 1024
@@ -355,7 +405,6 @@ def walker_root(tmp_path: Path, current_mib: int) -> Path:
 def test_fast_path_watches_a_cgroup2_limit_through_memory_current(tmp_path: Path) -> None:
     """cgroup2 reports no usage crossing: the fast path reads the watched group's memory.current
     against its headroom line (less the hysteresis) instead of running a full tick each time."""
-    from guardian.daemon import build_waiter
     from guardian.sample import Sample
 
     g, _, clock = guardian_for(
@@ -364,12 +413,14 @@ def test_fast_path_watches_a_cgroup2_limit_through_memory_current(tmp_path: Path
         "min_headroom = { term = '10%', kill = '4%' }\n",
     )
     g.rescan(Sample(g.host, 0), 0, force=True)
-    waiter = build_waiter(g, Sample(g.host, 0), None)
+    waiter = Waiter()
+    wake_plan = g.wake_plan(Sample(g.host, 0))
+    g.use_wakeups(wake_plan, waiter.arm(wake_plan))
     try:
         assert not g.uncovered
         current = tmp_path / "root/sys/fs/cgroup/system.slice/walker.service/memory.current"
-        assert g.usage_lines == ((str(current), WALKER_LINE),)
-        assert g.tick().trigger is None and g.calm is not None
+        assert [(u.path, u.line_bytes) for u in g.usage_lines] == [(str(current), WALKER_LINE)]
+        assert not g.tick().started and g.calm is not None
         interval = g.quick(clock.monotonic_us())
         assert interval == pytest.approx((WALKER_LINE - 100 * MiB) / (4 << 30))
         current.write_text(f"{WALKER_LINE}\n")  # at the line: a full tick must look
@@ -385,7 +436,6 @@ def test_a_group_found_by_a_tick_is_watched_from_the_next_wake_up(tmp_path: Path
     wake-ups are rebuilt; the next wake-up must look at the group's memory.current, not sleep
     on the stale calm (seen in the VM: a service walking to MemoryMax= was not looked at until
     the kernel's memcg OOM killer had acted)."""
-    from guardian.daemon import build_waiter
     from guardian.sample import Sample
 
     g, _, clock = guardian_for(
@@ -393,9 +443,12 @@ def test_a_group_found_by_a_tick_is_watched_from_the_next_wake_up(tmp_path: Path
         "[machine]\nmem_available = { term = '10%' }\n[[cgroup]]\nmatch = 'system.slice/*.service'\n"
         "min_headroom = { term = '10%', kill = '4%' }\n",
     )
-    g.uncovered = False  # what the previous wake-ups covered: nothing watched yet
-    assert g.tick().trigger is None and g.watch_changed  # the tick found walker.service
-    waiter = build_waiter(g, Sample(g.host, clock.monotonic_us()), None)
+    covered(g)  # what the previous wake-ups covered: nothing watched yet
+    first = g.tick()
+    assert not first.started and first.watch_changed  # the tick found walker.service
+    waiter = Waiter()
+    wake_plan = g.wake_plan(Sample(g.host, clock.monotonic_us()))
+    g.use_wakeups(wake_plan, waiter.arm(wake_plan))
     try:
         assert g.quick(clock.monotonic_us()) is None  # the stale calm is not trusted
         g.tick()
@@ -410,7 +463,7 @@ def test_a_group_found_by_a_tick_is_watched_from_the_next_wake_up(tmp_path: Path
 def test_no_fast_path_while_something_is_uncovered_or_hot(tmp_path: Path) -> None:
     root = machine(tmp_path, available_kb=int(16 * GiB_KB * 0.04))
     g, _, _ = guardian_for(root, POLICY)
-    g.uncovered = False
+    covered(g)
     g.tick()  # acts: a cooldown runs
     assert g.calm is None
     g2, _, _ = guardian_for(machine(tmp_path / "calm", available_kb=12 * GiB_KB), POLICY)
@@ -421,14 +474,13 @@ def test_no_fast_path_while_something_is_uncovered_or_hot(tmp_path: Path) -> Non
 def test_pending_sigkill_is_seen(tmp_path: Path) -> None:
     """A victim with SIGKILL already pending (ShdPnd bit 9: the kernel's OOM killer got there
     first) is not claimed as guardian's kill (actions.Killer.open_victim raises AlreadyDying)."""
-    from guardian.actions import Killer
+    from guardian.actions import _sigkill_pending
 
     root = machine(tmp_path, available_kb=8 * GiB_KB)
     status = root / "proc/320/status"
-    killer = Killer(Host(root))
-    assert killer._sigkill_pending(320) is False
+    assert _sigkill_pending(Host(root), 320) is False
     status.write_text(status.read_text().replace("ShdPnd:\t0000000000000000", "ShdPnd:\t0000000000000100"))
-    assert killer._sigkill_pending(320) is True
+    assert _sigkill_pending(Host(root), 320) is True
 
 
 def test_a_tick_that_raises_is_reported_and_the_loop_goes_on(
@@ -437,7 +489,7 @@ def test_a_tick_that_raises_is_reported_and_the_loop_goes_on(
     """An OOM daemon that exits mid-episode leaves the machine unguarded until systemd restarts
     it: a tick that raises is reported (message and traceback) and the next one runs; only
     MAX_TICK_FAILURES in a row end the loop."""
-    from guardian.daemon import MAX_TICK_FAILURES, Service
+    from guardian.daemon.service import MAX_TICK_FAILURES, Service
     from guardian.notify import Notifier
 
     g, sink, _ = guardian_for(

@@ -76,8 +76,17 @@ def wait_dead(child: subprocess.Popen[bytes], timeout: float = 60) -> Optional[i
         return None
 
 
-def decisions(g: GuardianProcess, message_id: str) -> list[dict[str, str]]:
-    return [e for e in g.events() if e.get("MESSAGE_ID") == message_id]
+def decisions(
+    g: GuardianProcess, message_id: str, count: int = 1, timeout_s: float = 10
+) -> list[dict[str, str]]:
+    """guardian's events with ``message_id``, once there are ``count`` of them (reports come from
+    a sender thread, just after the decision) or the timeout has passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [e for e in g.events() if e.get("MESSAGE_ID") == message_id]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("rate", [20, 50, 100, 150, 200, 250, 300, 400, 450, 500])
@@ -92,7 +101,6 @@ def test_hog_dies_by_guardians_hand_before_the_kernel(big_arena: Arena, tmp_path
         assert code in (-signal.SIGKILL, 143), code  # 143: its SIGTERM handler's exit
         assert calm.poll() is None, "the bystander died"
         assert big_arena.oom_kills() == 0
-        time.sleep(0.2)  # the report follows the victim's death
         kills = decisions(g, MSG_KILL)
         assert kills, g.events()
         assert kills[0]["GUARDIAN_VICTIM_PID"] == str(hog.pid)
@@ -102,7 +110,9 @@ def test_hog_dies_by_guardians_hand_before_the_kernel(big_arena: Arena, tmp_path
         assert g.stop() == 0
 
 
-def test_group_kill_takes_every_process_through_cgroup_kill(big_arena: Arena, tmp_path: Path) -> None:
+def test_group_kill_takes_every_process(big_arena: Arena, live_host: Host, tmp_path: Path) -> None:
+    """Through cgroup.kill where cgroup2 accounts memory; on a hybrid host (memory on v1) each
+    member of the v1 group through its own pidfd: the cgroup2 namesake is another group."""
     g = GuardianProcess(str(tmp_path), policy_for(big_arena, action="group"))
     try:
         g.wait_for("READY=1")
@@ -111,13 +121,55 @@ def test_group_kill_takes_every_process_through_cgroup_kill(big_arena: Arena, tm
         for child in [hog, *members]:
             assert wait_dead(child, timeout=30) == -signal.SIGKILL
         assert big_arena.oom_kills() == 0
-        time.sleep(0.2)
         (kill,) = decisions(g, MSG_KILL)
         assert kill["GUARDIAN_ACTION"] == "group-kill"
-        assert kill["GUARDIAN_SIGNALS"] == "cgroup.kill"
+        v1 = live_host.cgroup_layout().memory_controller == "v1"
+        assert kill["GUARDIAN_SIGNALS"] == ("SIGKILL" if v1 else "cgroup.kill")
         assert set(kill["GUARDIAN_VICTIM_PIDS"].split(",")) == {str(c.pid) for c in [hog, *members]}
     finally:
         assert g.stop() == 0
+
+
+def test_hybrid_group_kill_never_reaches_the_cgroup2_namesake(
+    big_arena: Arena, live_host: Host, tmp_path: Path
+) -> None:
+    """On a hybrid host the group judged is the v1 memory group. A protected process that sits
+    only in the cgroup2 group of the same name is no member of it: writing that group's
+    cgroup.kill (as guardian once did) killed it."""
+    if live_host.cgroup_layout().mode != "hybrid" or big_arena.v2_dir is None:
+        pytest.skip("needs a hybrid host (v1 memory controller beside cgroup2)")
+    sentinel = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; print('ready', flush=True); time.sleep(600)",
+            "guardian-sentinel",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert sentinel.stdout is not None and sentinel.stdout.readline() == b"ready\n"
+        Path(big_arena.v2_dir, "cgroup.procs").write_text(str(sentinel.pid))  # cgroup2 only
+        g = GuardianProcess(
+            str(tmp_path),
+            policy_for(big_arena, action="group", extra="[[protect]]\ncmdline = 'guardian-sentinel'\n"),
+        )
+        try:
+            g.wait_for("READY=1")
+            member = bystander(big_arena, 16)
+            hog = start(big_arena, hog_program(100, big_arena.usage_file, LIMIT - TERM_HEADROOM))
+            for child in (hog, member):
+                assert wait_dead(child, timeout=30) == -signal.SIGKILL
+            (kill,) = decisions(g, MSG_KILL)
+            assert set(kill["GUARDIAN_VICTIM_PIDS"].split(",")) == {str(hog.pid), str(member.pid)}
+            assert sentinel.poll() is None, "the protected process in the cgroup2 namesake died"
+        finally:
+            assert g.stop() == 0
+    finally:
+        sentinel.kill()
+        sentinel.wait()
+        if sentinel.stdout is not None:
+            sentinel.stdout.close()
 
 
 def test_dry_run_reports_and_signals_nothing(big_arena: Arena, tmp_path: Path) -> None:

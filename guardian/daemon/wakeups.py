@@ -1,0 +1,335 @@
+"""What wakes the loop: a plan (a value: which kernel events each watched condition needs) and
+the Waiter that arms it and sleeps on it.
+
+The loop sleeps until the kernel says something changed or the engine's interval runs out,
+whichever comes first:
+
+* PSI triggers on /proc/pressure/memory and on watched cgroups' memory.pressure (a 2 s window:
+  the finest an opener without CAP_SYS_RESOURCE may ask for), falling back to polling where the
+  kernel refuses;
+* memory.events of watched cgroup2 groups (kernfs wakes pollers with POLLPRI on every change);
+* on the v1 memory controller, a usage threshold registered through cgroup.event_control at the
+  TERM headroom line of each watched group: an eventfd the kernel signals the moment usage
+  crosses it (the notifier the kubelet uses on v1);
+* inotify on the directories where a cgroup matching a rule can appear;
+* the kills in flight: a victim's pidfd polls readable when it exits, a group's cgroup.events
+  changes when it empties;
+* SIGHUP (reload) and SIGTERM/SIGINT (stop), through a wakeup pipe.
+
+Arming a PSI trigger or a v1 threshold writes to a kernel file. Under ``--root`` (a fixture tree
+or a chroot, not this machine's kernel) nothing is ever written: those conditions are polled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Optional
+
+from guardian.config import CgroupRule, Policy
+from guardian.errors import Unavailable
+from guardian.host import Host
+from guardian.kernel import inotify_directories
+from guardian.kinds import PsiKind
+from guardian.sample import Sample
+from guardian.sources.psi import PsiTrigger, TriggerRefused, TriggerSpec
+
+PSI_WINDOW_US = 2_000_000
+PsiKey = tuple[str, Optional[str]]  # (rule label or "machine", cgroup path or None)
+
+
+@dataclass(frozen=True)
+class PsiSource:
+    path: str
+    kind: PsiKind
+    stall_pct: float
+    key: PsiKey
+
+
+@dataclass(frozen=True)
+class UsageLine:
+    """A cgroup2 group's memory.current file and the usage at which a full look must run
+    (cgroup2 has no usage event: the idle fast path reads it)."""
+
+    path: str
+    line_bytes: int
+    cgroup: str
+
+
+@dataclass(frozen=True)
+class WakePlan:
+    """Which kernel events the watched conditions need. Made by ``plan()``, armed by a Waiter."""
+
+    psi: tuple[PsiSource, ...] = ()
+    events: tuple[tuple[str, str], ...] = ()  # (memory.events file, cgroup)
+    thresholds: tuple[tuple[str, int, str], ...] = ()  # (v1 memory dir, usage bytes, cgroup)
+    usage_lines: tuple[UsageLine, ...] = ()
+    directories: tuple[str, ...] = ()  # where a cgroup matching a rule can appear
+    # per watched cgroup: the conditions a wake-up must cover, and those covered without arming
+    needs: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    covered: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    writes: bool = True  # may arming write to kernel files (False under --root)
+
+
+@dataclass(frozen=True)
+class Armed:
+    """What the kernel accepted of a plan."""
+
+    psi: frozenset[PsiKey] = frozenset()  # sources with a registered kernel trigger
+    psi_modes: Mapping[str, str] = field(default_factory=dict)  # path -> "trigger" or why polled
+    uncovered: tuple[str, ...] = ()  # watched cgroups with a condition no kernel event reports
+
+
+@dataclass(frozen=True)
+class Wake:
+    """What ended a wait."""
+
+    psi: frozenset[PsiKey] = frozenset()  # PSI triggers that fired
+    cgroups: bool = False  # a cgroup was made or removed under a rule's subtree
+    kernel: bool = False  # any kernel event at all (PSI, memory.events, threshold, a kill, cgroups)
+    signal: bool = False
+
+
+def headroom_usage_line(sample: Sample, path: str, rules: Sequence[CgroupRule]) -> Optional[int]:
+    """The usage (bytes) at which the widest headroom line of ``rules`` is crossed in the cgroup,
+    or None when it has no limit. Raises Unavailable where its memory cannot be read."""
+    memory = sample.cgroup(path).memory
+    lines = [r.headroom.term or r.headroom.kill for r in rules if r.headroom.enabled]
+    amounts = [line for line in lines if line is not None]
+    if not amounts or not memory.max_bytes:
+        return None
+    return memory.max_bytes - max(line.resolve(memory.max_bytes) for line in amounts)
+
+
+def rule_directories(host: Host, policy: Policy) -> list[str]:
+    """The directories in which a cgroup matching a rule could appear: each glob's literal
+    prefix, its parent (the prefix itself may not exist yet: a glob naming one unit), and the
+    levels below it that the glob reaches, in every mounted hierarchy."""
+    found: set[str] = set()
+    layout = host.cgroup_layout()
+    for rule in policy.cgroups:
+        prefix, depth = rule.walk()
+        parent = prefix.rsplit("/", 1)[0] or "/"
+        parents = [parent, prefix] + [
+            p for p in host.cgroups_below(prefix, None if depth is None else max(0, depth - 1)) if p != prefix
+        ]
+        for path in parents:
+            with contextlib.suppress(Unavailable):
+                if layout.v2_mount is not None:
+                    found.add(host.cgroup_v2_dir(path))
+                if layout.v1_memory_mount is not None:
+                    found.add(host.cgroup_v1_memory_dir(path))
+    return sorted(d for d in found if os.path.isdir(d))
+
+
+def plan(host: Host, policy: Policy, watched: Sequence[str], sample: Sample) -> WakePlan:
+    """The wake-ups the policy's conditions need for the watched cgroups (reads limits through
+    the sample; writes nothing)."""
+    psi: list[PsiSource] = []
+    events: list[tuple[str, str]] = []
+    thresholds: list[tuple[str, int, str]] = []
+    usage_lines: list[UsageLine] = []
+    needs: dict[str, frozenset[str]] = {}
+    covered: dict[str, frozenset[str]] = {}
+    if policy.machine.enabled and policy.machine.psi is not None:
+        machine_psi = policy.machine.psi
+        psi.append(
+            PsiSource(
+                host.pressure_path("memory"), machine_psi.kind, machine_psi.stall_pct, ("machine", None)
+            )
+        )
+    layout = host.cgroup_layout()
+    for path in watched:
+        rules = [r for r in policy.cgroups if r.matches(path)]
+        need: set[str] = set()
+        free: set[str] = set()  # covered without arming anything
+        for rule in rules:
+            need |= {"psi"} if rule.psi is not None else set()
+            need |= {"events"} if rule.events is not None else set()
+            need |= {"headroom"} if rule.headroom.enabled else set()
+        with contextlib.suppress(Unavailable):
+            v2 = host.cgroup_v2_dir(path)
+            psi_rule = next((r for r in rules if r.psi is not None), None)
+            if psi_rule is not None and psi_rule.psi is not None and os.path.exists(f"{v2}/memory.pressure"):
+                psi.append(
+                    PsiSource(
+                        f"{v2}/memory.pressure",
+                        psi_rule.psi.kind,
+                        psi_rule.psi.stall_pct,
+                        (psi_rule.label, path),
+                    )
+                )
+            if layout.v2_memory and os.path.exists(f"{v2}/memory.events"):
+                events.append((f"{v2}/memory.events", path))
+        if "headroom" in need and layout.memory_controller in ("v1", "v2"):
+            try:
+                line = headroom_usage_line(sample, path, rules)
+            except Unavailable:
+                line = -1  # unreadable: stays uncovered, the full ticks look at it
+            if line is None:
+                free.add("headroom")  # no limit: no headroom to watch
+            elif line >= 0 and layout.memory_controller == "v1":
+                with contextlib.suppress(Unavailable):
+                    thresholds.append((host.cgroup_v1_memory_dir(path), line, path))
+            elif line >= 0:
+                with contextlib.suppress(Unavailable):
+                    limit = sample.cgroup(path).memory.max_bytes or 0
+                    hysteresis = int(limit * policy.hysteresis_pct / 100)
+                    current = f"{host.cgroup_v2_dir(path)}/memory.current"
+                    usage_lines.append(UsageLine(current, line - hysteresis, path))
+                    free.add("headroom")
+        needs[path] = frozenset(need)
+        covered[path] = frozenset(free)
+    return WakePlan(
+        psi=tuple(psi),
+        events=tuple(events),
+        thresholds=tuple(thresholds),
+        usage_lines=tuple(usage_lines),
+        directories=tuple(rule_directories(host, policy)),
+        needs=needs,
+        covered=covered,
+        writes=host.is_live,
+    )
+
+
+class Waiter:
+    """The file descriptors that wake the loop: armed from a plan, rebuilt when it changes."""
+
+    def __init__(self, wakeup_fd: Optional[int] = None) -> None:
+        self.poller = select.poll()
+        self.fds: dict[int, str] = {}  # fd -> what it is: "psi", "events", "threshold", "cgroups"
+        self.psi_keys: dict[int, PsiKey] = {}
+        self.kill_fds: set[int] = set()  # owned by the kills in flight, only polled here
+        self.wakeup_fd = wakeup_fd
+        if wakeup_fd is not None:
+            self.poller.register(wakeup_fd, select.POLLIN)
+
+    def _add(self, fd: int, mask: int, what: str) -> None:
+        self.poller.register(fd, mask)
+        self.fds[fd] = what
+
+    def _drop(self, fd: int) -> None:
+        with contextlib.suppress(KeyError, OSError, ValueError):
+            self.poller.unregister(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        self.fds.pop(fd, None)
+        self.psi_keys.pop(fd, None)
+
+    def close(self) -> None:
+        for fd in list(self.fds):
+            self._drop(fd)
+        self.set_kills([])
+
+    def arm(self, wake_plan: WakePlan) -> Armed:
+        """Register what the plan asks for (closing whatever was armed before); what the kernel
+        accepted comes back."""
+        for fd in list(self.fds):
+            self._drop(fd)
+        covered = {path: set(free) for path, free in wake_plan.covered.items()}
+        modes: dict[str, str] = {}
+        armed: set[PsiKey] = set()
+        for source in wake_plan.psi:
+            if not wake_plan.writes:
+                modes[source.path] = "polling: nothing is written under --root"
+                continue
+            stall_us = max(1, min(PSI_WINDOW_US, int(PSI_WINDOW_US * source.stall_pct / 100)))
+            try:
+                trigger = PsiTrigger(source.path, TriggerSpec(source.kind, stall_us, PSI_WINDOW_US))
+            except TriggerRefused as exc:
+                modes[source.path] = f"polling: {exc.reason}"
+                continue
+            modes[source.path] = "trigger"
+            self._add(trigger.fd, select.POLLPRI, "psi")
+            self.psi_keys[trigger.fd] = source.key
+            armed.add(source.key)
+            if source.key[1] is not None:
+                covered.setdefault(source.key[1], set()).add("psi")
+        for path, cgroup in wake_plan.events:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                os.read(fd, 4096)  # a read arms kernfs change notification
+            except OSError:
+                continue
+            self._add(fd, select.POLLPRI, "events")
+            covered.setdefault(cgroup, set()).add("events")
+        for directory, usage_bytes, cgroup in wake_plan.thresholds:
+            if wake_plan.writes and self._threshold(directory, usage_bytes):
+                covered.setdefault(cgroup, set()).add("headroom")
+        watch = inotify_directories(wake_plan.directories)
+        if watch is not None:
+            self._add(watch, select.POLLIN, "cgroups")
+        uncovered = tuple(path for path, need in wake_plan.needs.items() if need - covered.get(path, set()))
+        return Armed(psi=frozenset(armed), psi_modes=modes, uncovered=uncovered)
+
+    def _threshold(self, directory: str, threshold_bytes: int) -> bool:
+        """cgroup v1: an eventfd signalled when memory.usage_in_bytes crosses the threshold."""
+        make_eventfd = getattr(os, "eventfd", None)  # Python 3.10+
+        if make_eventfd is None or threshold_bytes <= 0:
+            return False
+        try:
+            efd = make_eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        except OSError:
+            return False
+        try:
+            usage = os.open(f"{directory}/memory.usage_in_bytes", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            os.close(efd)
+            return False
+        try:
+            with open(f"{directory}/cgroup.event_control", "w") as control:
+                control.write(f"{efd} {usage} {threshold_bytes}")
+        except OSError:
+            os.close(efd)
+            return False
+        finally:
+            os.close(usage)  # the kernel holds its own reference once registered
+        self._add(efd, select.POLLIN, "threshold")
+        return True
+
+    def set_kills(self, fds: Sequence[int]) -> None:
+        """Poll the kills' descriptors too (they stay theirs: never closed here)."""
+        wanted = set(fds)
+        for fd in self.kill_fds - wanted:
+            with contextlib.suppress(KeyError, OSError, ValueError):
+                self.poller.unregister(fd)
+        for fd in wanted - self.kill_fds:
+            self.poller.register(fd, select.POLLIN | select.POLLPRI)
+        self.kill_fds = wanted
+
+    def wait(self, timeout_s: float) -> Wake:
+        """Sleep until an fd fires or the timeout passes; what fired, drained for the next wait."""
+        try:
+            events = self.poller.poll(max(0, int(timeout_s * 1000)))
+        except InterruptedError:
+            return Wake(signal=True)
+        psi: set[PsiKey] = set()
+        cgroups = kernel = signalled = False
+        for fd, mask in events:
+            if fd in self.kill_fds:
+                kernel = True  # the kill's own step() reads and re-arms it
+                continue
+            what = self.fds.get(fd)
+            if what is None:  # the wakeup pipe
+                signalled = True
+                with contextlib.suppress(OSError):
+                    os.read(fd, 4096)
+                continue
+            kernel = True
+            if what in ("threshold", "cgroups"):
+                with contextlib.suppress(OSError):
+                    os.read(fd, 4096)
+                cgroups = cgroups or what == "cgroups"
+            elif what == "events":
+                with contextlib.suppress(OSError):
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    os.read(fd, 4096)
+            elif what == "psi":
+                if mask & (select.POLLERR | select.POLLNVAL):
+                    self._drop(fd)  # a cgroup trigger reports POLLERR once the cgroup is gone
+                else:
+                    psi.add(self.psi_keys[fd])
+        return Wake(psi=frozenset(psi), cgroups=cgroups, kernel=kernel, signal=signalled)

@@ -1,0 +1,60 @@
+"""A policy with its plugins and its selector, loaded all or nothing: what ``check`` validates,
+what ``run`` starts with, and what a reload swaps in.
+
+Whatever goes wrong while loading — a bad policy, a plugin that raises anything at all on
+import, a scorer the policy names that no plugin offers — is a rejected policy (PolicyError,
+exit 78 for ``check``), never a traceback: on reload the running policy stays in force.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+from guardian.config import Policy, PolicyError, load_policy
+from guardian.host import Host
+from guardian.plugins import Plugins, make_plugin_manager
+from guardian.selection import Selector
+
+
+@dataclass
+class Loaded:
+    policy: Policy
+    plugins: Plugins
+    selector: Selector
+
+
+def load(host: Host, path: Optional[str], dry_run: bool = False) -> Loaded:
+    """Policy + plugins + selector. Raises PolicyError and nothing else."""
+    source = path or "<defaults>"
+    try:
+        policy = load_policy(path) if path else Policy()
+        if dry_run:
+            policy = replace(policy, dry_run=True)
+        plugins = make_plugin_manager(
+            policy.plugins.directory or host.plugin_dir(), policy.plugins.entry_points
+        )
+        return Loaded(policy, plugins, Selector(policy, plugins))
+    except PolicyError:
+        raise
+    except (Exception, SystemExit) as exc:  # a plugin's import may raise anything, SystemExit too
+        raise PolicyError(source, "", f"could not be loaded: {type(exc).__name__}: {exc}") from None
+
+
+def summarize(policy: Policy) -> str:
+    """One line: what the policy watches and how it chooses."""
+    parts = []
+    m = policy.machine
+    if m.enabled:
+        mem = f"MemAvailable {m.mem_available.term or '-'}/{m.mem_available.kill or '-'}"
+        swap = f"SwapFree {m.swap_free.term or '-'}/{m.swap_free.kill or '-'}"
+        parts.append(
+            f"machine: {mem}, {swap}"
+            + (f", PSI {m.psi.kind} {m.psi.stall_pct:g}%/{m.psi.duration_s:g}s" if m.psi else "")
+        )
+    if policy.cgroups:
+        parts.append(f"{len(policy.cgroups)} cgroup rules ({', '.join(r.match for r in policy.cgroups)})")
+    parts.append("scorers " + ", ".join(f"{k} x{v:g}" for k, v in policy.scorers.items()))
+    if policy.dry_run:
+        parts.append("DRY RUN")
+    return "; ".join(parts)
