@@ -289,7 +289,7 @@ class GroupKill:
                 continue  # gone
             reason = self.guard(process)
             if reason is not None:
-                self.spared[pid] = reason
+                self.spared[pid] = f"{process.comm}: {reason}"
             else:
                 fresh[pid] = process
         return fresh

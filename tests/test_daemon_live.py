@@ -289,3 +289,44 @@ kernel_badness = 1.0
         if arena is not None:
             arena.cleanup()
         assert g.stop() == 0
+
+
+def test_a_second_group_is_acted_on_during_the_first_victims_grace_period(
+    live_host: Host, tmp_path: Path
+) -> None:
+    """Kills are state in the loop: while a victim that ignores SIGTERM sits in its grace period
+    (30 s here), a second confined group walking to its TERM line is acted on at once, before
+    the kernel's memcg OOM killer and long before the first grace period ends."""
+    layout = live_host.cgroup_layout()
+    if os.geteuid() != 0 or layout.memory_controller is None or layout.v2_mount is None:
+        pytest.skip("needs root, a memory controller and cgroup2")
+    first = Arena(live_host, limit_bytes=LIMIT, prefix="guardian-test")
+    second = Arena(live_host, limit_bytes=LIMIT, prefix="guardian-test")
+    rules = "".join(
+        f'[[cgroup]]\nmatch = "{a.name.strip("/")}"\nmin_headroom = {{ term = "64M", kill = "32M" }}\n'
+        for a in (first, second)
+    )
+    g = GuardianProcess(
+        str(tmp_path),
+        f"grace_s = 30\ncooldown_s = 2\n[machine]\nenabled = false\n[scorers]\nkernel_badness = 1.0\n{rules}",
+    )
+    try:
+        g.wait_for("READY=1")
+        # between the TERM line (usage 256M) and the KILL line (288M): SIGTERM, then 30 s of grace
+        stubborn = start(
+            first, hog_program(200, stop_at_bytes=LIMIT - TERM_HEADROOM + 8 * MiB, ignore_term=True)
+        )
+        assert stubborn.stdout is not None
+        assert stubborn.stdout.readline().startswith(b"term "), "the first victim got no SIGTERM"
+        hog = start(second, hog_program(100, second.usage_file, LIMIT - TERM_HEADROOM))
+        code = wait_dead(hog, timeout=30)
+        assert code in (143, -signal.SIGKILL), f"the second hog was not stopped: {code}"
+        assert stubborn.poll() is None, "the first victim's grace period ended early"
+        assert second.oom_kills() == 0 and first.oom_kills() == 0
+        kills = decisions(g, MSG_KILL)
+        assert [k["GUARDIAN_SCOPE"] for k in kills] == [second.name], kills
+        assert kills[0]["GUARDIAN_VICTIM_PID"] == str(hog.pid)
+    finally:
+        assert g.stop() == 0
+        first.cleanup()
+        second.cleanup()

@@ -127,19 +127,26 @@ class Arena:
 
 
 def hog_program(
-    rate_mb_s: float, usage_file: str = "", threshold_bytes: int = 0, stop_at_bytes: int = 0
+    rate_mb_s: float,
+    usage_file: str = "",
+    threshold_bytes: int = 0,
+    stop_at_bytes: int = 0,
+    ignore_term: bool = False,
 ) -> str:
     """Python code for a hog that grows at a steady ``rate_mb_s`` in 2 MiB steps (every page
     touched), until killed, or until it holds ``stop_at_bytes`` if given (then it sleeps).
 
     It prints ``ready`` once it runs; ``cross <t>`` (CLOCK_MONOTONIC seconds) the first time the
     cgroup's ``usage_file`` reaches ``threshold_bytes``; and, on SIGTERM, ``term <t>`` before
-    exiting. Reaction time = term - cross, measured on one clock by the victim itself.
+    exiting (or, with ``ignore_term``, before going on as if nothing happened).
+    Reaction time = term - cross, measured on one clock by the victim itself.
     """
     return f"""
 import os, signal, sys, time
 def on_term(signum, frame):
-    sys.stdout.write("term %.6f\\n" % time.monotonic()); sys.stdout.flush(); os._exit(143)
+    sys.stdout.write("term %.6f\\n" % time.monotonic()); sys.stdout.flush()
+    if not {ignore_term}:
+        os._exit(143)
 signal.signal(signal.SIGTERM, on_term)
 rate = {rate_mb_s} * 1e6
 usage_file, threshold, stop_at = {usage_file!r}, {threshold_bytes}, {stop_at_bytes}
