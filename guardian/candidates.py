@@ -76,6 +76,7 @@ class Exclusion:
     candidate: Candidate
     reason: str
     by: str
+    protects: bool = False  # out because a never-kill or [[protect]] rule holds for it
 
 
 def memory_cgroup(process: Process, layout: CgroupLayout) -> Optional[str]:
@@ -233,7 +234,9 @@ def group_candidate(
         return None, Exclusion(candidate, "no live processes", "guardian")
     if len(spared) == len(live):
         why = "; ".join(f"pid {pid} ({reason})" for pid, reason in spared)
-        return None, Exclusion(candidate, f"every process in it must be spared: {why}", "guardian")
+        return None, Exclusion(
+            candidate, f"every process in it must be spared: {why}", "guardian", protects=True
+        )
     for member in live:
         reason = busy(member)
         if reason is not None:

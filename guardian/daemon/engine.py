@@ -333,7 +333,7 @@ class Engine:
         if victim is None:
             if group_rule and ranking.excluded:
                 why = ranking.excluded[0]
-                kind: NotDone = "protected" if why.by in ("guardian", "policy") else "no-candidate"
+                kind: NotDone = "protected" if why.protects else "no-candidate"
                 return self._not_done(act, kind, f"group {trigger.scope}: {why.reason}")
             return self._not_done(act, "no-candidate", "nothing in scope may be killed")
         act.victim = victim
