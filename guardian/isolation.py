@@ -74,12 +74,12 @@ class PluginFailure:
 
     @property
     def scorer(self) -> str:
-        """What failed, named as ScorerFailure named it: the scorer's name for a scorer's pass,
-        else ``plugin (hook)``. Kept for callers written against ScorerFailure; new code reads
-        ``plugin`` and ``hook`` or ``describe()``."""
+        """What failed, named as ScorerFailure named it and printable: the scorer's name for a
+        scorer's pass, else ``plugin (hook)``. Kept for callers written against ScorerFailure;
+        new code reads ``plugin`` and ``hook`` or ``describe()``."""
         if not self.hook.startswith("guardian_") and "." in self.hook:
-            return self.hook.rsplit(".", 1)[0]
-        return f"{self.plugin} ({self.hook})"
+            return shown(self.hook.rsplit(".", 1)[0])
+        return shown(f"{self.plugin} ({self.hook})")
 
 
 class Refusal(Exception):

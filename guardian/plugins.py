@@ -132,7 +132,10 @@ def secure_realpath(path: str) -> str:
             links += 1
             if links > MAX_SYMLINKS:
                 raise InsecurePath(f"more than {MAX_SYMLINKS} symbolic links on the way to {given}")
-            target = os.readlink(where)
+            try:
+                target = os.readlink(where)
+            except OSError as exc:  # replaced since the lstat: only root can, but say so
+                raise InsecurePath(f"cannot read the link {where}: {exc.strerror}") from None
             if target.startswith("/"):
                 current = "/"
             pending.extend(part for part in reversed(target.split("/")) if part)
@@ -213,13 +216,17 @@ def _new_manager() -> pluggy.PluginManager:
 def _trial_register(plugin: object, name: str) -> None:
     """Register ``plugin`` on a throwaway manager, inside the worker: pluggy's discovery reads
     the plugin object (``dir()``, which a module's ``__dir__`` answers; attributes; signatures),
-    so a plugin that raises or hangs there is refused before the real manager sees it. Hook
+    so a plugin that raises or hangs there, or names a hook guardian does not define, is
+    refused before the real manager sees it. Hook
     wrappers are refused: guardian calls each implementation alone, so a wrapper would wrap
     nothing (and return a generator where an answer is due)."""
     trial = _new_manager()
     try:
         trial.register(plugin, name=name)
-    except Exception as exc:  # pluggy's verdict: arguments the hook lacks, a bad marker
+        # a hook guardian does not define (a typo) is found here too; pluggy's message shows
+        # the plugin's repr, which is plugin code
+        trial.check_pending()
+    except Exception as exc:  # pluggy's verdict: an unknown hook, arguments the hook lacks
         raise Refusal(f"cannot register: {exception_text(exc)}") from None
     for caller in trial.get_hookcallers(plugin) or []:
         for impl in caller.get_hookimpls():
@@ -458,6 +465,6 @@ def _check_pending(plugins: Plugins) -> None:
             plugins.manager.check_pending()
             return
         except pluggy.PluginValidationError as exc:
-            name = plugins.manager.get_name(exc.plugin) or repr(exc.plugin)
+            name = plugins.manager.get_name(exc.plugin) or type(exc.plugin).__name__
             plugins.manager.unregister(exc.plugin)
             plugins.errors.append(f"refused plugin {name}: {exc}")
