@@ -25,6 +25,7 @@ from support.secure import root_only_dir, secure_base
 from guardian import hookspecs
 from guardian.cli import EXIT_OK, main
 from guardian.config import Policy, PolicyError, parse_policy
+from guardian.host import Host
 from guardian.plugins import (
     DEFAULT_PLUGINS,
     InsecurePath,
@@ -318,6 +319,27 @@ def test_guardian_check_reports_a_plugin_that_exits_at_import(
     captured = capsys.readouterr()
     assert f"{policy}: valid" in captured.out
     assert f"refused plugin {plugin_dir}/exits.py: import failed: SystemExit: 1" in captured.err
+
+
+def test_a_reload_survives_plugins_that_exit_at_import_and_when_asked_for_scorers(
+    plugin_dir: Path, tmp_path: Path
+) -> None:
+    """daemon.load() is what a SIGHUP reload runs: a plugin's SystemExit used to end the daemon."""
+    from guardian.daemon import load
+
+    put(plugin_dir / "exits.py", "raise SystemExit(1)\n")
+    put(
+        plugin_dir / "offers.py",
+        "from guardian.api import hookimpl\n@hookimpl\ndef guardian_scorers():\n    raise SystemExit(2)\n",
+    )
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f"[plugins]\ndirectory = {str(plugin_dir)!r}\nentry_points = false\n")
+    loaded = load(Host(str(tmp_path)), str(policy), dry_run=True)
+    assert loaded.plugins.errors == [
+        f"refused plugin {plugin_dir}/exits.py: import failed: SystemExit: 1",
+        f"plugin file:{plugin_dir}/offers.py, guardian_scorers: raised SystemExit: 2; its scorers are not offered",
+    ]
+    assert loaded.selector.ranker.scorers
 
 
 def test_a_plugin_that_hangs_at_import_is_refused_at_the_bound(
