@@ -103,7 +103,7 @@ def main() -> int:
             print(f"{n:>10} {f:>10.1f} {r:>10.1f} {d:>15.1f} {a:>13.1f}")
             ranking = everything.rank(Sample(host, 0))
             if ranking.failures:
-                print(f"{'':>10} scorer failures: {[(x.scorer, x.reason) for x in ranking.failures]}")
+                print(f"{'':>10} plugin failures: {[x.describe() for x in ranking.failures]}")
         finally:
             with contextlib.suppress(GuardianError, OSError):
                 arena.cleanup()

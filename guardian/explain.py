@@ -7,6 +7,7 @@ from typing import Any, Optional
 from guardian.candidates import Candidate
 from guardian.errors import GuardianError
 from guardian.host import Host
+from guardian.isolation import PluginFailure
 from guardian.ranking import Ranked, Ranking
 from guardian.sources.processes import read_oom_score
 from guardian.status import human_bytes
@@ -64,7 +65,7 @@ def explain(ranking: Ranking) -> list[str]:
         f"scorers and weights: {', '.join(f'{k} x{v:g}' for k, v in ranking.weights.items())}"
     )
     for failure in ranking.failures:
-        lines.append(f"scorer {failure.scorer} left out of this ranking: {failure.reason}")
+        lines.append(failure.describe())
     top = ranking.top
     if top is None:
         lines.append("no candidate: nothing in scope may be killed")
@@ -126,7 +127,7 @@ def build_rank_report(
             }
             for e in ranking.excluded
         ],
-        "failures": [{"scorer": f.scorer, "reason": f.reason} for f in ranking.failures],
+        "failures": [{"plugin": f.plugin, "hook": f.hook, "reason": f.reason} for f in ranking.failures],
         "plugin_errors": list(plugin_errors),
         "elapsed_us": ranking.elapsed_us,
     }
@@ -154,7 +155,7 @@ def render_rank(report: Report, explanation: Optional[list[str]] = None) -> str:
     if not report["candidates"]:
         out.append("(no candidates)")
     for f in report["failures"]:
-        out.append(f"scorer {f['scorer']} left out: {f['reason']}")
+        out.append(PluginFailure(f["plugin"], f["hook"], f["reason"]).describe())
     for e in report["plugin_errors"]:
         out.append(f"plugin error: {e}")
     if explanation:

@@ -1,12 +1,17 @@
 """The plugin contract: what a guardian plugin can implement, and how results combine.
 
-A plugin is a module (or object) with functions decorated by ``@hookimpl``. Built-in scorers are
-plugins exactly like third-party ones (guardian/plugins.py: DEFAULT_PLUGINS). Third-party plugins
-come from the ``guardian`` entry-point group and from the plugin directory
-(``/etc/guardian/plugins.d/*.py``). docs/plugin_hooks.md has one section per hook; a test fails
-when a hook has none.
+A plugin is a module (or object) with functions decorated by ``@hookimpl``; it imports what it
+needs from ``guardian.api`` and nothing else of guardian. Built-in scorers are plugins exactly
+like third-party ones (guardian/plugins.py: DEFAULT_PLUGINS). Third-party plugins come from the
+``guardian`` entry-point group and from the plugin directory (``/etc/guardian/plugins.d/*.py``).
+docs/plugin_hooks.md has one section per hook; a test fails when a hook has none.
 
-Scores follow one convention: **higher means a better victim**. A scorer returns a number
+Every hook is called the same way (guardian/isolation.py): each plugin's implementation on its
+own, in pluggy's order (``tryfirst``/``trylast`` honoured), in a worker thread under the policy's
+budget (``[plugins] budget_ms``), anything raised (``SystemExit`` included) reported as that
+plugin's ``PluginFailure``. Hook wrappers are not supported.
+
+Scores follow one convention: **higher means a better victim**. A scorer returns a finite number
 (int or float) per candidate, or None when it has no opinion on that candidate. The policy gives
 each scorer a weight; a candidate's total is the sum of weight x score over the scorers.
 """
@@ -30,11 +35,13 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 class Scorer:
     """Base class of a scorer. Subclass it, set ``name`` and ``kinds``, implement ``score``.
 
-    ``kinds`` says which candidates it scores: ``process``, ``cgroup`` or both. ``prepare`` runs
-    once per ranking before any ``score`` call, for work shared by all candidates. Both run
-    under the policy's time budget (``[plugins] budget_ms``): a scorer that raises, returns a
-    non-number or overruns is left out of that ranking and reported, and the ranking completes
-    with the others.
+    ``kinds`` says which candidates it scores: ``process``, ``cgroup`` or both. ``name`` and
+    ``kinds`` are read once, when the scorer is offered. ``prepare`` runs once per ranking
+    before any ``score`` call, for work shared by all candidates. One pass (``prepare`` and every
+    ``score``) runs under the policy's time budget (``[plugins] budget_ms``): a scorer that
+    raises, returns something other than a finite number or None, overruns, or whose weighted
+    score makes a total overflow is left out of that ranking and reported, and the ranking
+    completes with the others.
     """
 
     name: ClassVar[str] = ""
@@ -52,10 +59,12 @@ class Scorer:
 def guardian_scorers(policy: Policy) -> list[Scorer]:  # type: ignore[empty-body]
     """Return the scorers this plugin provides (a list, possibly empty).
 
-    Called once when the plugin manager is built and again after each policy reload. The lists
-    of all plugins are concatenated; scorer names must be unique across plugins (a duplicate is
-    an error naming both plugins). Only scorers the policy names under ``[scorers]`` take part
-    in a ranking, with the weight given there.
+    Called when a policy is loaded (at start and after each reload), under the budget. The
+    lists of all plugins are concatenated; scorer names must be unique across plugins: when two
+    plugins offer one name, the plugin registered first keeps it (built-ins first) and the
+    other is reported. An element that is not a ``Scorer`` with a printable ``name`` and known
+    ``kinds`` is reported and skipped. Only scorers the policy names under ``[scorers]`` take
+    part in a ranking, with the weight given there.
     """
 
 
@@ -65,7 +74,10 @@ def guardian_exclude(candidate: Candidate, context: RankContext) -> Optional[str
 
     Asked for every candidate that guardian's own rules (pid 1, kernel threads, zombies,
     guardian itself, oom_score_adj -1000, policy protect/ignore) let through. Every plugin is
-    asked; the candidate is excluded if any returns a reason, and every reason is reported.
-    A plugin can only take candidates away, never add back one guardian excluded. An exclude
-    hook that raises is reported and treated as "no opinion".
+    asked, in pluggy's order; the candidate is excluded if any returns a reason, all reasons are
+    reported and the first plugin to give one is named. A plugin can only take candidates
+    away, never add back one guardian excluded. A reason is a non-empty ``str``; any other
+    answer, a raise, or overrunning the budget (one per plugin for all of a ranking's
+    candidates) is that plugin's failure: it is reported and not asked about the remaining
+    candidates of that ranking, and the answers it gave before stand.
     """

@@ -1,9 +1,16 @@
 """Ranking: candidates + scorers -> an ordered list with each scorer's contribution kept.
 
-Pure except for one thing: each scorer runs in a worker thread under a time budget, so that a
-scorer that hangs cannot stop a kill. A scorer that raises, returns a non-number, or overruns
-is left out of that ranking and reported (``Ranking.failures``); the others still decide.
-A scorer whose earlier run is still stuck is not started again until that run ends.
+Pure except for one thing: each scorer's pass over the candidates (``prepare``, then ``score``
+for each candidate of its kinds) runs through ``Isolation`` (guardian/isolation.py), in a worker
+thread under the time budget, so that a scorer that hangs cannot stop a kill. A scorer that
+raises, returns something other than a finite number or None, or overruns is left out of that
+ranking and reported as a ``PluginFailure`` (``Ranking.failures``); the others still decide.
+A plugin whose earlier run is still stuck is not started again until that run ends.
+
+Totals are always finite: scores are finite floats, and the scorer whose weighted scores would
+make some candidate's total overflow (weight 1000 x a score of 1e306) is left out of that
+ranking as a failure, rather than clamped, so that no order rests on a number that lost its
+meaning. Scorers are added in the policy's ``[scorers]`` order, so that is the one blamed.
 
 Order: total descending; ties go to the newest process, as in the kernel's
 select_bad_process() (an equal score replaces the current choice, and tasks are visited in
@@ -13,18 +20,20 @@ creation order), then to the higher pid.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, get_args
 
 from guardian.candidates import Candidate, Exclusion
 from guardian.config import Policy
 from guardian.hookspecs import Scorer
+from guardian.isolation import Done, Isolation, PluginFailure, Refusal, value_text
+from guardian.kinds import Mode
 from guardian.records import Process
 from guardian.rules import Facts
 from guardian.sample import Sample
+from guardian.text import shown
 
 
 @dataclass(frozen=True)
@@ -51,10 +60,41 @@ class Ranked:
     total: float  # sum of weight x score
 
 
+KINDS: frozenset[str] = frozenset(get_args(Mode))
+
+
 @dataclass(frozen=True)
-class ScorerFailure:
-    scorer: str
-    reason: str
+class Offered:
+    """A scorer a plugin offers, with its name and kinds read once, when it was offered: the
+    ranking never asks the plugin's object for them again."""
+
+    scorer: Scorer
+    name: str
+    kinds: frozenset[str]
+    plugin: str  # the plugin that offered it (its registered name)
+
+    @classmethod
+    def of(cls, scorer: object, plugin: Optional[str] = None) -> Offered:
+        """Check ``scorer`` and read its name and kinds; ``Refusal`` says what is wrong.
+        ``plugin`` defaults to the scorer's name. This reads the plugin's object (``name`` may
+        be a property that raises or hangs): call it inside an ``Isolation`` run."""
+        if not isinstance(scorer, Scorer):
+            raise Refusal(f"returned {value_text(scorer)}, not a Scorer")
+        name: object = scorer.name
+        if not isinstance(name, str) or not name or shown(name) != name:
+            raise Refusal(f"returned a scorer named {value_text(name)}: a name is a non-empty printable str")
+        name = str.__str__(name)  # a plain str, whatever subclass the plugin used
+        kinds: object = scorer.kinds
+        if isinstance(kinds, str) or not isinstance(kinds, (set, frozenset, list, tuple)):
+            raise Refusal(f"scorer {name}: kinds is {value_text(kinds)}, not a set of {sorted(KINDS)}")
+        chosen = set()
+        for kind in list(kinds):
+            if not isinstance(kind, str) or str.__str__(kind) not in KINDS:
+                raise Refusal(f"scorer {name}: kind {value_text(kind)} is not one of {sorted(KINDS)}")
+            chosen.add(str.__str__(kind))
+        if not chosen:
+            raise Refusal(f"scorer {name}: kinds is empty, so it would score nothing")
+        return cls(scorer, name, frozenset(chosen), plugin if plugin is not None else name)
 
 
 @dataclass(frozen=True)
@@ -62,7 +102,7 @@ class Ranking:
     context: RankContext
     ranked: tuple[Ranked, ...]  # best victim first
     excluded: tuple[Exclusion, ...]
-    failures: tuple[ScorerFailure, ...]
+    failures: tuple[PluginFailure, ...]
     weights: Mapping[str, float]
     elapsed_us: int = 0
 
@@ -71,47 +111,49 @@ class Ranking:
         return self.ranked[0] if self.ranked else None
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def as_score(value: object, candidate: Candidate) -> float:
+    """A scorer's answer as a finite float; ``Refusal`` when it is not a number or not finite.
+    Runs inside the worker: ``float()`` of a number subclass calls the plugin's ``__float__``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Refusal(f"returned {value_text(value)} for {candidate.key}, not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise Refusal(f"returned an int too large for a float for {candidate.key}") from None
+    if not math.isfinite(number):
+        raise Refusal(f"returned {number!r} for {candidate.key}, not a finite number")
+    return number
 
 
-class _Run:
-    """One scorer's pass over the candidates, in its own thread."""
-
-    def __init__(self, scorer: Scorer, context: RankContext, candidates: Sequence[Candidate]) -> None:
-        self.scorer = scorer
-        self.context = context
-        self.candidates = [c for c in candidates if c.kind in scorer.kinds]
-        self.scores: dict[int, float] = {}
-        self.error: Optional[str] = None
-        self.timed_out = False
-        self.thread = threading.Thread(target=self._main, name=f"scorer-{scorer.name}", daemon=True)
-
-    def _main(self) -> None:
-        try:
-            self.scorer.prepare(self.context, list(self.candidates))
-            for index, candidate in enumerate(self.candidates):
-                value = self.scorer.score(candidate, self.context)
-                if value is None:
-                    continue
-                if not _is_number(value):
-                    self.error = (
-                        f"returned {value!r} ({type(value).__name__}) for {candidate.key}, not a number"
-                    )
-                    return
-                self.scores[index] = float(value)
-        except Exception as exc:  # a plugin's bug must not stop a kill
-            self.error = f"raised {type(exc).__name__}: {exc}"
+def _scorer_pass(
+    offered: Offered, context: RankContext, candidates: Sequence[Candidate], stage: list[str]
+) -> dict[int, float]:
+    """One scorer over a ranking: the score of each candidate of its kinds, by index."""
+    mine = [i for i, c in enumerate(candidates) if c.kind in offered.kinds]
+    offered.scorer.prepare(context, [candidates[i] for i in mine])
+    stage[0] = "score"
+    scores: dict[int, float] = {}
+    for i in mine:
+        value = offered.scorer.score(candidates[i], context)
+        if value is not None:
+            scores[i] = as_score(value, candidates[i])
+    return scores
 
 
 class Ranker:
-    """Runs the policy's scorers with their weights. Keep one per daemon: it remembers scorers
-    whose runs are stuck."""
+    """Runs the policy's scorers with their weights. Keep one per daemon: its ``Isolation``
+    remembers plugins whose runs are stuck (pass the plugin set's, so that exclude hooks and
+    scorers of one plugin share that memory)."""
 
-    def __init__(self, scorers: Sequence[tuple[Scorer, float]], budget_ms: float) -> None:
+    def __init__(
+        self,
+        scorers: Sequence[tuple[Offered, float]],
+        budget_ms: float,
+        isolation: Optional[Isolation] = None,
+    ) -> None:
         self.scorers = list(scorers)
         self.budget_s = budget_ms / 1000.0
-        self._stuck: dict[str, threading.Thread] = {}
+        self.isolation = isolation if isolation is not None else Isolation()
 
     def rank(
         self,
@@ -120,43 +162,40 @@ class Ranker:
         excluded: Sequence[Exclusion] = (),
     ) -> Ranking:
         start = time.monotonic()
-        failures: list[ScorerFailure] = []
-        runs: list[_Run] = []
-        for scorer, _weight in self.scorers:
-            stuck = self._stuck.get(scorer.name)
-            if stuck is not None and stuck.is_alive():
-                failures.append(
-                    ScorerFailure(scorer.name, "still running from an earlier ranking (hung); skipped")
-                )
-                continue
-            self._stuck.pop(scorer.name, None)
-            # one at a time, each with its own budget: under the GIL, scorers side by side
-            # would share one clock and a slow-but-honest scorer could starve the next
-            run = _Run(scorer, context, candidates)
-            run.thread.start()
-            run.thread.join(self.budget_s)
-            run.timed_out = run.thread.is_alive()
-            runs.append(run)
-
+        failures: list[PluginFailure] = []
         totals = [0.0] * len(candidates)
         per_candidate: list[dict[str, float]] = [{} for _ in candidates]
-        index_of = {id(c): i for i, c in enumerate(candidates)}
-        weights = {scorer.name: weight for scorer, weight in self.scorers}
-        for run in runs:
-            name = run.scorer.name
-            if run.timed_out:
-                self._stuck[name] = run.thread
+        weights = {offered.name: weight for offered, weight in self.scorers}
+        for offered, weight in self.scorers:
+            # one at a time, each with its own budget: under the GIL, scorers side by side
+            # would share one clock and a slow-but-honest scorer could starve the next
+            stage = ["prepare"]
+
+            def work(offered: Offered = offered, stage: list[str] = stage) -> dict[int, float]:
+                return _scorer_pass(offered, context, candidates, stage)
+
+            def hook(offered: Offered = offered, stage: list[str] = stage) -> str:
+                return f"{offered.name}.{stage[0]}"
+
+            result = self.isolation.run(offered.plugin, hook, self.budget_s, work)
+            if not isinstance(result, Done):
+                failures.append(result)
+                continue
+            added = {i: totals[i] + weight * value for i, value in result.value.items()}
+            overflow = next((i for i, total in added.items() if not math.isfinite(total)), None)
+            if overflow is not None:
                 failures.append(
-                    ScorerFailure(name, f"did not finish within its budget of {self.budget_s * 1000:g} ms")
+                    PluginFailure(
+                        offered.plugin,
+                        f"{offered.name}.score",
+                        f"weight {weight:g} x score {result.value[overflow]:g} for "
+                        f"{candidates[overflow].key} makes its total overflow (not finite)",
+                    )
                 )
                 continue
-            if run.error is not None:
-                failures.append(ScorerFailure(name, run.error))
-                continue
-            for local_index, value in run.scores.items():
-                i = index_of[id(run.candidates[local_index])]
-                per_candidate[i][name] = value
-                totals[i] += weights[name] * value
+            for i, total in added.items():
+                totals[i] = total
+                per_candidate[i][offered.name] = result.value[i]
 
         ranked = [Ranked(c, per_candidate[i], totals[i]) for i, c in enumerate(candidates)]
         ranked.sort(key=_order)

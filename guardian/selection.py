@@ -32,9 +32,10 @@ from guardian.candidates import (
 from guardian.config import Policy
 from guardian.errors import Unavailable
 from guardian.host import CgroupLayout, Host
+from guardian.isolation import PluginFailure
 from guardian.kinds import Mode
 from guardian.plugins import Plugins
-from guardian.ranking import RankContext, Ranker, Ranking, ScorerFailure
+from guardian.ranking import RankContext, Ranker, Ranking
 from guardian.records import Process
 from guardian.rules import Facts
 from guardian.sample import Sample
@@ -134,7 +135,9 @@ class Selector:
     def __init__(self, policy: Policy, plugins: Plugins) -> None:
         self.policy = policy
         self.plugins = plugins
-        self.ranker = Ranker(plugins.resolve(policy), policy.plugins.budget_ms)
+        # one Isolation for a plugin's exclude hook and its scorers: a plugin stuck in one is
+        # not started in the other while that run lasts
+        self.ranker = Ranker(plugins.resolve(policy), policy.plugins.budget_ms, plugins.isolation)
 
     def context(self, sample: Sample, mode: Mode = "process", scope: Optional[str] = None) -> RankContext:
         totalpages, source = totalpages_for(sample, scope, PAGE_SIZE)
@@ -261,29 +264,5 @@ class Selector:
 
     def _plugin_exclusions(
         self, candidates: list[Candidate], context: RankContext
-    ) -> tuple[list[Candidate], list[Exclusion], list[ScorerFailure]]:
-        impls = self.plugins.manager.hook.guardian_exclude.get_hookimpls()
-        kept: list[Candidate] = []
-        excluded: list[Exclusion] = []
-        failures: dict[str, ScorerFailure] = {}
-        for candidate in candidates:
-            reasons = []
-            for impl in impls:
-                if impl.plugin_name in failures:
-                    continue
-                try:
-                    kwargs = {"candidate": candidate, "context": context}
-                    reason = impl.function(**{k: kwargs[k] for k in impl.argnames})
-                except Exception as exc:
-                    failures[impl.plugin_name] = ScorerFailure(
-                        f"{impl.plugin_name} (guardian_exclude)", f"raised {type(exc).__name__}: {exc}"
-                    )
-                    continue
-                if reason:
-                    reasons.append((impl.plugin_name, str(reason)))
-            if reasons:
-                by = reasons[0][0]
-                excluded.append(Exclusion(candidate, "; ".join(r for _, r in reasons), by))
-            else:
-                kept.append(candidate)
-        return kept, excluded, list(failures.values())
+    ) -> tuple[list[Candidate], list[Exclusion], list[PluginFailure]]:
+        return self.plugins.exclude(candidates, context, self.policy.plugins.budget_ms)

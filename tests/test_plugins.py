@@ -1,24 +1,44 @@
-"""The plugin manager: built-ins, entry points, the plugin directory and its security checks."""
+"""The plugin manager: built-ins, entry points, the plugin directory and its security checks.
+
+Trees that must be accepted are built in a root-only directory (tests/support/secure.py);
+each refusal test makes exactly one component unsafe there and checks that the refusal names it.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import py_compile
 import re
 import subprocess
 import sys
+import textwrap
+import threading
+import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.secure import root_only_dir, secure_base
 
 from guardian import hookspecs
+from guardian.cli import EXIT_CONFIG, main
 from guardian.config import Policy, PolicyError, parse_policy
-from guardian.plugins import DEFAULT_PLUGINS, insecure_reason, make_plugin_manager
+from guardian.host import Host
+from guardian.plugins import (
+    DEFAULT_PLUGINS,
+    InsecurePath,
+    insecure_reason,
+    make_plugin_manager,
+    module_name,
+    secure_realpath,
+)
 
 DOCS = Path(__file__).parent.parent / "docs" / "plugin_hooks.md"
 
 PLUGIN = """
-from guardian.hookspecs import Scorer, hookimpl
+from guardian.api import Scorer, hookimpl
 
 class Constant(Scorer):
     name = "constant"
@@ -31,17 +51,38 @@ def guardian_scorers():
 """
 
 
+def put(path: Path, text: str, mode: int = 0o644) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def mkdir(path: Path, mode: int = 0o755) -> Path:
+    path.mkdir()
+    path.chmod(mode)  # mkdir's mode is filtered by the umask
+    return path
+
+
 @pytest.fixture
-def plugin_dir(tmp_path: Path) -> Path:
-    if os.geteuid() != 0:
-        pytest.skip("ownership checks need files owned by root")
-    directory = tmp_path / "plugins.d"
-    directory.mkdir(mode=0o755)
-    directory.chmod(0o755)
-    path = directory / "constant.py"
-    path.write_text(PLUGIN)
-    path.chmod(0o644)
+def secure() -> Iterator[Path]:
+    if secure_base() is None:
+        pytest.skip("accepted plugin trees need root and a root-only base directory such as /run")
+    with root_only_dir() as path:
+        yield path
+
+
+@pytest.fixture
+def plugin_dir(secure: Path) -> Path:
+    directory = mkdir(secure / "plugins.d")
+    put(directory / "constant.py", PLUGIN)
     return directory
+
+
+def constant_score(plugins_dir: Path) -> float:
+    plugins = make_plugin_manager(str(plugins_dir), entry_points=False)
+    assert plugins.errors == []
+    scorer = plugins.scorers(Policy())["constant"].scorer
+    return float(scorer.score(None, None))  # type: ignore[arg-type]
 
 
 def test_builtins_are_registered_like_any_plugin() -> None:
@@ -55,7 +96,9 @@ def test_builtins_are_registered_like_any_plugin() -> None:
 def test_plugin_directory_is_loaded(plugin_dir: Path) -> None:
     plugins = make_plugin_manager(str(plugin_dir), entry_points=False)
     assert plugins.errors == []
-    assert "constant" in plugins.scorers(Policy())
+    offered = plugins.scorers(Policy())["constant"]
+    assert offered.plugin == f"file:{plugin_dir}/constant.py"
+    assert constant_score(plugin_dir) == 7.0
 
 
 @pytest.mark.parametrize("mode", [0o664, 0o646, 0o666])
@@ -83,21 +126,280 @@ def test_writable_plugin_directory_is_refused(plugin_dir: Path) -> None:
     assert insecure_reason(str(plugin_dir)) is not None
 
 
-def test_broken_and_misspelt_plugins_are_refused_and_others_load(plugin_dir: Path) -> None:
-    (plugin_dir / "broken.py").write_text("raise RuntimeError('half-written plugin')\n")
-    (plugin_dir / "broken.py").chmod(0o644)
-    (plugin_dir / "typo.py").write_text(
-        "from guardian.hookspecs import hookimpl\n@hookimpl\ndef guardian_scorer():\n    return []\n"
+# --- the whole chain, and through symlinks (hardening) -------------------------------------------
+
+
+def test_plugin_directory_under_world_writable_tmp_is_refused(tmp_path: Path) -> None:
+    """/tmp is mode 1777: anyone can rename what they own there, so nothing below it is safe."""
+    if os.geteuid() != 0:
+        pytest.skip("the directory itself must be root-owned for /tmp to be the reason")
+    directory = tmp_path / "plugins.d"
+    directory.mkdir()
+    directory.chmod(0o755)
+    put(directory / "constant.py", PLUGIN)
+    plugins = make_plugin_manager(str(directory), entry_points=False)
+    assert len(plugins.errors) == 1
+    assert plugins.errors[0].startswith(f"refused plugin directory {directory}: ")
+    assert plugins.errors[0].endswith("is writable by group or others (mode 1777)")
+    assert "constant" not in plugins.scorers(Policy())
+
+
+def test_good_directory_inside_a_world_writable_parent_is_refused(secure: Path) -> None:
+    parent = mkdir(secure / "open", 0o777)
+    directory = mkdir(parent / "plugins.d")
+    put(directory / "constant.py", PLUGIN)
+    plugins = make_plugin_manager(str(directory), entry_points=False)
+    assert plugins.errors == [
+        f"refused plugin directory {directory}: {parent} is writable by group or others (mode 0777)"
+    ]
+    assert "constant" not in plugins.scorers(Policy())
+
+
+def test_directory_in_a_parent_owned_by_a_user_is_refused(secure: Path) -> None:
+    parent = mkdir(secure / "home")
+    os.chown(parent, 1000, 1000)
+    directory = mkdir(parent / "plugins.d")
+    put(directory / "constant.py", PLUGIN)
+    plugins = make_plugin_manager(str(directory), entry_points=False)
+    assert plugins.errors == [
+        f"refused plugin directory {directory}: {parent} is owned by uid 1000, not root"
+    ]
+
+
+def test_symlink_to_a_root_owned_file_in_a_writable_directory_is_refused(
+    plugin_dir: Path, secure: Path
+) -> None:
+    """The link is safe where it is, but its target can be swapped by anyone: refused."""
+    parent = mkdir(secure / "open", 0o777)
+    put(parent / "real.py", PLUGIN.replace('"constant"', '"linked"'))
+    (plugin_dir / "linked.py").symlink_to(parent / "real.py")
+    plugins = make_plugin_manager(str(plugin_dir), entry_points=False)
+    assert plugins.errors == [
+        f"refused plugin {plugin_dir}/linked.py: {parent} is writable by group or others (mode 0777)"
+    ]
+    assert set(plugins.scorers(Policy())) >= {"constant"}
+    assert "linked" not in plugins.scorers(Policy())
+
+
+def test_symlinked_directory_is_checked_through_its_target(secure: Path) -> None:
+    parent = mkdir(secure / "open", 0o777)
+    target = mkdir(parent / "real.d")
+    put(target / "constant.py", PLUGIN)
+    (secure / "plugins.d").symlink_to(target)
+    plugins = make_plugin_manager(str(secure / "plugins.d"), entry_points=False)
+    assert plugins.errors == [
+        f"refused plugin directory {secure}/plugins.d: {parent} is writable by group or others (mode 0777)"
+    ]
+
+
+def test_a_symlink_met_through_another_symlink_is_judged_by_the_directory_holding_it(secure: Path) -> None:
+    """secure/a -> secure/b (writable), b/c -> a safe directory. The resolved path is all safe,
+    but whoever can write b can point c anywhere: the walk checks b, where c lives."""
+    safe = mkdir(secure / "safe")
+    directory = mkdir(safe / "plugins.d")
+    put(directory / "constant.py", PLUGIN)
+    writable = mkdir(secure / "b", 0o777)
+    (writable / "c").symlink_to(directory)
+    (secure / "a").symlink_to(writable)
+    reason = insecure_reason(str(secure / "a" / "c"))
+    assert reason == f"{writable} is writable by group or others (mode 0777)"
+
+
+def test_safe_symlinks_and_dot_dot_resolve_like_the_kernel(secure: Path) -> None:
+    lib = mkdir(secure / "lib")
+    put(lib / "constant.py", PLUGIN)
+    directory = mkdir(secure / "plugins.d")
+    (directory / "constant.py").symlink_to("../lib/constant.py")  # relative, within the safe tree
+    (secure / "alias.d").symlink_to(directory)
+    assert secure_realpath(str(secure / "alias.d" / "constant.py")) == str(lib / "constant.py")
+    assert secure_realpath(str(secure / "alias.d" / ".." / "lib")) == str(secure / "lib")
+    assert constant_score(secure / "alias.d") == 7.0
+
+
+def test_symlink_loop_is_refused_not_followed_forever(secure: Path) -> None:
+    (secure / "loop").symlink_to(secure / "loop")
+    with pytest.raises(InsecurePath, match="more than 40 symbolic links"):
+        secure_realpath(str(secure / "loop" / "x.py"))
+
+
+def test_relative_path_is_checked_from_the_working_directory(
+    plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(plugin_dir.parent)
+    assert secure_realpath("plugins.d/constant.py") == str(plugin_dir / "constant.py")
+
+
+def _plant_pyc(source: Path, evil: str) -> Path:
+    """A .pyc in __pycache__ that Python's own loader would take for ``source``: compiled from
+    ``evil`` padded to the same size, stamped with the source's mtime, owned by uid 1000."""
+    good = source.read_bytes() + b"#" + b"x" * 60 + b"\n"  # room for the decoy's padding
+    source.write_bytes(good)
+    padded = evil.encode() + b"#" + b"x" * (len(good) - len(evil.encode()) - 2) + b"\n"
+    assert len(padded) == len(good)
+    st = source.stat()
+    decoy = source.parent.parent / "decoy.py"
+    decoy.write_bytes(padded)
+    os.utime(decoy, ns=(st.st_atime_ns, st.st_mtime_ns))
+    cache = Path(importlib.util.cache_from_source(str(source)))
+    cache.parent.mkdir()
+    py_compile.compile(str(decoy), cfile=str(cache), doraise=True)
+    decoy.unlink()
+    os.chown(cache.parent, 1000, 1000)
+    os.chown(cache, 1000, 1000)
+    return cache
+
+
+def test_a_planted_pyc_never_runs(plugin_dir: Path) -> None:
+    """A local user's .pyc beside a root-owned plugin must not run as root: only the source
+    guardian checked and read is compiled."""
+    _plant_pyc(plugin_dir / "constant.py", PLUGIN.replace("return 7.0", "return 666.0"))
+    assert constant_score(plugin_dir) == 7.0
+
+
+def test_loading_writes_no_bytecode(plugin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # whatever the environment asks
+    constant_score(plugin_dir)
+    assert not (plugin_dir / "__pycache__").exists()
+
+
+def test_a_fifo_named_like_a_plugin_is_refused_without_hanging(secure: Path) -> None:
+    """Opening a FIFO for reading waits for a writer: the open must not block guardian."""
+    directory = mkdir(secure / "plugins.d")
+    os.mkfifo(directory / "pipe.py", 0o644)
+    put(directory / "constant.py", PLUGIN)
+    code = textwrap.dedent(f"""
+        import json
+        from guardian.plugins import make_plugin_manager
+        from guardian.config import Policy
+        plugins = make_plugin_manager({str(directory)!r}, entry_points=False)
+        print(json.dumps([plugins.errors, sorted(plugins.scorers(Policy()))]))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    errors, scorers = json.loads(out.stdout)
+    assert errors == [f"refused plugin {directory}/pipe.py: not a regular file"]
+    assert "constant" in scorers
+
+
+def test_dot_files_are_not_plugins(plugin_dir: Path) -> None:
+    (plugin_dir / ".#constant.py").symlink_to("root@host.1234:1700000000")  # an editor's lock
+    assert make_plugin_manager(str(plugin_dir), entry_points=False).errors == []
+
+
+# --- import failures of any kind are refusals (hardening) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("raise RuntimeError('half-written plugin')", "RuntimeError: half-written plugin"),
+        ("raise SystemExit(3)", "SystemExit: 3"),
+        ("raise KeyboardInterrupt", "KeyboardInterrupt"),
+        ("class Odd(BaseException):\n    pass\nraise Odd('odd')", "Odd: odd"),
+        ("def broken(:\n", "SyntaxError: "),
+    ],
+)
+def test_a_plugin_that_fails_at_import_is_refused_and_others_load(
+    plugin_dir: Path, body: str, reason: str
+) -> None:
+    put(plugin_dir / "broken.py", body + "\n")
+    plugins = make_plugin_manager(str(plugin_dir), entry_points=False)
+    assert len(plugins.errors) == 1
+    assert plugins.errors[0].startswith(f"refused plugin {plugin_dir}/broken.py: import failed: {reason}")
+    assert "constant" in plugins.scorers(Policy())
+    assert module_name(str(plugin_dir / "broken.py")) not in sys.modules
+
+
+def test_guardian_check_reports_a_plugin_that_exits_at_import(
+    plugin_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put(plugin_dir / "exits.py", "raise SystemExit(1)\n")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f"[plugins]\ndirectory = {str(plugin_dir)!r}\nentry_points = false\n")
+    # the policy is not what would run (and a reload of it would be rejected): 78, with the reason
+    assert main(["check", "--policy", str(policy), "--root", str(tmp_path)]) == EXIT_CONFIG
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"{policy}: refused plugin {plugin_dir}/exits.py: import failed: SystemExit: 1" in captured.err
+
+
+def test_a_reload_survives_plugins_that_exit_at_import_and_when_asked_for_scorers(
+    plugin_dir: Path, tmp_path: Path
+) -> None:
+    """daemon.load() is what a SIGHUP reload runs: a plugin's SystemExit used to end the daemon."""
+    from guardian.loaded import load
+
+    put(plugin_dir / "exits.py", "raise SystemExit(1)\n")
+    put(
+        plugin_dir / "offers.py",
+        "from guardian.api import hookimpl\n@hookimpl\ndef guardian_scorers():\n    raise SystemExit(2)\n",
     )
-    (plugin_dir / "typo.py").chmod(0o644)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f"[plugins]\ndirectory = {str(plugin_dir)!r}\nentry_points = false\n")
+    loaded = load(Host(str(tmp_path)), str(policy), dry_run=True)
+    assert loaded.plugins.errors == [
+        f"refused plugin {plugin_dir}/exits.py: import failed: SystemExit: 1",
+        f"plugin file:{plugin_dir}/offers.py, guardian_scorers: raised SystemExit: 2; its scorers are not offered",
+    ]
+    assert loaded.selector.ranker.scorers
+
+
+def test_a_plugin_that_hangs_at_import_is_refused_at_the_bound(
+    plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    monkeypatch.setitem(sys.modules, "guardian_test_gate", types.SimpleNamespace(gate=gate))
+    put(plugin_dir / "hangs.py", "import sys\nsys.modules['guardian_test_gate'].gate.wait(60)\n")
+    try:
+        plugins = make_plugin_manager(str(plugin_dir), entry_points=False, import_budget_s=0.2)
+    finally:
+        gate.set()
+    assert plugins.errors == [
+        f"refused plugin {plugin_dir}/hangs.py: did not finish within its budget of 200 ms"
+    ]
+    assert "constant" in plugins.scorers(Policy())
+
+
+def test_plugin_code_run_by_hook_discovery_is_isolated_too(plugin_dir: Path) -> None:
+    """pluggy lists a module's attributes with dir(), which a module's __dir__ answers."""
+    put(plugin_dir / "lister.py", "def __dir__():\n    raise SystemExit(2)\n")
+    plugins = make_plugin_manager(str(plugin_dir), entry_points=False)
+    assert plugins.errors == [f"refused plugin {plugin_dir}/lister.py: raised SystemExit: 2"]
+    assert "constant" in plugins.scorers(Policy())
+
+
+def test_hook_wrappers_are_refused(plugin_dir: Path) -> None:
+    put(
+        plugin_dir / "wrapper.py",
+        "from guardian.api import hookimpl\n"
+        "@hookimpl(wrapper=True)\n"
+        "def guardian_exclude(candidate, context):\n"
+        "    return (yield)\n",
+    )
+    plugins = make_plugin_manager(str(plugin_dir), entry_points=False)
+    assert plugins.errors == [
+        f"refused plugin {plugin_dir}/wrapper.py: guardian_exclude is a hook wrapper; guardian calls "
+        "each plugin's implementation on its own, so wrappers are not supported"
+    ]
+
+
+def test_broken_and_misspelt_plugins_are_refused_and_others_load(plugin_dir: Path) -> None:
+    put(plugin_dir / "broken.py", "raise RuntimeError('half-written plugin')\n")
+    put(
+        plugin_dir / "typo.py",
+        "from guardian.api import hookimpl\n@hookimpl\ndef guardian_scorer():\n    return []\n",
+    )
     plugins = make_plugin_manager(str(plugin_dir), entry_points=False)
     assert len(plugins.errors) == 2
     assert plugins.errors[0] == (
         f"refused plugin {plugin_dir}/broken.py: import failed: RuntimeError: half-written plugin"
     )
-    assert plugins.errors[1].startswith(f"refused plugin file:{plugin_dir}/typo.py:")
-    assert "guardian_scorer" in plugins.errors[1]
+    assert plugins.errors[1].startswith(
+        f"refused plugin {plugin_dir}/typo.py: cannot register: PluginValidationError: unknown hook 'guardian_scorer'"
+    )
     assert "constant" in plugins.scorers(Policy())
+
+
+# --- scorers offered --------------------------------------------------------------------------
 
 
 def test_unknown_scorer_in_policy_is_a_policy_error() -> None:
@@ -129,7 +431,7 @@ def test_example_plugin_is_discovered_through_its_entry_point() -> None:
     available = plugins.scorers(Policy())
     if "example_swap" not in available:
         pytest.fail("plugins/guardian-example-scorer is not installed: run scripts/setup.sh")
-    assert available["example_swap"][1] == "entrypoint:example_swap"
+    assert available["example_swap"].plugin == "entrypoint:example_swap"
 
 
 def test_example_plugin_scores_in_guardian_rank(tmp_path: Path) -> None:

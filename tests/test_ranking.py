@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,8 @@ from guardian.candidates import Candidate, never_kill_reason, process_candidates
 from guardian.config import Policy, parse_policy
 from guardian.hookspecs import Scorer
 from guardian.host import Host, cgroup_layout, parse_mountinfo
-from guardian.ranking import RankContext, Ranker
+from guardian.isolation import PluginFailure, Refusal
+from guardian.ranking import Offered, RankContext, Ranker
 from guardian.records import ProcCgroups, Process
 from guardian.rules import Facts
 from guardian.sample import Sample
@@ -112,12 +114,16 @@ class Infinite(Scorer):
         return float("inf")
 
 
+def weighted(*pairs: tuple[Scorer, float]) -> list[tuple[Offered, float]]:
+    return [(Offered.of(scorer), weight) for scorer, weight in pairs]
+
+
 def cands(*procs: Process) -> list[Candidate]:
     return [Candidate("process", p.cgroup.v2, process=p) for p in procs]
 
 
 def test_order_weights_and_breakdown(tmp_path: Path) -> None:
-    ranking = Ranker([(Size(), 2.0)], 1000).rank(
+    ranking = Ranker(weighted((Size(), 2.0)), 1000).rank(
         context(tmp_path), cands(proc(1, 5), proc(2, 50), proc(3, 20))
     )
     assert [r.candidate.process.pid for r in ranking.ranked if r.candidate.process] == [2, 3, 1]
@@ -125,7 +131,7 @@ def test_order_weights_and_breakdown(tmp_path: Path) -> None:
 
 
 def test_ties_go_to_the_newest_process(tmp_path: Path) -> None:
-    ranking = Ranker([(Size(), 1.0)], 1000).rank(
+    ranking = Ranker(weighted((Size(), 1.0)), 1000).rank(
         context(tmp_path), cands(proc(7, 10), proc(9, 10), proc(8, 10))
     )
     assert [r.candidate.process.pid for r in ranking.ranked if r.candidate.process] == [9, 8, 7]
@@ -136,14 +142,14 @@ def test_ties_go_to_the_newest_process(tmp_path: Path) -> None:
     [
         (Raises(), "raised RuntimeError: boom"),
         (NotANumber(), "returned 'high' (str) for pid 1, not a number"),
-        (Infinite(), "returned inf (float) for pid 1, not a number"),
+        (Infinite(), "returned inf for pid 1, not a finite number"),
     ],
 )
 def test_a_bad_scorer_is_left_out_and_reported(tmp_path: Path, bad: Scorer, reason: str) -> None:
-    ranking = Ranker([(bad, 1.0), (Size(), 1.0)], 1000).rank(
+    ranking = Ranker(weighted((bad, 1.0), (Size(), 1.0)), 1000).rank(
         context(tmp_path), cands(proc(1, 5), proc(2, 50))
     )
-    assert [(f.scorer, f.reason) for f in ranking.failures] == [(bad.name, reason)]
+    assert ranking.failures == (PluginFailure(bad.name, f"{bad.name}.score", reason),)
     assert ranking.top is not None and ranking.top.candidate.process is not None
     assert ranking.top.candidate.process.pid == 2
     assert bad.name not in ranking.top.scores
@@ -151,19 +157,28 @@ def test_a_bad_scorer_is_left_out_and_reported(tmp_path: Path, bad: Scorer, reas
 
 def test_a_hanging_scorer_is_cut_off_at_its_budget(tmp_path: Path) -> None:
     hangs = Hangs()
-    ranker = Ranker([(hangs, 1.0), (Size(), 1.0)], budget_ms=50)
+    ranker = Ranker(weighted((hangs, 1.0), (Size(), 1.0)), budget_ms=50)
     try:
         ranking = ranker.rank(context(tmp_path), cands(proc(1, 5), proc(2, 50)))
-        assert [f.scorer for f in ranking.failures] == ["hangs"]
-        assert "within its budget of 50 ms" in ranking.failures[0].reason
+        assert ranking.failures == (
+            PluginFailure("hangs", "hangs.score", "did not finish within its budget of 50 ms"),
+        )
         assert ranking.top is not None and ranking.top.scores == {"size": 50.0}
         # while its old run is stuck, it is not started again
         again = ranker.rank(context(tmp_path), cands(proc(1, 5)))
-        assert "still running from an earlier ranking" in again.failures[0].reason
+        assert again.failures == (
+            PluginFailure(
+                "hangs",
+                "hangs.prepare",
+                "not started: its earlier hangs.score is still running past its budget (hung)",
+            ),
+        )
     finally:
         hangs.release.set()
     for _ in range(100):
-        if not any(t.name == "scorer-hangs" and t.is_alive() for t in threading.enumerate()):
+        if not any(
+            t.name.startswith("guardian-plugin hangs ") and t.is_alive() for t in threading.enumerate()
+        ):
             break
         time.sleep(0.01)
     assert ranker.rank(context(tmp_path), cands(proc(1, 5))).failures == ()
@@ -226,3 +241,139 @@ def test_policy_protect_ignore_and_scope() -> None:
     assert reasons[11].startswith("ignored by policy ignore[0]")
     kept, _ = process_candidates(procs, LAYOUT, "/web", policy, 1, facts_of)
     assert [c.process.pid for c in kept if c.process] == [12]  # /webx is not inside /web
+
+
+# --- what a scorer raises or returns cannot take the ranking down (hardening) -------------------
+
+
+class Exits(Scorer):
+    name: ClassVar[str] = "exits"
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def score(self, candidate: Candidate, context: RankContext) -> Optional[float]:
+        if candidate.process is not None and candidate.process.pid == 2:
+            raise self.exc
+        return 1.0
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (SystemExit(0), "raised SystemExit: 0"),
+        (KeyboardInterrupt(), "raised KeyboardInterrupt"),
+        (GeneratorExit(), "raised GeneratorExit"),
+    ],
+)
+def test_a_scorer_raising_a_base_exception_is_left_out_and_reported(
+    tmp_path: Path, exc: BaseException, reason: str
+) -> None:
+    """A scorer's SystemExit used to end its thread silently: the scorer kept the scores it had
+    given so far, and nothing was reported."""
+    ranking = Ranker(weighted((Exits(exc), 1.0), (Size(), 1.0)), 1000).rank(
+        context(tmp_path), cands(proc(1, 5), proc(2, 50))
+    )
+    assert ranking.failures == (PluginFailure("exits", "exits.score", reason),)
+    assert all("exits" not in r.scores for r in ranking.ranked)
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise SystemExit("nor this")
+
+
+class RaisesUnprintable(Scorer):
+    name: ClassVar[str] = "unprintable"
+
+    def prepare(self, context: RankContext, candidates: list[Candidate]) -> None:
+        raise Unprintable
+
+
+def test_an_exception_whose_message_raises_is_still_reported(tmp_path: Path) -> None:
+    ranking = Ranker(weighted((RaisesUnprintable(), 1.0)), 1000).rank(context(tmp_path), cands(proc(1, 5)))
+    assert ranking.failures == (
+        PluginFailure(
+            "unprintable", "unprintable.prepare", "raised Unprintable (its message could not be rendered)"
+        ),
+    )
+
+
+class Returns(Scorer):
+    name: ClassVar[str] = "returns"
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def score(self, candidate: Candidate, context: RankContext) -> Optional[float]:
+        return self.value  # type: ignore[return-value]
+
+
+class SneakyFloat(float):
+    def __float__(self) -> float:
+        raise SystemExit("converted")
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (10**400, "returned an int too large for a float for pid 1"),
+        (float("nan"), "returned nan for pid 1, not a finite number"),
+        (True, "returned True (bool) for pid 1, not a number"),
+        (SneakyFloat(1.0), "raised SystemExit: converted"),
+    ],
+)
+def test_scores_must_be_finite_numbers(tmp_path: Path, value: object, reason: str) -> None:
+    ranking = Ranker(weighted((Returns(value), 1.0), (Size(), 1.0)), 1000).rank(
+        context(tmp_path), cands(proc(1, 5))
+    )
+    assert ranking.failures == (PluginFailure("returns", "returns.score", reason),)
+
+
+def test_a_weighted_score_that_overflows_the_total_is_that_scorers_failure(tmp_path: Path) -> None:
+    """weight 1000 x 1e306 is finite times finite, and infinite: it used to reach the JSON
+    output as Infinity."""
+    ranking = Ranker(weighted((Size(), 1.0), (Returns(1e306), 1000.0)), 1000).rank(
+        context(tmp_path), cands(proc(1, 5), proc(2, 50))
+    )
+    assert ranking.failures == (
+        PluginFailure(
+            "returns",
+            "returns.score",
+            "weight 1000 x score 1e+306 for pid 1 makes its total overflow (not finite)",
+        ),
+    )
+    assert [r.total for r in ranking.ranked] == [50.0, 5.0]
+    assert all(math.isfinite(r.total) for r in ranking.ranked)
+
+
+def test_two_huge_scores_overflow_together_and_the_later_scorer_is_blamed(tmp_path: Path) -> None:
+    class Huge(Returns):
+        name: ClassVar[str] = "huge"
+
+    ranking = Ranker(weighted((Huge(1e308), 1.0), (Returns(1e308), 1.0)), 1000).rank(
+        context(tmp_path), cands(proc(1, 5))
+    )
+    assert [f.plugin for f in ranking.failures] == ["returns"]
+    assert ranking.ranked[0].total == 1e308 and ranking.ranked[0].scores == {"huge": 1e308}
+
+
+@pytest.mark.parametrize(
+    ("attrs", "reason"),
+    [
+        ({"name": ""}, "returned a scorer named '' (str): a name is a non-empty printable str"),
+        ({"name": "a\nb"}, "returned a scorer named 'a\\nb' (str): a name is a non-empty printable str"),
+        ({"name": 7}, "returned a scorer named 7 (int): a name is a non-empty printable str"),
+        ({"kinds": "process"}, "scorer bad: kinds is 'process' (str), not a set of ['cgroup', 'process']"),
+        (
+            {"kinds": frozenset({"thread"})},
+            "scorer bad: kind 'thread' (str) is not one of ['cgroup', 'process']",
+        ),
+        ({"kinds": frozenset()}, "scorer bad: kinds is empty, so it would score nothing"),
+    ],
+)
+def test_a_scorer_is_checked_once_when_offered(attrs: dict[str, object], reason: str) -> None:
+    bad = type("Bad", (Size,), {"name": "bad", **attrs})()
+    with pytest.raises(Refusal) as info:
+        Offered.of(bad)
+    assert str(info.value) == reason

@@ -308,9 +308,7 @@ class Engine:
 
     def _report_failures(self, ranking: Ranking) -> None:
         for failure in ranking.failures:
-            self.reporter.lifecycle(
-                f"scorer {failure.scorer} left out of a ranking: {failure.reason}", PRIORITY_WARNING
-            )
+            self.reporter.lifecycle(failure.describe(), PRIORITY_WARNING)
 
     def _not_done(self, act: Act, outcome: NotDone, detail: str) -> Act:
         act.skipped = detail

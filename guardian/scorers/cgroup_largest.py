@@ -32,12 +32,7 @@ from __future__ import annotations
 import threading
 from typing import ClassVar, Optional
 
-from guardian.candidates import Candidate
-from guardian.errors import Unavailable
-from guardian.hookspecs import Scorer, hookimpl
-from guardian.ranking import RankContext
-from guardian.records import CgroupMemory
-from guardian.sample import Sample
+from guardian.api import Candidate, CgroupMemory, RankContext, Sample, Scorer, Unavailable, hookimpl
 
 SIZE_THRESHOLD = 0.50
 MIN_GROWTH_RATIO = 1.25

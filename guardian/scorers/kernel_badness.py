@@ -28,10 +28,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Optional
 
-from guardian.candidates import Candidate
-from guardian.hookspecs import Scorer, hookimpl
-from guardian.ranking import RankContext
-from guardian.records import Process
+from guardian.api import Candidate, Process, RankContext, Scorer, hookimpl
 
 
 def cdiv(a: int, b: int) -> int:

@@ -35,10 +35,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
-from guardian.candidates import Candidate, memory_cgroup
-from guardian.errors import Unavailable
-from guardian.hookspecs import Scorer, hookimpl
-from guardian.ranking import RankContext
+from guardian.api import Candidate, RankContext, Scorer, Unavailable, hookimpl, memory_cgroup
 
 GUARANTEED_ADJ = -997
 BESTEFFORT_ADJ = 1000

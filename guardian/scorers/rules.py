@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Optional
 
-from guardian.candidates import Candidate
-from guardian.hookspecs import Scorer, hookimpl
-from guardian.ranking import RankContext
-from guardian.rules import Facts, Rule
+from guardian.api import Candidate, Facts, RankContext, Rule, Scorer, hookimpl
 
 
 def rule_matches(rule: Rule, candidate: Candidate, context: RankContext) -> bool:

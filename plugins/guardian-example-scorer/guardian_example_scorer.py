@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Optional
 
-from guardian.candidates import Candidate
-from guardian.hookspecs import Scorer, hookimpl
-from guardian.ranking import RankContext
+from guardian.api import Candidate, RankContext, Scorer, hookimpl
 
 
 class SwapScorer(Scorer):

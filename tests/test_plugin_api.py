@@ -1,0 +1,140 @@
+"""guardian.api is the plugin authors' whole world: everything in it is documented, field by
+field, in docs/plugin_hooks.md, and the shipped plugins import nothing else of guardian."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from guardian import api
+from guardian.config import Policy
+
+ROOT = Path(__file__).parent.parent
+DOCS = ROOT / "docs" / "plugin_hooks.md"
+EXAMPLE = ROOT / "plugins" / "guardian-example-scorer" / "guardian_example_scorer.py"
+PLUGINS = [EXAMPLE, *sorted((ROOT / "guardian" / "scorers").glob("*.py"))]
+
+
+def public_fields(cls: type) -> set[str]:
+    """What a plugin can read on an instance: fields, properties, methods and slots that guardian
+    defines (not dunders, not private names, not what ``object`` brings)."""
+    names: set[str] = set()
+    for klass in inspect.getmro(cls):
+        if not klass.__module__.startswith("guardian"):
+            continue
+        names |= (
+            set(vars(klass))
+            | set(getattr(klass, "__slots__", ()))
+            | set(getattr(klass, "__annotations__", {}))
+        )
+    if dataclasses.is_dataclass(cls):
+        names |= {f.name for f in dataclasses.fields(cls)}
+    return {n for n in names if not n.startswith("_")}
+
+
+def documented_fields() -> dict[str, set[str]]:
+    """``### Name`` sections of the docs, and the first column of the table under each."""
+    sections: dict[str, set[str]] = {}
+    current = None
+    for line in DOCS.read_text().splitlines():
+        heading = re.match(r"^###? (\w+)$", line)
+        if heading:
+            current = heading.group(1)
+            sections.setdefault(current, set())
+            continue
+        row = re.match(r"^\| `(\w+)` \|", line)
+        if row and current is not None:
+            sections[current].add(row.group(1))
+    return sections
+
+
+API_CLASSES = sorted(
+    name
+    for name in api.__all__
+    if inspect.isclass(getattr(api, name)) and not issubclass(getattr(api, name), Exception)
+)
+
+
+def test_the_api_exports_what_a_plugin_needs() -> None:
+    for name in (
+        "hookimpl",
+        "Scorer",
+        "Candidate",
+        "RankContext",
+        "Process",
+        "Facts",
+        "PluginFailure",
+        "Policy",
+    ):
+        assert name in api.__all__
+    assert all(hasattr(api, name) for name in api.__all__)
+
+
+@pytest.mark.parametrize("name", API_CLASSES)
+def test_every_public_field_of_the_api_is_documented(name: str) -> None:
+    cls = getattr(api, name)
+    sections = documented_fields()
+    assert name in sections, f"docs/plugin_hooks.md has no '### {name}' section"
+    fields = public_fields(cls)
+    assert fields, f"found no fields on {name}"
+    assert sorted(fields - sections[name]) == [], f"{name}: fields missing from docs/plugin_hooks.md"
+    assert sorted(sections[name] - fields) == [], f"{name}: documented fields that do not exist"
+
+
+def test_every_api_name_is_mentioned_in_the_docs() -> None:
+    text = DOCS.read_text()
+    assert [n for n in api.__all__ if f"`{n}`" not in text and f"### {n}" not in text] == []
+
+
+def test_the_field_check_sees_a_field_the_docs_miss() -> None:
+    """The check itself can fail: a field that no section lists is found."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Extended(api.Candidate):
+        brand_new_bytes: int = 0
+
+    Extended.__module__ = "guardian.test"
+    assert public_fields(Extended) - documented_fields()["Candidate"] == {"brand_new_bytes"}
+
+
+def guardian_imports(path: Path) -> set[str]:
+    modules: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "guardian":
+            modules.add(node.module)
+        elif isinstance(node, ast.Import):
+            modules |= {a.name for a in node.names if a.name.split(".")[0] == "guardian"}
+    return modules
+
+
+@pytest.mark.parametrize("path", PLUGINS, ids=lambda p: p.name)
+def test_shipped_plugins_import_only_the_api(path: Path) -> None:
+    assert guardian_imports(path) <= {"guardian.api"}
+
+
+def test_the_docs_examples_import_only_the_api() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
+    imports = {
+        m for block in blocks for m in re.findall(r"^from (guardian[\w.]*) import", block, re.MULTILINE)
+    }
+    assert imports == {"guardian.api"}
+
+
+def test_the_example_plugin_of_this_tree_scores_through_the_api() -> None:
+    spec = importlib.util.spec_from_file_location("guardian_example_scorer_under_test", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    scorers = module.guardian_scorers()
+    assert [s.name for s in scorers] == ["example_swap"]
+    assert isinstance(scorers[0], api.Scorer)
+
+
+def test_policy_is_the_one_plugins_receive() -> None:
+    assert api.Policy is Policy
