@@ -186,11 +186,13 @@ def _above_1000(digits: str) -> bool:
 
 
 def _reason(exc: Exception) -> str:
-    """RE2's message (the binding hands it over as bytes)."""
+    """RE2's message (the binding hands it over as bytes), at most 200 characters: RE2 quotes
+    the rest of the pattern after the error, which may be the whole of a long one."""
     reason = exc.args[0] if exc.args else ""
     if isinstance(reason, bytes):
         reason = reason.decode("utf-8", "replace")
-    return str(reason) or "rejected by RE2"
+    text = str(reason) or "rejected by RE2"
+    return text if len(text) <= 200 else f"{text[:200]}..."
 
 
 def _is_slice(part: str) -> bool:
