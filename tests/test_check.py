@@ -11,7 +11,7 @@ import pytest
 
 from guardian.cli import EXIT_CONFIG, EXIT_OK, main
 from guardian.config import glob_to_regex, load_policy
-from guardian.rules import Pattern
+from guardian.rules import FIELDS, Pattern
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -61,7 +61,7 @@ def test_every_policy_key_is_documented_in_the_shipped_file() -> None:
         "cgroup.min_headroom.kill", "cgroup.psi", "cgroup.psi.kind", "cgroup.psi.stall_pct",
         "cgroup.psi.duration_s", "cgroup.events", "cgroup.action",
         "scorers", "protect", "protect.unit", "ignore", "ignore.comm", "prefer", "prefer.cmdline",
-        "prefer.points", "avoid", "avoid.comm", "avoid.points",
+        "prefer.points", "avoid", "avoid.comm", "avoid.points", "avoid.user_unit", "avoid.uid",
         "plugins", "plugins.entry_points", "plugins.directory", "plugins.budget_ms",
         "poll", "poll.min_interval_s", "poll.max_interval_s", "poll.fill_rate",
     }  # fmt: skip
@@ -142,3 +142,13 @@ def test_check_rejects_broken_policies(
 )
 def test_globs(glob: str, path: str, matches: bool) -> None:
     assert Pattern(glob_to_regex(glob)).fullmatch(path) is matches
+
+
+def test_every_rule_field_and_who_chooses_it_is_documented() -> None:
+    """README's table says, for every field a rule can match, who chooses its value; the shipped
+    file lists every field."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    shipped = SHIPPED.read_text()
+    for name in FIELDS:
+        assert re.search(rf"^\|[^|\n]*`{name}`[^|\n]*\| ", readme, flags=re.MULTILINE), name
+        assert re.search(rf"^#   {name} ", shipped, flags=re.MULTILINE), name
