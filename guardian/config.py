@@ -406,8 +406,7 @@ def parse_scorers(table: Table) -> dict[str, float]:
 
 
 # ASCII digits only: Python's \d and float() also take other scripts' digits ("\u0665%", an
-# Arabic-Indic five, would be 5%),
-# and IGNORECASE without ASCII lets "K" match the Kelvin sign.
+# Arabic-Indic five, would be 5%), and IGNORECASE without ASCII lets "K" match the Kelvin sign.
 _NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
 _SIZE = re.compile(rf"\s*{_NUMBER}\s*([KMGT]?)(i?B)?\s*", re.IGNORECASE | re.ASCII)
 _PCT = re.compile(rf"\s*{_NUMBER}\s*%\s*", re.ASCII)
@@ -580,12 +579,19 @@ def parse_machine(table: Table) -> MachineRule:
         else default.mem_available,
         swap_free=parse_levels(table.table("swap_free")) if table.has("swap_free") else default.swap_free,
         psi=parse_psi_rule(table.table("psi")) if table.has("psi") else default.psi,
-        reclaim_window_s=None
-        if table.raw("reclaim_window_s") is False
-        else table.number("reclaim_window_s", default.reclaim_window_s or 0.0, 0, 3600),
+        reclaim_window_s=parse_reclaim_window(table, default.reclaim_window_s),
     )
     table.finish()
     return rule
+
+
+def parse_reclaim_window(table: Table, default: Optional[float]) -> Optional[float]:
+    """Seconds, or false: no reclaim requirement (None)."""
+    if not table.has("reclaim_window_s"):
+        return default
+    if table.raw("reclaim_window_s") is False:
+        return None
+    return table.number("reclaim_window_s", math.nan, 0, 3600)
 
 
 def parse_poll(table: Table) -> PollSettings:
