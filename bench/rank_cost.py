@@ -7,9 +7,11 @@ per 1000 processes:
   floor      a bare open().read() of the 4 files guardian reads per process (as sample_cost.py)
   read       guardian reading every process (stat, status, oom_score_adj, cgroup)
   rank       a whole ranking: read, candidates and exclusions, then the scorers, for
-             (a) the default policy (kernel_badness, rules) and (b) all built-in scorers
+             (a) the default policy (kernel_badness, rules) and (b) all built-in scorers;
+             with --policy FILE, that policy's rules (protect, ignore, prefer, avoid) and
+             scorers instead of the built-in defaults (b: its rules with all 4 scorers)
 
-    .venv/bin/python bench/rank_cost.py [--sizes 1000 5000] [--repeat 5]
+    .venv/bin/python bench/rank_cost.py [--sizes 1000 5000] [--repeat 5] [--policy FILE]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -28,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from support.arena import Arena
 
-from guardian.config import Policy
+from guardian.config import Policy, load_policy
 from guardian.errors import GuardianError
 from guardian.host import Host
 from guardian.plugins import make_plugin_manager
@@ -78,14 +81,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--policy", metavar="FILE", help="rank with this policy (e.g. etc/guardian.toml)")
     args = parser.parse_args()
     host = Host("/")
     if os.geteuid() != 0 or host.cgroup_layout().memory_controller is None:
         print("needs root and a memory cgroup controller to confine the idle processes")
         return 1
     plugins = make_plugin_manager(None, entry_points=False)
-    default = Selector(Policy(), plugins)
-    everything = Selector(Policy(scorers=ALL_SCORERS), plugins)
+    policy = load_policy(args.policy) if args.policy else Policy()
+    default = Selector(policy, plugins)
+    everything = Selector(replace(policy, scorers=ALL_SCORERS), plugins)
 
     print(f"machine: {os.uname().release}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     print("per 1000 processes, ms")

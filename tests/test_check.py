@@ -11,6 +11,7 @@ import pytest
 
 from guardian.cli import EXIT_CONFIG, EXIT_OK, main
 from guardian.config import glob_to_regex, load_policy
+from guardian.rules import FIELDS, Pattern
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -60,7 +61,7 @@ def test_every_policy_key_is_documented_in_the_shipped_file() -> None:
         "cgroup.min_headroom.kill", "cgroup.psi", "cgroup.psi.kind", "cgroup.psi.stall_pct",
         "cgroup.psi.duration_s", "cgroup.events", "cgroup.action",
         "scorers", "protect", "protect.unit", "ignore", "ignore.comm", "prefer", "prefer.cmdline",
-        "prefer.points", "avoid", "avoid.comm", "avoid.points",
+        "prefer.points", "avoid", "avoid.comm", "avoid.points", "avoid.user_unit", "avoid.uid",
         "plugins", "plugins.entry_points", "plugins.directory", "plugins.budget_ms",
         "poll", "poll.min_interval_s", "poll.max_interval_s", "poll.fill_rate",
     }  # fmt: skip
@@ -93,12 +94,20 @@ BROKEN = [
     ("[[cgroup]]\nmatch = 'x'\npsi = {}\n[[cgroup]]\nmatch = 'y'\nheadroom = 1\n", "cgroup[1].headroom: unknown key (known here: action, events, match, min_headroom, psi)"),
     ("[poll]\nmin_interval_s = 2\nmax_interval_s = 1\n", "poll.min_interval_s: must not be above max_interval_s"),
     ("[poll]\nfill_rate = '50%'\n", 'poll.fill_rate: expected a size per second ("4G"), not a percentage'),
-    ("[[prefer]]\ncmdline = '*x'\n", "prefer[0].cmdline: bad regular expression: nothing to repeat at position 0"),
+    ("[[prefer]]\ncmdline = '*x'\n", "prefer[0].cmdline: bad regular expression: no argument for repetition operator: * (RE2 syntax, no backreferences or lookaround: https://github.com/google/re2/wiki/Syntax)"),
+    # each of these once ended in a traceback and exit 1 (OverflowError, RecursionError, ...)
+    ("grace_s = " + "1" * 400 + "\n", "grace_s: expected a number from 0 to 600, got 111111111111... (400 digits)"),
+    ("[machine]\nmem_available = { term = '" + "9" * 400 + "G' }\n", 'machine.mem_available.term: "' + "9" * 80 + '... (401 characters)" is more memory than any machine has (at most 4T x 1024 = 2^52 bytes)'),
+    ("[[prefer]]\ncomm = 'a{99999999999}'\n", "prefer[0].comm: bad regular expression: bad repetition count {99999999999}: RE2 counts up to 1000 (RE2 syntax, no backreferences or lookaround: https://github.com/google/re2/wiki/Syntax)"),
+    ("[[prefer]]\ncmdline = '(?!x)'\n", "prefer[0].cmdline: bad regular expression: invalid perl operator: (?! (RE2 syntax, no backreferences or lookaround: https://github.com/google/re2/wiki/Syntax)"),
+    ("x = " + "[" * 3000 + "]" * 3000 + "\n", "line 1: arrays, tables and inline tables nested more than 32 deep"),
+    ("[poll]\nfill_rate = 0\n", "poll.fill_rate: expected at least 1M (1048576 bytes) per second, got 0"),
+    ("self_oom_score_adj = 1000\n", "self_oom_score_adj: expected an integer from -1000 to 0, got 1000"),
     ("[scorers]\nkernel_badness = 1\nnot_a_scorer = 1\n", "scorers.not_a_scorer: no scorer named 'not_a_scorer' (available: cgroup_largest, example_swap, kernel_badness, kubelet_qos, rules)"),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("text", "message"), BROKEN, ids=[m.split(":")[0] for _, m in BROKEN])
+@pytest.mark.parametrize(("text", "message"), BROKEN, ids=[m.split(":")[0][:40] for _, m in BROKEN])
 def test_check_rejects_broken_policies(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -132,4 +141,14 @@ def test_check_rejects_broken_policies(
     ],
 )
 def test_globs(glob: str, path: str, matches: bool) -> None:
-    assert bool(re.fullmatch(glob_to_regex(glob), path)) is matches
+    assert Pattern(glob_to_regex(glob)).fullmatch(path) is matches
+
+
+def test_every_rule_field_and_who_chooses_it_is_documented() -> None:
+    """README's table says, for every field a rule can match, who chooses its value; the shipped
+    file lists every field."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    shipped = SHIPPED.read_text()
+    for name in FIELDS:
+        assert re.search(rf"^\|[^|\n]*`{name}`[^|\n]*\| ", readme, flags=re.MULTILINE), name
+        assert re.search(rf"^#   {name} ", shipped, flags=re.MULTILINE), name
