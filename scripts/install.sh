@@ -14,25 +14,27 @@ if [ "${GUARDIAN_OFFLINE:-0}" = 1 ]; then
     # Offline mode, for machines that reach no package index: the end-to-end test guest
     # (tests/e2e) has no network at all, and air-gapped hosts are the same. Nothing is fetched:
     # the dependencies come from Debian's packages (python3-venv python3-pip python3-setuptools
-    # python3-wheel python3-pluggy python3-psutil python3-systemd, plus python3-tomli before
-    # Python 3.11), seen through a venv with --system-site-packages, and only guardian itself
-    # is built from this checkout. --without-pip: the venv uses Debian's pip through the system
+    # python3-wheel python3-pluggy python3-systemd, plus python3-tomli before Python 3.11) and
+    # google-re2, which Debian does not package (its wheel, installed into the system's
+    # site-packages: pip install --no-index --break-system-packages google_re2-*.whl), seen
+    # through a venv with --system-site-packages; only guardian itself is built from this
+    # checkout. --without-pip: the venv uses Debian's pip through the system
     # site-packages; bootstrapping a private pip (ensurepip) would install nothing that is not
     # already there, and costs ~40 s in the slow e2e guest.
     ready=1
     # setuptools first: once Debian's pip has imported the stdlib's distutils, importing
     # setuptools fails (its distutils shim asserts that it came first)
-    python3 -c 'import setuptools, venv, pip, wheel, pluggy, psutil, systemd.journal' 2>/dev/null || ready=0
+    python3 -c 'import setuptools, venv, pip, wheel, pluggy, re2, systemd.journal' 2>/dev/null || ready=0
     python3 -c 'import tomllib' 2>/dev/null || python3 -c 'import tomli' 2>/dev/null || ready=0
     if [ "$ready" = 0 ]; then
         echo "install: GUARDIAN_OFFLINE=1 needs these Debian packages installed: python3-venv python3-pip" \
-            "python3-setuptools python3-wheel python3-pluggy python3-psutil python3-systemd" \
-            "(and python3-tomli before Python 3.11)" >&2
+            "python3-setuptools python3-wheel python3-pluggy python3-systemd" \
+            "(and python3-tomli before Python 3.11), and google-re2 from its wheel" >&2
         exit 1
     fi
     [ -x "$PREFIX/bin/python" ] || python3 -m venv --system-site-packages --without-pip "$PREFIX"
     "$PREFIX/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation --no-index .
-    if ! "$PREFIX/bin/python" -c 'import guardian.cli, pluggy, psutil, systemd.journal' 2>/dev/null; then
+    if ! "$PREFIX/bin/python" -c 'import guardian.cli, pluggy, re2, systemd.journal' 2>/dev/null; then
         echo "install: $PREFIX does not see the system's packages; remove it and run again" >&2
         exit 1
     fi

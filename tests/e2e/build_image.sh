@@ -32,6 +32,11 @@ PACKAGES=(
     python3-psutil python3-pluggy python3-systemd
     earlyoom systemd-oomd nohang stress-ng
 )
+# What guardian needs that Debian does not package: google-re2 (linear-time rule matching). The
+# wheel is fetched on the host for the guest's Python and installed into the guest's system
+# site-packages, where the offline install (install.sh, GUARDIAN_OFFLINE=1) finds it, as an
+# air-gapped host would be given it.
+WHEELS=(google-re2)
 KERNEL_PACKAGE=linux-image-amd64
 INITRAMFS_MODULES=(virtio_pci virtio_blk ext4 9p 9pnet_virtio)
 # Installed but not started at boot: each scenario (or the benchmark) starts the one it wants.
@@ -154,6 +159,25 @@ for mod in "${INITRAMFS_MODULES[@]}"; do
     fi
 done
 in_chroot 300 apt-get clean
+
+log "installing ${WHEELS[*]} from wheels ($(date -u +%H:%M:%S))"
+GUEST_PY=$(in_chroot 60 python3 -c 'import sys; print("%d%d" % sys.version_info[:2])')
+HOST_PY=$HERE/../../.venv/bin/python
+[ -x "$HOST_PY" ] || HOST_PY=python3
+mkdir -p "$ROOTFS/tmp/wheels"
+timeout 600 "$HOST_PY" -m pip download -q --disable-pip-version-check --no-deps --only-binary :all: \
+    --python-version "$GUEST_PY" --implementation cp --platform manylinux_2_28_x86_64 \
+    -d "$ROOTFS/tmp/wheels" "${WHEELS[@]}" >"$BUILD/wheels.log" 2>&1 || {
+    tail -n 20 "$BUILD/wheels.log" >&2
+    die "downloading ${WHEELS[*]} failed"
+}
+in_chroot 300 python3 -m pip install -q --no-index --no-deps --break-system-packages /tmp/wheels/*.whl \
+    >>"$BUILD/wheels.log" 2>&1 || {
+    tail -n 20 "$BUILD/wheels.log" >&2
+    die "installing ${WHEELS[*]} in the chroot failed"
+}
+WHEEL_LIST=$(cd "$ROOTFS/tmp/wheels" && ls)
+rm -rf "$ROOTFS/tmp/wheels"
 umount "$ROOTFS/proc"
 
 log "configuring the guest"
@@ -267,6 +291,7 @@ END=$(date +%s)
     echo "kernel=$KVER"
     echo "kernel_psi_config=$PSI_CONFIG"
     echo "disk_size=$DISK_SIZE"
+    echo "wheels: $WHEEL_LIST"
     echo "packages:"
     echo "$PKGLIST"
 } >"$CACHE/stamp.new"

@@ -1,0 +1,143 @@
+"""Reporting: a line per event that a process cannot forge, and a sender that never blocks the
+loop nor drops a decision."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import threading
+from collections.abc import Mapping
+
+from support.sinks import MemorySink
+
+from guardian.actions import Outcome
+from guardian.candidates import Candidate
+from guardian.policy import Trigger
+from guardian.ranking import Ranked
+from guardian.records import ProcCgroups, Process
+from guardian.report import (
+    MSG_KILL,
+    MSG_LIFECYCLE,
+    JsonLinesSink,
+    QueuedSink,
+    Reporter,
+    StderrSink,
+)
+
+EVIL_COMM = "x\nguardian: killed pid 1 (systemd)"
+EVIL_CGROUP = os.fsdecode(b"/user.slice/a b GUARDIAN_OUTCOME=killed GUARDIAN_VICTIM_PID=1 \xff\x1b[2J")
+
+
+def hostile_decision(reporter: Reporter) -> None:
+    process = Process(
+        pid=4242,
+        ppid=1,
+        comm=EVIL_COMM,
+        state="S",
+        starttime_ticks=1,
+        is_kernel_thread=False,
+        uid=1000,
+        rss_anon_bytes=1 << 20,
+        rss_file_bytes=0,
+        rss_shmem_bytes=0,
+        swap_bytes=0,
+        pte_bytes=0,
+        oom_score_adj=0,
+        cgroup=ProcCgroups(v2=EVIL_CGROUP, v1={}),
+    )
+    trigger = Trigger("machine", None, "memory", "KILL", "process", "MemAvailable 1.0 MiB at or below 5%")
+    victim = Ranked(
+        Candidate(kind="process", cgroup=EVIL_CGROUP, process=process), {"kernel_badness": 900}, 900
+    )
+    reporter.decision(trigger, victim, "kill", Outcome("terminated", signals=["SIGKILL"], pids=[4242]))
+
+
+def fields_of(line: str) -> dict[str, str]:
+    """Parse the plain sink's bracket the way a log reader would: KEY=bare or KEY="json"."""
+    bracket = line[line.index(" [") + 2 : -1]
+    found = {}
+    for m in re.finditer(r'([A-Z_]+)=("(?:[^"\\]|\\.)*"|\S*)', bracket):
+        value = m.group(2)
+        found[m.group(1)] = json.loads(value) if value.startswith('"') else value
+    return found
+
+
+def test_the_plain_sink_cannot_be_forged() -> None:
+    out = io.StringIO()
+    hostile_decision(Reporter(StderrSink(out)))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1  # the newline in comm did not start a line of its own
+    (line,) = lines
+    line.encode("utf-8")  # valid UTF-8: the undecodable byte is escaped
+    assert "\x1b" not in line
+    fields = fields_of(line)
+    assert fields["GUARDIAN_OUTCOME"] == "terminated"
+    assert fields["GUARDIAN_VICTIM_PID"] == "4242"
+    assert fields["GUARDIAN_VICTIM_COMM"] == "x\\nguardian: killed pid 1 (systemd)"
+    assert fields["GUARDIAN_VICTIM_CGROUP"].startswith("/user.slice/a b GUARDIAN_OUTCOME=killed")
+    assert fields["GUARDIAN_VICTIM_CGROUP"].endswith("\\xff\\x1b[2J")
+
+
+def test_the_json_sink_is_one_valid_line() -> None:
+    out = io.StringIO()
+    hostile_decision(Reporter(JsonLinesSink(out)))
+    (line,) = out.getvalue().splitlines()
+    event = json.loads(line)
+    assert event["GUARDIAN_VICTIM_PID"] == "4242" and event["GUARDIAN_OUTCOME"] == "terminated"
+    assert event["GUARDIAN_VICTIM_CGROUP"].endswith("\\xff\\x1b[2J")
+
+
+class Gate:
+    """A sink that blocks until opened, like journald that stopped reading."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.inner = MemorySink()
+        self.entered = threading.Event()
+
+    def send(self, message: str, fields: Mapping[str, str]) -> None:
+        self.entered.set()
+        self.open.wait()
+        self.inner.send(message, fields)
+
+
+def test_a_full_queue_drops_the_oldest_information_never_a_record() -> None:
+    gate = Gate()
+    sink = QueuedSink(gate, capacity=4)
+    reporter = Reporter(sink)
+    reporter.lifecycle("first")  # taken by the sender, which then blocks in the gate
+    assert gate.entered.wait(5)
+    for i in range(6):
+        reporter.lifecycle(f"info {i}")
+    for i in range(3):
+        sink.send(f"kill {i}", {"MESSAGE_ID": MSG_KILL, "PRIORITY": "4"})
+    assert not sink.flush(0.1)  # stuck: the caller was never held up
+    gate.open.set()
+    assert sink.flush(5)
+    sink.close()
+    messages = [e["MESSAGE"] for e in gate.inner.events]
+    assert messages[0] == "first"
+    assert [m for m in messages if m.startswith("kill")] == ["kill 0", "kill 1", "kill 2"]
+    infos = [m for m in messages if m.startswith("info")]
+    assert infos == ["info 5"]  # the oldest went first, to make room
+    assert sink.dropped == 5
+    warning = [e for e in gate.inner.events if e.get("GUARDIAN_DROPPED")]
+    assert warning and warning[0]["GUARDIAN_DROPPED"] == "5" and warning[0]["MESSAGE_ID"] == MSG_LIFECYCLE
+
+
+def test_a_sink_that_raises_does_not_end_the_sender() -> None:
+    class Flaky(MemorySink):
+        def send(self, message: str, fields: Mapping[str, str]) -> None:
+            if message == "boom":
+                raise OSError("journald went away")
+            super().send(message, fields)
+
+    flaky = Flaky()
+    sink = QueuedSink(flaky)
+    Reporter(sink).lifecycle("boom")
+    Reporter(sink).lifecycle("after")
+    assert sink.flush(5)
+    sink.close()
+    assert [e["MESSAGE"] for e in flaky.events] == ["after"]
