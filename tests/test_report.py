@@ -141,3 +141,17 @@ def test_a_sink_that_raises_does_not_end_the_sender() -> None:
     assert sink.flush(5)
     sink.close()
     assert [e["MESSAGE"] for e in flaky.events] == ["after"]
+
+
+def test_every_outcome_is_documented() -> None:
+    """The outcomes are Literal types (guardian/kinds.py): a new one cannot drift out of the
+    README's GUARDIAN_OUTCOME row."""
+    from pathlib import Path
+    from typing import get_args
+
+    from guardian.kinds import NotDone, OutcomeResult
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `GUARDIAN_OUTCOME` |")]
+    missing = [v for v in (*get_args(OutcomeResult), *get_args(NotDone)) if f"`{v}`" not in row]
+    assert missing == []
