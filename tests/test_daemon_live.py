@@ -327,6 +327,7 @@ def test_a_second_group_is_acted_on_during_the_first_victims_grace_period(
         assert [k["GUARDIAN_SCOPE"] for k in kills] == [second.name], kills
         assert kills[0]["GUARDIAN_VICTIM_PID"] == str(hog.pid)
     finally:
-        assert g.stop() == 0
+        code = g.stop()
         first.cleanup()
         second.cleanup()
+        assert code == 0

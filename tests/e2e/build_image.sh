@@ -164,20 +164,22 @@ log "installing ${WHEELS[*]} from wheels ($(date -u +%H:%M:%S))"
 GUEST_PY=$(in_chroot 60 python3 -c 'import sys; print("%d%d" % sys.version_info[:2])')
 HOST_PY=$HERE/../../.venv/bin/python
 [ -x "$HOST_PY" ] || HOST_PY=python3
-mkdir -p "$ROOTFS/tmp/wheels"
+WHEEL_DIR=/var/cache/guardian-e2e-wheels # inside the chroot
+mkdir -p "$ROOTFS$WHEEL_DIR"
 timeout 600 "$HOST_PY" -m pip download -q --disable-pip-version-check --no-deps --only-binary :all: \
     --python-version "$GUEST_PY" --implementation cp --platform manylinux_2_28_x86_64 \
-    -d "$ROOTFS/tmp/wheels" "${WHEELS[@]}" >"$BUILD/wheels.log" 2>&1 || {
+    -d "$ROOTFS$WHEEL_DIR" "${WHEELS[@]}" >"$BUILD/wheels.log" 2>&1 || {
     tail -n 20 "$BUILD/wheels.log" >&2
     die "downloading ${WHEELS[*]} failed"
 }
-in_chroot 300 python3 -m pip install -q --no-index --no-deps --break-system-packages /tmp/wheels/*.whl \
+# the glob is the chroot's, expanded by its own shell
+in_chroot 300 sh -c "python3 -m pip install -q --no-index --no-deps --break-system-packages $WHEEL_DIR/*.whl" \
     >>"$BUILD/wheels.log" 2>&1 || {
     tail -n 20 "$BUILD/wheels.log" >&2
     die "installing ${WHEELS[*]} in the chroot failed"
 }
-WHEEL_LIST=$(cd "$ROOTFS/tmp/wheels" && ls)
-rm -rf "$ROOTFS/tmp/wheels"
+WHEEL_LIST=$(cd "$ROOTFS$WHEEL_DIR" && ls)
+rm -rf "${ROOTFS:?}$WHEEL_DIR"
 umount "$ROOTFS/proc"
 
 log "configuring the guest"

@@ -153,10 +153,11 @@ save() {
     return "$rc"
 }
 
-# hog_cmd RATE_MB_S [STOP_AT_BYTES]: a command line for a process that grows at a steady rate,
-# every page touched, until killed or until it holds STOP_AT_BYTES (then it sleeps): guardian's
-# own tests/support/arena.py (hog_program) from the unpacked repository, run by Debian's Python (the same
-# whichever daemon the run has).
+# hog_cmd RATE_MB_S [STOP_AT_BYTES [ignore-term]]: a command line for a process that grows at a
+# steady rate, every page touched, until killed or until it holds STOP_AT_BYTES (then it sleeps);
+# with ignore-term it notes a SIGTERM ("term <uptime>" on stdout) and goes on. guardian's own
+# tests/support/arena.py (hog_program) from the unpacked repository, run by Debian's Python (the
+# same whichever daemon the run has).
 hog_cmd() {
     if [ ! -x /usr/local/bin/e2e-hog ]; then
         cat >/usr/local/bin/e2e-hog <<'PY'
@@ -164,11 +165,15 @@ hog_cmd() {
 import sys
 sys.path.insert(0, "/root/guardian/tests")
 from support.arena import hog_program
-exec(hog_program(float(sys.argv[1]), stop_at_bytes=int(sys.argv[2]) if len(sys.argv) > 2 else 0))
+exec(hog_program(
+    float(sys.argv[1]),
+    stop_at_bytes=int(sys.argv[2]) if len(sys.argv) > 2 else 0,
+    ignore_term=len(sys.argv) > 3 and sys.argv[3] == "ignore-term",
+))
 PY
         chmod 0755 /usr/local/bin/e2e-hog
     fi
-    echo "/usr/local/bin/e2e-hog $1 ${2:-0}"
+    echo "/usr/local/bin/e2e-hog $1 ${2:-0} ${3:-}"
 }
 
 # start_bystander UNIT MIB [systemd-run options...]: a service that takes MIB MiB and keeps it;
