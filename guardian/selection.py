@@ -20,13 +20,14 @@ from guardian.candidates import (
     process_candidates,
 )
 from guardian.config import Policy
-from guardian.errors import Unavailable
+from guardian.errors import ParseError, Unavailable
 from guardian.plugins import Plugins
 from guardian.ranking import RankContext, Ranker, Ranking, ScorerFailure
 from guardian.records import Process
 from guardian.rules import Facts
 from guardian.sample import Sample
-from guardian.sources.vmstat import read_sysctl
+from guardian.sources.cgroups import read_v1_value
+from guardian.sources.vmstat import parse_sysctl_value, read_sysctl
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -59,27 +60,32 @@ def totalpages_for(sample: Sample, scope: Optional[str], page_size: int) -> tupl
 
 
 def _swappiness(sample: Sample, path: str, source: str) -> int:
+    """The group's swappiness: v1 memory.swappiness, else vm.swappiness (the kernel default 60
+    where that is missing or unreadable, as read_sysctl documents)."""
     host = sample.host
     if source == "v1":
         try:
-            return int(host.read_text(host.cgroup_v1_memory_dir(path) + "/memory.swappiness"))
-        except (OSError, ValueError):
-            pass
+            return parse_sysctl_value(
+                host.read_text(host.cgroup_v1_memory_dir(path) + "/memory.swappiness"), "swappiness"
+            )
+        except (OSError, Unavailable, ParseError):
+            pass  # the group's own value cannot be read: the machine's is the next best guess
     # cgroup v2 has no per-group file: groups take vm.swappiness
     return read_sysctl(host, "swappiness", 60)
 
 
 def _swap_limit_pages(sample: Sample, path: str, source: str, max_bytes: int, page_size: int) -> int:
+    """How much swap the group may use, in pages; "no limit" (1 << 62) where that cannot be read,
+    as the kernel takes a missing limit."""
     memory = sample.cgroup(path).memory
     if source == "v2":
         limit = memory.swap_max_bytes
         return (1 << 62) if limit is None else limit // page_size
     try:  # v1: memsw.limit - limit
-        host = sample.host
-        memsw = int(host.read_text(host.cgroup_v1_memory_dir(path) + "/memory.memsw.limit_in_bytes"))
-        return max(0, memsw - max_bytes) // page_size
-    except (OSError, ValueError):
+        memsw = read_v1_value(sample.host, path, "memory.memsw.limit_in_bytes")
+    except Unavailable:
         return 1 << 62
+    return (1 << 62) if memsw is None else max(0, memsw - max_bytes) // page_size
 
 
 class Selector:
