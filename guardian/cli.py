@@ -4,7 +4,7 @@ Exit codes (documented in README.md, "Exit codes"):
 
   0   success
   1   a kernel interface guardian needs is missing or unreadable, or another runtime error
-  2   usage error (unknown option, bad argument)
+  2   usage error (unknown option, bad argument, a --scope that names no cgroup)
   78  the policy is invalid (EX_CONFIG from sysexits.h; the systemd unit's
       RestartPreventExitStatus names it so a broken policy is not restarted in a loop)
 """
@@ -24,7 +24,7 @@ from guardian.config import Policy, PolicyError, load_policy
 from guardian.daemon import Guardian, Service, load, summarize
 from guardian.errors import GuardianError, Unavailable
 from guardian.explain import build_rank_report, explain, render_rank
-from guardian.host import Host
+from guardian.host import Host, cgroup_path
 from guardian.notify import Notifier
 from guardian.plugins import Plugins, make_plugin_manager
 from guardian.records import StallRate
@@ -33,6 +33,7 @@ from guardian.sample import Sample
 from guardian.selection import Selector
 from guardian.sources.psi import read_pressure, stall_rate
 from guardian.status import build_status, render_status
+from guardian.text import shown
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -176,12 +177,33 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
     return EXIT_OK
 
 
+def scope_of(host: Host, text: Optional[str]) -> tuple[Optional[str], Optional[str]]:
+    """``--scope`` as a cgroup path (``system.slice/`` -> ``/system.slice``), and None; or None
+    and why it names no cgroup, in words."""
+    if text is None:
+        return None, None
+    try:
+        scope = cgroup_path(text)
+    except ValueError as exc:
+        return None, f"--scope '{shown(text)}': {exc}; give a cgroup path like /system.slice"
+    if scope != "/" and not host.cgroup_exists(scope):
+        layout = host.cgroup_layout()
+        mounts = [m.mount_point for m in (layout.v2_mount, layout.v1_memory_mount) if m is not None]
+        where = " or ".join(shown(host.path(m)) for m in mounts) or "nowhere (no cgroup hierarchy is mounted)"
+        return None, f"--scope {shown(scope)}: no such cgroup under {where}"
+    return scope, None
+
+
 def cmd_rank(args: argparse.Namespace, clock: Clock) -> int:
     host = Host(args.root)
+    scope, bad_scope = scope_of(host, args.scope)
+    if bad_scope is not None:
+        print(f"guardian rank: {bad_scope}", file=sys.stderr)
+        return EXIT_USAGE
     policy = load_policy_for(args, host)
     plugins = plugins_for(policy, host)
     selector = Selector(policy, plugins)
-    ranking = selector.rank(Sample(host, clock.monotonic_us()), mode=args.mode, scope=args.scope)
+    ranking = selector.rank(Sample(host, clock.monotonic_us()), mode=args.mode, scope=scope)
     report = build_rank_report(host, ranking, plugins.errors, top=args.top)
     explanation = explain(ranking) if args.explain else None
     if args.json:

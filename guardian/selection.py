@@ -21,6 +21,7 @@ from guardian.candidates import (
 )
 from guardian.config import Policy
 from guardian.errors import ParseError, Unavailable
+from guardian.host import cgroup_ancestors, cgroup_path
 from guardian.plugins import Plugins
 from guardian.ranking import RankContext, Ranker, Ranking, ScorerFailure
 from guardian.records import Process
@@ -38,13 +39,17 @@ def totalpages_for(sample: Sample, scope: Optional[str], page_size: int) -> tupl
     Machine: MemTotal + SwapTotal in pages. Cgroup: the limit of the scope or of its nearest
     limited ancestor (the memcg whose limit an allocation in the scope hits first), plus
     min(swap limit, SwapTotal) when swappiness is not 0 (mm/memcontrol.c: mem_cgroup_get_max()).
-    A scope with no limited cgroup above it OOMs machine-wide.
+    A scope with no limited cgroup above it OOMs machine-wide, and so does a scope that is not
+    a cgroup path (the walk up from it would have nowhere to go).
     """
     mem = sample.meminfo
     swap_pages = mem.swap_total_bytes // page_size
     global_pages = mem.total_bytes // page_size + swap_pages
-    path = scope.rstrip("/") if scope else ""
-    while path:
+    try:
+        start = cgroup_path(scope) if scope else "/"
+    except ValueError:
+        start = "/"
+    for path in cgroup_ancestors(start):  # ends at the root for any string
         try:
             memory = sample.cgroup(path).memory
         except Unavailable:
@@ -55,7 +60,6 @@ def totalpages_for(sample: Sample, scope: Optional[str], page_size: int) -> tupl
                 swap_limit = _swap_limit_pages(sample, path, memory.source, memory.max_bytes, page_size)
                 pages += min(swap_limit, swap_pages)
             return max(pages, 1), f"memcg {path}"
-        path = path.rsplit("/", 1)[0]
     return global_pages, "global"
 
 

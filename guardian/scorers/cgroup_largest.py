@@ -35,9 +35,11 @@ from typing import ClassVar, Optional
 from guardian.candidates import Candidate
 from guardian.errors import Unavailable
 from guardian.hookspecs import Scorer, hookimpl
+from guardian.host import cgroup_ancestors
 from guardian.ranking import RankContext
 from guardian.records import CgroupMemory
 from guardian.sample import Sample
+from guardian.text import shown
 
 SIZE_THRESHOLD = 0.50
 MIN_GROWTH_RATIO = 1.25
@@ -56,7 +58,8 @@ def effective_usage(memory: CgroupMemory) -> int:
 
 
 def _parent(path: str) -> str:
-    return path.rsplit("/", 1)[0] or "/"
+    # rpartition: "system.slice" (no "/") has the root as parent, never itself
+    return path.rpartition("/")[0] or "/"
 
 
 def _memory(sample: Sample, path: Optional[str]) -> Optional[CgroupMemory]:
@@ -149,9 +152,7 @@ def guardian_scorers() -> list[Scorer]:
 def guardian_exclude(candidate: Candidate, context: RankContext) -> Optional[str]:
     if candidate.cgroup is None or "cgroup_largest" not in context.policy.scorers:
         return None
-    path = candidate.cgroup
-    while path and path != "/":
+    for path in cgroup_ancestors(candidate.cgroup):  # ends at the root for any string
         if context.sample.host.cgroup_xattrs(path, XATTR_OMIT):
-            return f"cgroup {path} is marked user.oomd_omit (ManagedOOMPreference=omit)"
-        path = _parent(path)
+            return f"cgroup {shown(path)} is marked user.oomd_omit (ManagedOOMPreference=omit)"
     return None
