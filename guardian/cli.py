@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 from guardian import __version__
 from guardian.clock import Clock
@@ -165,15 +166,41 @@ def measure_live_stall(host: Host, clock: Clock, interval_s: float) -> Optional[
     return stall_rate(first, second, t1 - t0)
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every nan and infinity replaced by None, at any depth."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def json_text(report: Any) -> str:
+    """A report as JSON: no NaN or Infinity (invalid JSON; the reports make their numbers finite,
+    this is the last guard) and ASCII only, so it is valid UTF-8 whatever the locale. A lone
+    surrogate that skipped shown() would still be escaped as ``\\udcff`` rather than crash."""
+    return json.dumps(_finite(report), indent=2, allow_nan=False) + "\n"
+
+
+def write_out(text: str) -> None:
+    """Write to stdout as UTF-8, whatever the locale says: names are shown() already, and a
+    terminal in the C locale must not turn a cgroup called "café" into a traceback."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a stream without bytes underneath (an io.StringIO)
+        sys.stdout.write(text)
+        return
+    sys.stdout.flush()
+    buffer.write(text.encode("utf-8", "backslashreplace"))
+    buffer.flush()
+
+
 def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
     host = Host(args.root)
     live = measure_live_stall(host, clock, args.interval)
     report = build_status(Sample(host, clock.monotonic_us()), live)
-    if args.json:
-        json.dump(report, sys.stdout, indent=2, sort_keys=False)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(render_status(report, top=args.top))
+    write_out(json_text(report) if args.json else render_status(report, top=args.top))
     return EXIT_OK
 
 
@@ -209,12 +236,11 @@ def cmd_rank(args: argparse.Namespace, clock: Clock) -> int:
     if args.json:
         if explanation is not None:
             report["explanation"] = explanation
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        write_out(json_text(report))
     else:
-        sys.stdout.write(render_rank(report, explanation))
+        write_out(render_rank(report, explanation))
     for error in plugins.errors:
-        print(f"guardian rank: {error}", file=sys.stderr)
+        print(f"guardian rank: {shown(error)}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -403,7 +403,7 @@ class Host:
         # Every cgroup directory guardian opens is built from a path in cgroup_path()'s form:
         # "system.slice" would name /sys/fs/cgroupsystem.slice, and ".." would leave the mount.
         if not is_cgroup_path(cgroup):
-            raise Unavailable(feature, f"{shown(cgroup)!r} is not a cgroup path")
+            raise Unavailable(feature, f"'{shown(cgroup)}' is not a cgroup path")
 
     def cgroup_v2_dir(self, cgroup: str) -> str:
         """Directory of a cgroup2 group given its path as /proc/PID/cgroup prints it."""
