@@ -122,7 +122,7 @@ def parse_mountinfo(text: str) -> list[Mount]:
         if "-" not in fields:
             continue
         sep = fields.index("-")
-        if sep < 6 or len(fields) < sep + 3:
+        if sep < 6 or len(fields) < sep + 4:  # fstype, source and super options follow "-"
             continue
         mount_point = _unescape_mountinfo(fields[4])
         root = _unescape_mountinfo(fields[3])

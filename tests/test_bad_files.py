@@ -253,6 +253,7 @@ def test_mountinfo_skips_a_bad_line_and_keeps_the_others() -> None:
         "97 1 0:97 / /mnt/a\\01 rw - tmpfs tmpfs rw\n"  # too short
         "96 1 0:96 / relative rw - tmpfs tmpfs rw\n"
         "95 1 0:95 / /mnt/with\\040space rw - tmpfs tmpfs rw\n"
+        "24 27 0:6 / /dev rw,relatime - devtmpfs d"  # cut short: no super options
     )
     assert [m.mount_point for m in parse_mountinfo(text)] == ["/sys/fs/cgroup", "/mnt/with space"]
 
