@@ -146,6 +146,8 @@ def cgroup_path(text: str) -> str:
     Raises ValueError, with the reason in words, for what names no cgroup: an empty string, an
     empty component (``a//b``), ``.`` or ``..`` (which would lead out of the cgroup mount; a
     process outside guardian's cgroup namespace shows such paths), or a NUL byte."""
+    if _plainly_normal(text):
+        return text  # the kernel's own form: most paths, on the per-process hot path
     if not text:
         raise ValueError("an empty cgroup path")
     if "\0" in text:
@@ -160,13 +162,19 @@ def cgroup_path(text: str) -> str:
     return "/" + body
 
 
+def _plainly_normal(path: str) -> bool:
+    # a few substring tests, no split: "/." also rules out names that merely start with a dot,
+    # which cgroup_path() then looks at component by component
+    if path == "/":
+        return True
+    return path[:1] == "/" and path[-1:] != "/" and "//" not in path and "/." not in path and "\0" not in path
+
+
 def is_cgroup_path(path: str) -> bool:
     """True for a path in cgroup_path()'s form. Cheap for the usual path (it is checked before
     every file a cgroup read opens)."""
-    if path == "/":
+    if _plainly_normal(path):
         return True
-    if path.startswith("/") and not path.endswith("/") and "//" not in path and "/." not in path:
-        return "\0" not in path
     try:
         return cgroup_path(path) == path
     except ValueError:

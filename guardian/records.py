@@ -25,8 +25,11 @@ def frozen_mapping(values: Mapping[K, V]) -> Mapping[K, V]:
 
 
 def _freeze(record: object, name: str) -> None:
-    # frozen dataclasses allow only object.__setattr__, in __post_init__
-    object.__setattr__(record, name, frozen_mapping(getattr(record, name)))
+    # frozen dataclasses allow only object.__setattr__, in __post_init__. A read-only mapping
+    # is taken as it is: the parsers hand over a proxy of a dict nobody else holds.
+    value = getattr(record, name)
+    if not isinstance(value, MappingProxyType):
+        object.__setattr__(record, name, frozen_mapping(value))
 
 
 # --- PSI ---------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from types import MappingProxyType
 from typing import Optional
 
 from guardian.errors import NoSuchProcess, ParseError
@@ -115,7 +116,7 @@ def parse_proc_cgroup(text: str) -> ProcCgroups:
         else:
             for controller in controllers.split(","):
                 v1[controller] = path
-    return ProcCgroups(v2=v2, v1=v1)
+    return ProcCgroups(v2=v2, v1=MappingProxyType(v1))  # v1 is ours alone: no copy needed
 
 
 def parse_cmdline(raw: bytes) -> tuple[str, ...]:

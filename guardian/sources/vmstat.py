@@ -14,10 +14,9 @@ def parse_int(text: str) -> int:
     """A decimal integer as the kernel prints one (``-?[0-9]+``). Python's int() also takes
     "1_000", "+5", " 7 " and digits of other scripts ("\\u0661"); none of those is kernel output, so
     none is read as a number. Raises ValueError."""
-    digits = text[1:] if text.startswith("-") else text
-    if not (digits.isascii() and digits.isdigit()):
-        raise ValueError(f"not a decimal integer: {text!r}")
-    return int(text)
+    if text.isascii() and (text.isdigit() or (text[:1] == "-" and text[1:].isdigit())):
+        return int(text)
+    raise ValueError(f"not a decimal integer: {text[:40]!r}")
 
 
 def parse_flat_keyed(text: str, what: str, *, strict: bool = True) -> dict[str, int]:
