@@ -174,3 +174,17 @@ def test_a_scope_that_names_no_cgroup_is_a_usage_error(tmp_path: Path, text: str
     err = done.stderr.decode()
     assert done.returncode == EXIT_USAGE, err[-2000:]
     assert err.startswith("guardian rank: --scope ") and says in err and err.count("\n") == 1
+
+
+def test_oom_group_walk_ends_for_any_string(tmp_path: Path) -> None:
+    """Selector._with_oom_group walks up with rsplit("/"): it ends because Host refuses to read a
+    cgroup from a string that is not a cgroup path (Unavailable stops the walk)."""
+    small_machine(tmp_path / "root")
+    sample = Sample(Host(tmp_path / "root"), 0)
+    (process,) = (p for p in sample.processes if p.pid == 200)
+    for cgroup in ("system.slice/web.service", "system.slice", "x", "/a/../b", "\udcff"):
+        with hard_timeout(30):
+            walked = Selector._with_oom_group(
+                sample, Candidate(kind="process", cgroup=cgroup, process=process), None
+            )
+        assert walked.kill_group is None
