@@ -17,11 +17,13 @@ from guardian.candidates import Candidate, memory_cgroup
 from guardian.config import Policy
 from guardian.errors import Unavailable
 from guardian.hookspecs import Scorer, hookimpl
+from guardian.host import cgroup_ancestors
 from guardian.isolation import PluginFailure
 from guardian.ranking import RankContext
 from guardian.records import CgroupMemory, MemInfo, Pressure, ProcCgroups, Process, PsiLine
 from guardian.rules import Facts, Rule
 from guardian.sample import CgroupSample, Sample
+from guardian.text import shown
 
 __all__ = [
     "Candidate",
@@ -40,6 +42,8 @@ __all__ = [
     "Sample",
     "Scorer",
     "Unavailable",
+    "cgroup_ancestors",
     "hookimpl",
     "memory_cgroup",
+    "shown",
 ]

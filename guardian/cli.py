@@ -4,7 +4,7 @@ Exit codes (documented in README.md, "Exit codes"):
 
   0   success
   1   a kernel interface guardian needs is missing or unreadable, or another runtime error
-  2   usage error (unknown option, bad argument)
+  2   usage error (unknown option, bad argument, a --scope that names no cgroup)
   78  the policy is invalid (EX_CONFIG from sysexits.h; the systemd unit's
       RestartPreventExitStatus names it so a broken policy is not restarted in a loop)
 """
@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 from guardian import __version__
 from guardian.clock import Clock
@@ -25,7 +26,7 @@ from guardian.daemon.engine import Engine
 from guardian.daemon.service import Service
 from guardian.errors import GuardianError, Unavailable
 from guardian.explain import build_rank_report, explain, render_rank
-from guardian.host import Host
+from guardian.host import Host, cgroup_path
 from guardian.loaded import load, summarize
 from guardian.notify import Notifier
 from guardian.plugins import Plugins, make_plugin_manager
@@ -35,6 +36,7 @@ from guardian.sample import Sample
 from guardian.selection import Selector
 from guardian.sources.psi import read_pressure, stall_rate
 from guardian.status import build_status, render_status
+from guardian.text import shown
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -166,35 +168,81 @@ def measure_live_stall(host: Host, clock: Clock, interval_s: float) -> Optional[
     return stall_rate(first, second, t1 - t0)
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every nan and infinity replaced by None, at any depth."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def json_text(report: Any) -> str:
+    """A report as JSON: no NaN or Infinity (invalid JSON; the reports make their numbers finite,
+    this is the last guard) and ASCII only, so it is valid UTF-8 whatever the locale. A lone
+    surrogate that skipped shown() would still be escaped as ``\\udcff`` rather than crash."""
+    return json.dumps(_finite(report), indent=2, allow_nan=False) + "\n"
+
+
+def write_out(text: str) -> None:
+    """Write to stdout as UTF-8, whatever the locale says: names are shown() already, and a
+    terminal in the C locale must not turn a cgroup called "café" into a traceback."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a stream without bytes underneath (an io.StringIO)
+        sys.stdout.write(text)
+        return
+    sys.stdout.flush()
+    buffer.write(text.encode("utf-8", "backslashreplace"))
+    buffer.flush()
+
+
 def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
     host = Host(args.root)
     live = measure_live_stall(host, clock, args.interval)
     report = build_status(Sample(host, clock.monotonic_us()), live)
-    if args.json:
-        json.dump(report, sys.stdout, indent=2, sort_keys=False)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(render_status(report, top=args.top))
+    write_out(json_text(report) if args.json else render_status(report, top=args.top))
     return EXIT_OK
+
+
+def scope_of(host: Host, text: Optional[str]) -> tuple[Optional[str], Optional[str]]:
+    """``--scope`` as a cgroup path (``system.slice/`` -> ``/system.slice``), and None; or None
+    and why it names no cgroup, in words."""
+    if text is None:
+        return None, None
+    try:
+        scope = cgroup_path(text)
+    except ValueError as exc:
+        return None, f"--scope '{shown(text)}': {exc}; give a cgroup path like /system.slice"
+    if scope != "/" and not host.cgroup_exists(scope):
+        layout = host.cgroup_layout()
+        mounts = [m.mount_point for m in (layout.v2_mount, layout.v1_memory_mount) if m is not None]
+        where = " or ".join(shown(host.path(m)) for m in mounts) or "nowhere (no cgroup hierarchy is mounted)"
+        return None, f"--scope {shown(scope)}: no such cgroup under {where}"
+    return scope, None
 
 
 def cmd_rank(args: argparse.Namespace, clock: Clock) -> int:
     host = Host(args.root)
+    scope, bad_scope = scope_of(host, args.scope)
+    if bad_scope is not None:
+        print(f"guardian rank: {bad_scope}", file=sys.stderr)
+        return EXIT_USAGE
     policy = load_policy_for(args, host)
     plugins = plugins_for(policy, host)
     selector = Selector(policy, plugins)
-    ranking = selector.rank(Sample(host, clock.monotonic_us()), mode=args.mode, scope=args.scope)
+    ranking = selector.rank(Sample(host, clock.monotonic_us()), mode=args.mode, scope=scope)
     report = build_rank_report(host, ranking, plugins.errors, top=args.top)
     explanation = explain(ranking) if args.explain else None
     if args.json:
         if explanation is not None:
             report["explanation"] = explanation
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        write_out(json_text(report))
     else:
-        sys.stdout.write(render_rank(report, explanation))
+        write_out(render_rank(report, explanation))
     for error in plugins.errors:
-        print(f"guardian rank: {error}", file=sys.stderr)
+        print(f"guardian rank: {shown(error)}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -34,3 +34,18 @@ class ParseError(GuardianError):
         super().__init__(f"cannot parse {what}: {reason}")
         self.what = what
         self.reason = reason
+
+
+class Malformed(Unavailable):
+    """A kernel file is there but does not read as the kernel writes it (garbage, a truncated
+    value, an unknown format): what it describes is unavailable, exactly as if it were missing.
+
+    Readers of per-cgroup and per-process files raise this instead of ParseError, so a caller
+    that already skips a group whose files are missing also skips one whose files are bad: one
+    bad file costs that group, never the whole command or the daemon. ``reason`` names the file.
+    """
+
+    @classmethod
+    def of(cls, feature: str, exc: ParseError) -> Malformed:
+        """The ParseError of a reader, as the unavailability of ``feature``."""
+        return cls(feature, str(exc))

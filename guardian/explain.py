@@ -1,7 +1,14 @@
-"""``guardian rank``: a Ranking as a dict (``--json``), as a table, and explained in sentences."""
+"""``guardian rank``: a Ranking as a dict (``--json``), as a table, and explained in sentences.
+
+Every string that a process, a user or a plugin chose (comm, cgroup paths, reasons, failures)
+goes through shown(), and every number is finite or None (a plugin's score may be ``inf``, and
+a weight times a huge score overflows): the dict is valid JSON as it is, and each item prints as
+one line.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 from guardian.candidates import Candidate
@@ -11,6 +18,7 @@ from guardian.isolation import PluginFailure
 from guardian.ranking import Ranked, Ranking
 from guardian.sources.processes import read_oom_score
 from guardian.status import human_bytes
+from guardian.text import shown
 
 Report = dict[str, Any]
 
@@ -22,10 +30,26 @@ def _kernel_oom_score(host: Host, pid: int) -> Optional[int]:
         return None
 
 
+def finite(value: float) -> Optional[float]:
+    """``value``, or None for nan and the infinities (JSON has no spelling for them)."""
+    return value if math.isfinite(value) else None
+
+
+def number(value: Optional[float], spec: str = "g") -> str:
+    """A score for a sentence or a table: ``-`` where it is not a finite number."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return format(value, spec)
+
+
+def _opt(text: Optional[str]) -> Optional[str]:
+    return None if text is None else shown(text)
+
+
 def _who(candidate: Candidate) -> str:
     if candidate.process is not None:
-        return f"pid {candidate.process.pid} ({candidate.process.comm})"
-    return f"cgroup {candidate.cgroup} ({len(candidate.members)} processes)"
+        return f"pid {candidate.process.pid} ({shown(candidate.process.comm)})"
+    return f"cgroup {shown(candidate.cgroup or '/')} ({len(candidate.members)} processes)"
 
 
 def candidate_entry(host: Host, r: Ranked) -> dict[str, Any]:
@@ -35,8 +59,8 @@ def candidate_entry(host: Host, r: Ranked) -> dict[str, Any]:
         p = c.process
         entry.update(
             pid=p.pid,
-            comm=p.comm,
-            cgroup=c.cgroup,
+            comm=shown(p.comm),
+            cgroup=_opt(c.cgroup),
             uid=p.uid,
             rss_bytes=p.rss_bytes,
             swap_bytes=p.swap_bytes,
@@ -45,14 +69,14 @@ def candidate_entry(host: Host, r: Ranked) -> dict[str, Any]:
         )
     else:
         entry.update(
-            cgroup=c.cgroup,
+            cgroup=_opt(c.cgroup),
             pids=[m.pid for m in c.members],
             rss_bytes=c.rss_bytes,
             swap_bytes=sum(m.swap_bytes for m in c.members),
         )
-    entry["kill_group"] = c.kill_group
-    entry["scores"] = dict(r.scores)
-    entry["total"] = r.total
+    entry["kill_group"] = _opt(c.kill_group)
+    entry["scores"] = {shown(name): finite(value) for name, value in r.scores.items()}
+    entry["total"] = finite(r.total)
     return entry
 
 
@@ -61,8 +85,8 @@ def explain(ranking: Ranking) -> list[str]:
     lines: list[str] = []
     ctx = ranking.context
     lines.append(
-        f"scale: totalpages {ctx.totalpages} ({ctx.totalpages_source}); "
-        f"scorers and weights: {', '.join(f'{k} x{v:g}' for k, v in ranking.weights.items())}"
+        f"scale: totalpages {ctx.totalpages} ({shown(ctx.totalpages_source)}); "
+        f"scorers and weights: {', '.join(f'{k} x{number(v)}' for k, v in ranking.weights.items())}"
     )
     for failure in ranking.failures:
         lines.append(failure.describe())
@@ -71,11 +95,14 @@ def explain(ranking: Ranking) -> list[str]:
         lines.append("no candidate: nothing in scope may be killed")
     else:
         parts = " + ".join(
-            f"{name} {ranking.weights.get(name, 0):g} x {value:g}" for name, value in top.scores.items()
+            f"{name} {number(ranking.weights.get(name, 0))} x {number(value)}"
+            for name, value in top.scores.items()
         )
-        lines.append(f"{_who(top.candidate)} is first with total {top.total:g} = {parts or 'no scores'}")
+        lines.append(
+            f"{_who(top.candidate)} is first with total {number(top.total)} = {parts or 'no scores'}"
+        )
         if top.candidate.kill_group and top.candidate.process is not None:
-            group = top.candidate.kill_group
+            group = shown(top.candidate.kill_group)
             lines.append(f"  killing it kills all of {group} (memory.oom.group=1, as the kernel would)")
         if len(ranking.ranked) > 1:
             second = ranking.ranked[1]
@@ -84,10 +111,10 @@ def explain(ranking: Ranking) -> list[str]:
                 delta = ranking.weights[name] * (top.scores.get(name, 0.0) - second.scores.get(name, 0.0))
                 if delta:
                     diffs.append((delta, name))
-            diffs.sort(reverse=True)
+            diffs.sort(reverse=True, key=lambda d: (d[0] if math.isfinite(d[0]) else math.inf, d[1]))
             if diffs:
-                why = ", ".join(f"{name} {delta:+g}" for delta, name in diffs)
-                lines.append(f"  ahead of {_who(second.candidate)} (total {second.total:g}) by: {why}")
+                why = ", ".join(f"{name} {number(delta, '+g')}" for delta, name in diffs)
+                lines.append(f"  ahead of {_who(second.candidate)} (total {number(second.total)}) by: {why}")
             else:
                 lines.append(
                     f"  tied with {_who(second.candidate)}; the newer process goes first, as in the kernel"
@@ -101,7 +128,7 @@ def explain(ranking: Ranking) -> list[str]:
         else:  # 60 kernel threads are one sentence, not sixty
             names = ", ".join(_who(c) for c in who[:3])
             lines.append(f"excluded {len(who)} candidates ({names}, ...): {reason} [{by}]")
-    return lines
+    return [shown(line) for line in lines]
 
 
 def build_rank_report(
@@ -111,24 +138,27 @@ def build_rank_report(
     ranked = ranking.ranked if top is None else ranking.ranked[:top]
     return {
         "mode": ctx.mode,
-        "scope": ctx.scope or "/",
+        "scope": shown(ctx.scope or "/"),
         "totalpages": ctx.totalpages,
-        "totalpages_source": ctx.totalpages_source,
-        "weights": dict(ranking.weights),
+        "totalpages_source": shown(ctx.totalpages_source),
+        "weights": {shown(name): finite(weight) for name, weight in ranking.weights.items()},
         "candidates": [candidate_entry(host, r) for r in ranked],
         "excluded": [
             {
                 "kind": e.candidate.kind,
                 "pid": e.candidate.process.pid if e.candidate.process else None,
-                "comm": e.candidate.process.comm if e.candidate.process else None,
-                "cgroup": e.candidate.cgroup,
-                "reason": e.reason,
-                "by": e.by,
+                "comm": shown(e.candidate.process.comm) if e.candidate.process else None,
+                "cgroup": _opt(e.candidate.cgroup),
+                "reason": shown(e.reason),
+                "by": shown(e.by),
             }
             for e in ranking.excluded
         ],
-        "failures": [{"plugin": f.plugin, "hook": f.hook, "reason": f.reason} for f in ranking.failures],
-        "plugin_errors": list(plugin_errors),
+        "failures": [
+            {"plugin": shown(f.plugin), "hook": shown(f.hook), "reason": shown(f.reason)}
+            for f in ranking.failures
+        ],
+        "plugin_errors": [shown(error) for error in plugin_errors],
         "elapsed_us": ranking.elapsed_us,
     }
 
@@ -147,11 +177,10 @@ def render_rank(report: Report, explanation: Optional[list[str]] = None) -> str:
                 f"{human_bytes(c['rss_bytes']):>10} {c['oom_score_adj']:>5}"
             )
         else:
-            row = f"{c['cgroup'][-52:]:52} {len(c['pids']):>5} {human_bytes(c['rss_bytes']):>10}"
+            row = f"{(c['cgroup'] or '/')[-52:]:52} {len(c['pids']):>5} {human_bytes(c['rss_bytes']):>10}"
         for n in names:
-            value = c["scores"].get(n)
-            row += f" {'-' if value is None else f'{value:.1f}':>14}"
-        out.append(row + f" {c['total']:>10.1f}")
+            row += f" {number(c['scores'].get(n), '.1f'):>14}"
+        out.append(row + f" {number(c['total'], '.1f'):>10}")
     if not report["candidates"]:
         out.append("(no candidates)")
     for f in report["failures"]:

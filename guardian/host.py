@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from guardian.errors import NoSuchProcess, Unavailable
+from guardian.text import shown
 
 PROC = "/proc"
 MOUNTINFO = "/proc/self/mountinfo"
@@ -76,42 +77,121 @@ class CgroupLayout:
         return None
 
 
-def _unescape_mountinfo(field: str) -> str:
-    # show_mountinfo() escapes space, tab, newline and backslash as \ooo octal.
+_OCTAL = frozenset(b"01234567")
+
+
+def _unescape_mountinfo(field: str) -> Optional[str]:
+    """A mountinfo field with its octal escapes decoded; None if it holds an escape the kernel
+    never writes.
+
+    show_mountinfo() (fs/proc_namespace.c: mangle()) escapes space, tab, newline and backslash
+    as ``\\ooo``; every other byte of a path is printed as it is, so a mount point may be any
+    bytes. The field is unescaped as bytes and decoded as file names are (surrogate escapes for
+    bytes that are not UTF-8), so the result names the real directory."""
     if "\\" not in field:
         return field
-    out = []
+    raw = os.fsencode(field)
+    out = bytearray()
     i = 0
-    while i < len(field):
-        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
+    while i < len(raw):
+        if raw[i] == 0x5C:  # backslash: the kernel follows it with exactly three octal digits
+            digits = raw[i + 1 : i + 4]
+            if len(digits) != 3 or not _OCTAL.issuperset(digits) or int(digits, 8) > 0xFF:
+                return None
+            out.append(int(digits, 8))
             i += 4
         else:
-            out.append(field[i])
+            out.append(raw[i])
             i += 1
-    return "".join(out)
+    return os.fsdecode(bytes(out))
 
 
 def parse_mountinfo(text: str) -> list[Mount]:
     """Parse /proc/PID/mountinfo (proc(5)):
-    ``id parent maj:min root mountpoint opts [tags] - fstype source superopts``."""
+    ``id parent maj:min root mountpoint opts [tags] - fstype source superopts``.
+
+    A line that is not in that shape (too few fields, no separator, an escape the kernel never
+    writes, a path that is not absolute) is skipped: one bad line must not hide the others,
+    and a mount guardian cannot read is a mount it does not use."""
     mounts = []
-    for line in text.splitlines():
-        fields = line.split()
+    # Split exactly as the kernel joins: lines on "\n", fields on " ". str.splitlines() and
+    # str.split() also break on \x0c, \x1c, U+0085, U+00A0, U+2028..., which a mount point
+    # may hold unescaped.
+    for line in text.split("\n"):
+        fields = [f for f in line.split(" ") if f]
         if "-" not in fields:
             continue
         sep = fields.index("-")
-        if sep < 6 or len(fields) < sep + 3:
+        if sep < 6 or len(fields) < sep + 4:  # fstype, source and super options follow "-"
+            continue
+        mount_point = _unescape_mountinfo(fields[4])
+        root = _unescape_mountinfo(fields[3])
+        if mount_point is None or root is None or not mount_point.startswith("/"):
             continue
         mounts.append(
             Mount(
-                mount_point=_unescape_mountinfo(fields[4]),
-                root=_unescape_mountinfo(fields[3]),
+                mount_point=mount_point,
+                root=root,
                 fstype=fields[sep + 1],
                 super_options=frozenset(fields[sep + 3].split(",")),
             )
         )
     return mounts
+
+
+def cgroup_path(text: str) -> str:
+    """``text`` as a cgroup path in the one form guardian uses: a leading "/", no trailing "/",
+    ``/`` for the root (``system.slice/`` -> ``/system.slice``).
+
+    Raises ValueError, with the reason in words, for what names no cgroup: an empty string, an
+    empty component (``a//b``), ``.`` or ``..`` (which would lead out of the cgroup mount; a
+    process outside guardian's cgroup namespace shows such paths), or a NUL byte."""
+    if _plainly_normal(text):
+        return text  # the kernel's own form: most paths, on the per-process hot path
+    if not text:
+        raise ValueError("an empty cgroup path")
+    if "\0" in text:
+        raise ValueError("a NUL byte in a cgroup path")
+    body = text[1:] if text.startswith("/") else text
+    body = body[:-1] if body.endswith("/") else body
+    if not body:
+        return "/"
+    for part in body.split("/"):
+        if part in ("", ".", ".."):
+            raise ValueError(f"{repr(part) if part else 'an empty'} component in a cgroup path")
+    return "/" + body
+
+
+def _plainly_normal(path: str) -> bool:
+    # a few substring tests, no split: "/." also rules out names that merely start with a dot,
+    # which cgroup_path() then looks at component by component
+    if path == "/":
+        return True
+    return path[:1] == "/" and path[-1:] != "/" and "//" not in path and "/." not in path and "\0" not in path
+
+
+def is_cgroup_path(path: str) -> bool:
+    """True for a path in cgroup_path()'s form. Cheap for the usual path (it is checked before
+    every file a cgroup read opens)."""
+    if _plainly_normal(path):
+        return True
+    try:
+        return cgroup_path(path) == path
+    except ValueError:
+        return False
+
+
+def cgroup_ancestors(path: str) -> list[str]:
+    """``path`` and each cgroup above it, nearest first, without the root:
+    ``/a/b/c`` -> ``[/a/b/c, /a/b, /a]``. Terminates for any string (each step is strictly
+    shorter); a string that is not a cgroup path has no ancestors."""
+    if not is_cgroup_path(path):
+        return []
+    out = []
+    while len(path) > 1:
+        out.append(path)
+        path = path[: path.rfind("/")]
+    return out
 
 
 def cgroup_layout(mounts: list[Mount], v2_controllers: frozenset[str]) -> CgroupLayout:
@@ -131,6 +211,21 @@ def cgroup_layout(mounts: list[Mount], v2_controllers: frozenset[str]) -> Cgroup
     else:
         mode = "none"
     return CgroupLayout(mode, v2_mount, v1_mount, v2_controllers if v2_mount else frozenset())
+
+
+def _why_unreadable(path: str, exc: OSError) -> str:
+    """Why ``path`` could not be read, in words, for an Unavailable."""
+    shown_path = shown(path)
+    if isinstance(exc, FileNotFoundError):
+        return f"{shown_path} does not exist"
+    if isinstance(exc, PermissionError):
+        return f"{shown_path} is not readable (permission denied)"
+    if exc.errno == errno.EOPNOTSUPP:
+        return f"{shown_path}: not supported by this kernel"
+    if exc.errno == errno.ENODEV:  # kernfs: the cgroup is being removed as we open it
+        return f"{shown_path}: removed while being read"
+    # EIO, EISDIR, ENOTDIR, ...: whatever it is, that file is not there to be read
+    return f"{shown_path}: {exc.strerror or exc}"
 
 
 class Host:
@@ -173,22 +268,17 @@ class Host:
             os.close(fd)
 
     def read_text(self, path: str) -> str:
-        return self.read_bytes(path).decode("utf-8", "replace")
+        """A kernel file as text. Bytes that are not UTF-8 become surrogate escapes, as file names
+        do (``os.fsdecode``): the paths in /proc/PID/cgroup and mountinfo then still name the
+        real directories, and shown() prints them as ``\\xNN``."""
+        return os.fsdecode(self.read_bytes(path))
 
     def read_feature(self, path: str, feature: str) -> str:
         """Read a file that a kernel feature provides; a missing file means the feature is off."""
         try:
             return self.read_text(path)
-        except FileNotFoundError:
-            raise Unavailable(feature, f"{path} does not exist") from None
-        except PermissionError:
-            raise Unavailable(feature, f"{path} is not readable (permission denied)") from None
         except OSError as exc:
-            if exc.errno == errno.EOPNOTSUPP:
-                raise Unavailable(feature, f"{path}: not supported by this kernel") from None
-            if exc.errno == errno.ENODEV:  # kernfs: the cgroup is being removed as we open it
-                raise Unavailable(feature, f"{path}: removed while being read") from None
-            raise
+            raise Unavailable(feature, _why_unreadable(path, exc)) from None
 
     def read_hot(self, path: str, feature: str) -> str:
         """A file read on every tick (meminfo, /proc/pressure/memory): on the live machine the
@@ -204,7 +294,7 @@ class Host:
                 return self.read_feature(path, feature)  # the same errors, worded the same way
             self._hot[path] = fd
         try:
-            return os.pread(fd, 65536, 0).decode("utf-8", "replace")
+            return os.fsdecode(os.pread(fd, 65536, 0))
         except OSError:
             os.close(fd)
             del self._hot[path]
@@ -231,7 +321,9 @@ class Host:
 
     def pids(self) -> list[int]:
         """Every process id in /proc (thread group leaders only, as /proc lists them)."""
-        return [int(name) for name in os.listdir(self.proc) if name.isdigit()]
+        # isascii(): str.isdigit() is also true for superscripts and digits of other scripts,
+        # which int() rejects ("\u00b2") or reads as numbers ("\u0661" is 1)
+        return [int(name) for name in os.listdir(self.proc) if name.isascii() and name.isdigit()]
 
     def read_pid_link(self, pid: int, name: str) -> Optional[str]:
         """readlink /proc/PID/NAME (``exe``); None where the kernel hides it (kernel threads,
@@ -263,7 +355,7 @@ class Host:
         block = self.path(BLOCK_DIR)
         try:
             names = sorted(n for n in os.listdir(block) if n.startswith("zram"))
-        except FileNotFoundError:
+        except OSError:
             return []
         return [f"{block}/{n}" for n in names]
 
@@ -289,15 +381,15 @@ class Host:
         if self._layout is None:
             try:
                 mounts = parse_mountinfo(self.read_text(self.path(MOUNTINFO)))
-            except FileNotFoundError:
-                mounts = []
+            except OSError:
+                mounts = []  # no mountinfo to read: no cgroup hierarchy guardian can find
             layout = cgroup_layout(mounts, frozenset())
             if layout.v2_mount is not None:
                 try:
                     text = self.read_text(self._mount_dir(layout.v2_mount) + "/cgroup.controllers")
                     layout = cgroup_layout(mounts, frozenset(text.split()))
-                except FileNotFoundError:
-                    pass
+                except OSError:
+                    pass  # no controllers known: pressure and cgroup.kill only
             self._layout = layout
         return self._layout
 
@@ -307,16 +399,26 @@ class Host:
     @staticmethod
     def _relative(mount: Mount, cgroup: str) -> str:
         # Inside a cgroup namespace the mount's root is a subpath and /proc/PID/cgroup paths
-        # are relative to it; outside, mount root is "/" and the path is used as is.
-        if mount.root not in ("", "/") and cgroup.startswith(mount.root):
-            cgroup = cgroup[len(mount.root) :] or "/"
+        # are relative to it; outside, mount root is "/" and the path is used as is. Only whole
+        # components count: mount root /kube does not hold /kubepods.
+        root = mount.root.rstrip("/")
+        if root and (cgroup == root or cgroup.startswith(root + "/")):
+            cgroup = cgroup[len(root) :] or "/"
         return cgroup
+
+    @staticmethod
+    def _checked(feature: str, cgroup: str) -> None:
+        # Every cgroup directory guardian opens is built from a path in cgroup_path()'s form:
+        # "system.slice" would name /sys/fs/cgroupsystem.slice, and ".." would leave the mount.
+        if not is_cgroup_path(cgroup):
+            raise Unavailable(feature, f"'{shown(cgroup)}' is not a cgroup path")
 
     def cgroup_v2_dir(self, cgroup: str) -> str:
         """Directory of a cgroup2 group given its path as /proc/PID/cgroup prints it."""
         layout = self.cgroup_layout()
         if layout.v2_mount is None:
             raise Unavailable("cgroup2", "no cgroup2 filesystem is mounted")
+        self._checked("cgroup2", cgroup)
         rel = self._relative(layout.v2_mount, cgroup)
         return (self._mount_dir(layout.v2_mount) + rel).rstrip("/")
 
@@ -325,8 +427,19 @@ class Host:
         layout = self.cgroup_layout()
         if layout.v1_memory_mount is None:
             raise Unavailable("cgroup v1 memory", "the v1 memory controller is not mounted")
+        self._checked("cgroup v1 memory", cgroup)
         rel = self._relative(layout.v1_memory_mount, cgroup)
         return (self._mount_dir(layout.v1_memory_mount) + rel).rstrip("/")
+
+    def cgroup_exists(self, cgroup: str) -> bool:
+        """True when ``cgroup`` is a directory in the cgroup2 tree or the v1 memory tree."""
+        for directory in (self.cgroup_v2_dir, self.cgroup_v1_memory_dir):
+            try:
+                if os.path.isdir(directory(cgroup)):
+                    return True
+            except Unavailable:
+                continue
+        return False
 
     @staticmethod
     def walk_cgroups(top: str, max_depth: Optional[int] = None) -> list[str]:
@@ -343,7 +456,11 @@ class Host:
             except OSError:
                 continue  # removed while walking (ENOENT, or ENODEV mid-removal), or not ours to read
             for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                if is_dir:
                     child = f"{rel}/{entry.name}"
                     found.append(child)
                     stack.append((child, entry.path))

@@ -356,6 +356,19 @@ def _interval(sample: Sample, policy: Policy, cgroups: Iterable[str], active: bo
     return max(poll.min_interval_s, min(poll.max_interval_s, seconds))
 
 
+def _forget_unwatched(state: PolicyState, cgroups: Iterable[str]) -> None:
+    """Drop what the state remembers about cgroups that are no longer given (removed, or no
+    longer matched by a rule); the machine's entries (scope None) stay. Each remembered group
+    costs a stall meter and a few keys: on a node where pods come and go, keeping every path
+    ever seen would grow without end."""
+    watched = set(cgroups)
+    for key in [k for k in state.on if k[1] is not None and k[1] not in watched]:
+        state.on.discard(key)
+    for table in (state.meters, state.stalled_since_us):
+        for gone in [k for k in table if k[1] is not None and k[1] not in watched]:
+            del table[gone]
+
+
 def assess(
     sample: Sample,
     policy: Policy,
@@ -378,6 +391,7 @@ def assess(
             if trig is not None:
                 triggers.append(trig)
     triggers.extend(_cgroup_triggers(sample, policy, state, now_us, cgroups, quiet=quiet_psi))
+    _forget_unwatched(state, cgroups)
     triggers = [replace(t, detected_us=now_us) for t in triggers]
     # A crossed memory or headroom line can reach KILL within milliseconds: look again at once.
     # A stall is timed over seconds (duration_s) and memory.events wake the daemon themselves:

@@ -3,13 +3,34 @@
 Sizes are bytes (``*_bytes``), times microseconds (``*_us``) or clock ticks (``*_ticks``),
 percentages 0..100 (``*_pct``). ``None`` means "not reported by this kernel" or, for limits,
 "no limit" (the kernel prints ``max``).
+
+Mapping fields are read-only (``types.MappingProxyType`` over a private copy): records reach
+plugins, and a plugin that changed one would change what every later scorer and ranking sees.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Optional
+from types import MappingProxyType
+from typing import Optional, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def frozen_mapping(values: Mapping[K, V]) -> Mapping[K, V]:
+    """A read-only copy of ``values`` (the copy detaches it from whoever built it)."""
+    return MappingProxyType(dict(values))
+
+
+def _freeze(record: object, name: str) -> None:
+    # frozen dataclasses allow only object.__setattr__, in __post_init__. A read-only mapping
+    # is taken as it is: the parsers hand over a proxy of a dict nobody else holds.
+    value = getattr(record, name)
+    if not isinstance(value, MappingProxyType):
+        object.__setattr__(record, name, frozen_mapping(value))
+
 
 # --- PSI ---------------------------------------------------------------------------------------
 
@@ -112,6 +133,9 @@ class VmStat:
 
     counters: Mapping[str, int] = field(repr=False)
 
+    def __post_init__(self) -> None:
+        _freeze(self, "counters")
+
     def _sum(self, prefix: str, parts: tuple[str, ...]) -> int:
         return sum(self.counters.get(f"{prefix}_{p}", 0) for p in parts)
 
@@ -142,6 +166,11 @@ class VmSysctl:
     overcommit_ratio: int
     panic_on_oom: int  # 0 kill, 1 panic on global OOM, 2 always panic
     oom_kill_allocating_task: int
+    # sysctl name -> why its file could not be read (the field then holds the kernel default)
+    unreadable: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _freeze(self, "unreadable")
 
     def warnings(self) -> list[str]:
         """Sentences for an operator when the kernel would not simply OOM-kill."""
@@ -221,6 +250,9 @@ class ProcCgroups:
     v2: Optional[str]
     v1: Mapping[str, str]
 
+    def __post_init__(self) -> None:
+        _freeze(self, "v1")
+
     @property
     def v1_memory(self) -> Optional[str]:
         return self.v1.get("memory")
@@ -285,6 +317,9 @@ class CgroupMemory:
     swap_max_bytes: Optional[int] = None
     events: Mapping[str, int] = field(default_factory=dict)
     oom_group: Optional[bool] = None
+
+    def __post_init__(self) -> None:
+        _freeze(self, "events")
 
     @property
     def headroom_bytes(self) -> Optional[int]:

@@ -7,16 +7,29 @@ costs one read of /proc/meminfo, and two rules that look at the same cgroup shar
 
 A missing kernel feature is remembered too: the first access raises Unavailable and so does
 every later one, without touching the file again.
+
+What a Sample hands out cannot be changed by whoever receives it (tuples and read-only
+mappings): scorer plugins see the same Sample, and a plugin that emptied ``processes`` would
+otherwise change what every later scorer saw.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Optional, TypeVar
 
-from guardian.errors import GuardianError, NoSuchProcess, Unavailable
+from guardian.errors import GuardianError, Malformed, NoSuchProcess, Unavailable
 from guardian.host import Host
-from guardian.records import CgroupMemory, MemInfo, Pressure, Process, VmStat, VmSysctl, ZramDevice
+from guardian.records import (
+    CgroupMemory,
+    MemInfo,
+    Pressure,
+    Process,
+    VmStat,
+    VmSysctl,
+    ZramDevice,
+    frozen_mapping,
+)
 from guardian.sources import cgroups as cg
 from guardian.sources.meminfo import read_meminfo, read_zram
 from guardian.sources.processes import read_cmdline, read_processes
@@ -80,24 +93,26 @@ class CgroupSample(_Lazy):
         return self._get(self._key("memory.pressure"), lambda: read_cgroup_pressure(self._host, self.path))
 
     @property
-    def events_local(self) -> dict[str, int]:
+    def events_local(self) -> Mapping[str, int]:
         return self._get(
             self._key("memory.events.local"),
-            lambda: cg.read_v2_keyed(self._host, self.path, "memory.events.local"),
+            lambda: frozen_mapping(cg.read_v2_keyed(self._host, self.path, "memory.events.local")),
         )
 
     @property
-    def stat(self) -> dict[str, int]:
-        def read() -> dict[str, int]:
+    def stat(self) -> Mapping[str, int]:
+        def read() -> Mapping[str, int]:
             if self._host.cgroup_layout().memory_controller == "v1":
-                return cg.read_v1_keyed(self._host, self.path, "memory.stat")
-            return cg.read_v2_keyed(self._host, self.path, "memory.stat")
+                return frozen_mapping(cg.read_v1_keyed(self._host, self.path, "memory.stat"))
+            return frozen_mapping(cg.read_v2_keyed(self._host, self.path, "memory.stat"))
 
         return self._get(self._key("memory.stat"), read)
 
     @property
-    def procs(self) -> list[int]:
-        return self._get(self._key("cgroup.procs"), lambda: cg.read_cgroup_procs(self._host, self.path))
+    def procs(self) -> tuple[int, ...]:
+        return self._get(
+            self._key("cgroup.procs"), lambda: tuple(cg.read_cgroup_procs(self._host, self.path))
+        )
 
     @property
     def populated(self) -> bool:
@@ -137,8 +152,8 @@ class Sample(_Lazy):
         return self._get("vm_sysctl", lambda: read_vm_sysctl(self._host))
 
     @property
-    def zram(self) -> list[ZramDevice]:
-        return self._get("zram", lambda: read_zram(self._host))
+    def zram(self) -> tuple[ZramDevice, ...]:
+        return self._get("zram", lambda: tuple(read_zram(self._host)))
 
     def pressure(self, resource: str = "memory") -> Pressure:
         """System-wide PSI; raises Unavailable without PSI."""
@@ -151,10 +166,10 @@ class Sample(_Lazy):
             return None
 
     @property
-    def processes(self) -> list[Process]:
-        return self._get("processes", lambda: read_processes(self._host))
+    def processes(self) -> tuple[Process, ...]:
+        return self._get("processes", lambda: tuple(read_processes(self._host)))
 
-    def processes_in(self, scope: Optional[str]) -> list[Process]:
+    def processes_in(self, scope: Optional[str]) -> tuple[Process, ...]:
         """The processes a ranking in ``scope`` has to look at. For the machine, or once every
         process was read anyway, that is every process. For a cgroup on a host whose memory
         controller is cgroup2, only the pids listed in the scope's subtree (cgroup.procs of it
@@ -168,14 +183,18 @@ class Sample(_Lazy):
         if self._host.cgroup_layout().memory_controller != "v2":
             return self.processes
 
-        def read() -> list[Process]:
+        def read() -> tuple[Process, ...]:
             pids: set[int] = set()
             for path in (scope, *self._host.cgroups_below(scope, None)):
                 try:
                     pids.update(self.cgroup(path).procs)
+                except Malformed:
+                    # a cgroup.procs that does not parse hides processes that may be the
+                    # victim: read every process instead (callers filter by cgroup)
+                    return self.processes
                 except (Unavailable, OSError):
                     continue  # removed since the walk
-            return read_processes(self._host, sorted(pids))
+            return tuple(read_processes(self._host, sorted(pids)))
 
         return self._get(f"processes_in:{scope}", read)
 
@@ -209,10 +228,10 @@ class Sample(_Lazy):
         return groups[path]
 
     @property
-    def cgroup_paths(self) -> list[str]:
+    def cgroup_paths(self) -> tuple[str, ...]:
         """Every non-root cgroup in the cgroup2 tree and in the v1 memory tree, merged by path."""
 
-        def read() -> list[str]:
-            return sorted(set(self._host.v2_cgroups()) | set(self._host.v1_memory_cgroups()))
+        def read() -> tuple[str, ...]:
+            return tuple(sorted(set(self._host.v2_cgroups()) | set(self._host.v1_memory_cgroups())))
 
         return self._get("cgroup_paths", read)

@@ -12,7 +12,7 @@ fresh read, right before each signal.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Optional
 
@@ -30,8 +30,8 @@ from guardian.candidates import (
     victim_refusal,
 )
 from guardian.config import Policy
-from guardian.errors import Unavailable
-from guardian.host import CgroupLayout, Host
+from guardian.errors import ParseError, Unavailable
+from guardian.host import CgroupLayout, Host, cgroup_ancestors, cgroup_path
 from guardian.isolation import PluginFailure
 from guardian.kinds import Mode
 from guardian.plugins import Plugins
@@ -39,7 +39,8 @@ from guardian.ranking import RankContext, Ranker, Ranking
 from guardian.records import Process
 from guardian.rules import Facts
 from guardian.sample import Sample
-from guardian.sources.vmstat import read_sysctl
+from guardian.sources.cgroups import read_v1_value
+from guardian.sources.vmstat import parse_sysctl_value, read_sysctl
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -50,13 +51,17 @@ def totalpages_for(sample: Sample, scope: Optional[str], page_size: int) -> tupl
     Machine: MemTotal + SwapTotal in pages. Cgroup: the limit of the scope or of its nearest
     limited ancestor (the memcg whose limit an allocation in the scope hits first), plus
     min(swap limit, SwapTotal) when swappiness is not 0 (mm/memcontrol.c: mem_cgroup_get_max()).
-    A scope with no limited cgroup above it OOMs machine-wide.
+    A scope with no limited cgroup above it OOMs machine-wide, and so does a scope that is not
+    a cgroup path (the walk up from it would have nowhere to go).
     """
     mem = sample.meminfo
     swap_pages = mem.swap_total_bytes // page_size
     global_pages = mem.total_bytes // page_size + swap_pages
-    path = scope.rstrip("/") if scope else ""
-    while path:
+    try:
+        start = cgroup_path(scope) if scope else "/"
+    except ValueError:
+        start = "/"
+    for path in cgroup_ancestors(start):  # ends at the root for any string
         try:
             memory = sample.cgroup(path).memory
         except Unavailable:
@@ -67,32 +72,36 @@ def totalpages_for(sample: Sample, scope: Optional[str], page_size: int) -> tupl
                 swap_limit = _swap_limit_pages(sample, path, memory.source, memory.max_bytes, page_size)
                 pages += min(swap_limit, swap_pages)
             return max(pages, 1), f"memcg {path}"
-        path = path.rsplit("/", 1)[0]
     return global_pages, "global"
 
 
 def _swappiness(sample: Sample, path: str, source: str) -> int:
+    """The group's swappiness: v1 memory.swappiness, else vm.swappiness (the kernel default 60
+    where that is missing or unreadable, as read_sysctl documents)."""
     host = sample.host
     if source == "v1":
         try:
-            return int(host.read_text(host.cgroup_v1_memory_dir(path) + "/memory.swappiness"))
-        except (OSError, ValueError):
-            pass
+            return parse_sysctl_value(
+                host.read_text(host.cgroup_v1_memory_dir(path) + "/memory.swappiness"), "swappiness"
+            )
+        except (OSError, Unavailable, ParseError):
+            pass  # the group's own value cannot be read: the machine's is the next best guess
     # cgroup v2 has no per-group file: groups take vm.swappiness
     return read_sysctl(host, "swappiness", 60)
 
 
 def _swap_limit_pages(sample: Sample, path: str, source: str, max_bytes: int, page_size: int) -> int:
+    """How much swap the group may use, in pages; "no limit" (1 << 62) where that cannot be read,
+    as the kernel takes a missing limit."""
     memory = sample.cgroup(path).memory
     if source == "v2":
         limit = memory.swap_max_bytes
         return (1 << 62) if limit is None else limit // page_size
     try:  # v1: memsw.limit - limit
-        host = sample.host
-        memsw = int(host.read_text(host.cgroup_v1_memory_dir(path) + "/memory.memsw.limit_in_bytes"))
-        return max(0, memsw - max_bytes) // page_size
-    except (OSError, ValueError):
+        memsw = read_v1_value(sample.host, path, "memory.memsw.limit_in_bytes")
+    except Unavailable:
         return 1 << 62
+    return (1 << 62) if memsw is None else max(0, memsw - max_bytes) // page_size
 
 
 Busy = Callable[[Process], Optional[str]]
@@ -220,7 +229,7 @@ class Selector:
         context: RankContext,
         candidate: Candidate,
         scope: Optional[str],
-        processes: list[Process],
+        processes: Sequence[Process],
     ) -> Candidate:
         """A process in a memory.oom.group group dies with its whole group: the highest such
         group from the process's cgroup up to and including the scope, as
@@ -229,9 +238,8 @@ class Selector:
         if candidate.process is None or not candidate.cgroup:
             return candidate
         highest = None
-        stop = (scope or "").rstrip("/")
-        path = candidate.cgroup.rstrip("/")
-        while path.startswith("/"):
+        stop = scope.rstrip("/") if scope else "/"
+        for path in cgroup_ancestors(candidate.cgroup):
             try:
                 if sample.cgroup(path).memory.oom_group:
                     highest = path
@@ -239,7 +247,6 @@ class Selector:
                 break
             if path == stop:
                 break
-            path = path.rsplit("/", 1)[0]
         if highest is None:
             return candidate
         layout = sample.host.cgroup_layout()

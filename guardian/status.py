@@ -2,16 +2,21 @@
 
 The dict is the single source: the text view is rendered from it. Every key is documented in
 README.md ("guardian status --json"); a test keeps the two in step.
+
+Every string in the dict that the kernel or a user chose (cgroup paths, mount points, event
+names, reasons that quote a file) has been through shown(): one printable line of valid UTF-8,
+whatever bytes the name holds. Every number is finite.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from guardian.errors import Unavailable
+from guardian.errors import Malformed, Unavailable
 from guardian.records import CgroupMemory, Pressure, PsiLine, StallRate
 from guardian.sample import Sample
 from guardian.sources.psi import RESOURCES
+from guardian.text import shown
 
 Report = dict[str, Any]
 
@@ -41,7 +46,7 @@ def _live(rate: Optional[StallRate]) -> Optional[dict[str, Any]]:
 
 def _cgroup_entry(path: str, memory: Optional[CgroupMemory], pressure: Optional[Pressure]) -> dict[str, Any]:
     entry: dict[str, Any] = {
-        "path": path,
+        "path": shown(path),
         "memory_source": memory.source if memory else None,
         "current_bytes": memory.current_bytes if memory else None,
         "max_bytes": memory.max_bytes if memory else None,
@@ -50,7 +55,7 @@ def _cgroup_entry(path: str, memory: Optional[CgroupMemory], pressure: Optional[
         "usage_ratio": memory.usage_ratio if memory else None,
         "swap_current_bytes": memory.swap_current_bytes if memory else None,
         "oom_group": memory.oom_group if memory else None,
-        "events": dict(memory.events) if memory else {},
+        "events": {shown(k): v for k, v in memory.events.items()} if memory else {},
         "pressure": _pressure(pressure),
     }
     return entry
@@ -71,17 +76,17 @@ def build_status(sample: Sample, live: Optional[StallRate] = None) -> Report:
     unavailable: list[dict[str, str]] = []
 
     def note(exc: Unavailable) -> None:
-        item = {"feature": exc.feature, "reason": exc.reason}
+        item = {"feature": shown(exc.feature), "reason": shown(exc.reason)}
         if item not in unavailable:
             unavailable.append(item)
 
     layout = host.cgroup_layout()
     report: Report = {
-        "root": host.root or "/",
+        "root": shown(host.root or "/"),
         "cgroup_layout": {
             "mode": layout.mode,
-            "v2_mount": layout.v2_mount.mount_point if layout.v2_mount else None,
-            "v1_memory_mount": layout.v1_memory_mount.mount_point if layout.v1_memory_mount else None,
+            "v2_mount": shown(layout.v2_mount.mount_point) if layout.v2_mount else None,
+            "v1_memory_mount": shown(layout.v1_memory_mount.mount_point) if layout.v1_memory_mount else None,
             "memory_controller": layout.memory_controller,
         },
     }
@@ -113,7 +118,7 @@ def build_status(sample: Sample, live: Optional[StallRate] = None) -> Report:
         "shmem_bytes": mem.shmem_bytes,
         "zram": [
             {
-                "name": z.name,
+                "name": shown(z.name),
                 "disksize_bytes": z.disksize_bytes,
                 "orig_data_bytes": z.orig_data_bytes,
                 "compr_data_bytes": z.compr_data_bytes,
@@ -131,6 +136,8 @@ def build_status(sample: Sample, live: Optional[StallRate] = None) -> Report:
         "oom_kill_allocating_task": sysctl.oom_kill_allocating_task,
         "warnings": sysctl.warnings(),
     }
+    for name, why in sysctl.unreadable.items():
+        note(Unavailable(f"vm.{name}", why))
 
     psi: dict[str, Any] = {}
     for resource in RESOURCES:
@@ -162,10 +169,16 @@ def build_status(sample: Sample, live: Optional[StallRate] = None) -> Report:
         pressure: Optional[Pressure]
         try:
             memory = group.memory
+        except Malformed as exc:
+            memory = None
+            note(exc)  # a file there but unreadable: the operator should hear which
         except Unavailable:
             memory = None  # only in the v2 tree on a hybrid host, or no memory controller
         try:
             pressure = group.pressure
+        except Malformed as exc:
+            pressure = None
+            note(exc)
         except Unavailable:
             pressure = None  # only in the v1 tree, or no PSI
         if memory is None and pressure is None:

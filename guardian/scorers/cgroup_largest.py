@@ -30,14 +30,30 @@ orders processes within the group.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import ClassVar, Optional
 
-from guardian.api import Candidate, CgroupMemory, RankContext, Sample, Scorer, Unavailable, hookimpl
+from guardian.api import (
+    Candidate,
+    CgroupMemory,
+    RankContext,
+    Sample,
+    Scorer,
+    Unavailable,
+    cgroup_ancestors,
+    hookimpl,
+    shown,
+)
 
 SIZE_THRESHOLD = 0.50
 MIN_GROWTH_RATIO = 1.25
 GROWING_SIZE_PERCENTILE = 80
 PREFER_POINTS = 10_000.0  # beyond any tier: a preferred group goes first, an avoided one last
+# Growth averages kept at most, least recently ranked dropped first. The daemon ranks for as long
+# as it runs and pods come and go by the thousand on a busy node: without a bound the averages
+# of groups long gone would grow without end. 4096 is several times the containers of a full
+# node (110 pods by default), and costs well under a megabyte.
+MAX_AVERAGES = 4096
 
 XATTR_PREFER = ("trusted.oomd_prefer",)
 XATTR_AVOID = ("trusted.oomd_avoid", "user.oomd_avoid")
@@ -51,7 +67,8 @@ def effective_usage(memory: CgroupMemory) -> int:
 
 
 def _parent(path: str) -> str:
-    return path.rsplit("/", 1)[0] or "/"
+    # rpartition: "system.slice" (no "/") has the root as parent, never itself
+    return path.rpartition("/")[0] or "/"
 
 
 def _memory(sample: Sample, path: Optional[str]) -> Optional[CgroupMemory]:
@@ -76,7 +93,8 @@ class CgroupLargest(Scorer):
     unit: ClassVar[str] = "tier x 1000 + effective usage in per-mille of the scope"
 
     def __init__(self) -> None:
-        self._avg: dict[str, float] = {}  # decayed average usage by cgroup path, across rankings
+        # decayed average usage by cgroup path across rankings, least recently ranked first
+        self._avg: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
         self._scores: dict[str, float] = {}
 
@@ -100,6 +118,9 @@ class CgroupLargest(Scorer):
                 previous = self._avg.get(path)
                 growth[path] = current / previous if previous else 1.0
                 self._avg[path] = current if previous is None else previous * 0.75 + current * 0.25
+                self._avg.move_to_end(path)
+            while len(self._avg) > MAX_AVERAGES:
+                self._avg.popitem(last=False)
 
         scores = {}
         for _parent_path, members in siblings.items():
@@ -144,9 +165,7 @@ def guardian_scorers() -> list[Scorer]:
 def guardian_exclude(candidate: Candidate, context: RankContext) -> Optional[str]:
     if candidate.cgroup is None or "cgroup_largest" not in context.policy.scorers:
         return None
-    path = candidate.cgroup
-    while path and path != "/":
+    for path in cgroup_ancestors(candidate.cgroup):  # ends at the root for any string
         if context.sample.host.cgroup_xattrs(path, XATTR_OMIT):
-            return f"cgroup {path} is marked user.oomd_omit (ManagedOOMPreference=omit)"
-        path = _parent(path)
+            return f"cgroup {shown(path)} is marked user.oomd_omit (ManagedOOMPreference=omit)"
     return None

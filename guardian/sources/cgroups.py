@@ -3,17 +3,36 @@
 Paths are cgroup paths as /proc/PID/cgroup prints them (``/system.slice/foo.service``); the Host
 maps them to directories. Each reader reads one file, so a tick reads only what it uses.
 Sizes are bytes; a limit of ``max`` (v2) or the v1 "unlimited" value reads as None.
+
+What a file that does not parse costs (the kernel never writes one, but a fake root, a
+half-written tmpfs copy or a new kernel format can):
+
+* the files a decision rests on, ``memory.current`` and ``memory.max`` (v1: usage and limit)
+  and the counters ``memory.events`` (v1: ``memory.oom_control``, ``memory.failcnt``): the
+  group's memory is unavailable (``Malformed``, an ``Unavailable`` naming the file), so every
+  caller skips the group for this tick exactly as it skips one removed while being read. A
+  counter file read as empty instead would make its next good reading look like a burst of
+  events since boot;
+* the optional values, ``memory.high/.low/.min/.swap.current/.swap.max/.oom.group``: read as
+  absent (None), as on a kernel without them. Ignoring a bad protection or swap limit changes a
+  score a little; losing the whole group would take its headroom out of view;
+* ``cgroup.procs``, ``cgroup.events``, ``memory.stat``, ``memory.events.local``: ``Malformed``.
+
+Parsers (``parse_*``) raise ParseError; readers (``read_*``) raise Unavailable, never ParseError.
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Optional
+from collections.abc import Callable
+from typing import Optional, TypeVar
 
-from guardian.errors import ParseError, Unavailable
+from guardian.errors import Malformed, ParseError, Unavailable
 from guardian.host import Host
 from guardian.records import CgroupMemory
-from guardian.sources.vmstat import parse_flat_keyed
+from guardian.sources.vmstat import parse_flat_keyed, parse_int
+from guardian.text import shown
+
+T = TypeVar("T")
 
 # v1 prints PAGE_COUNTER_MAX * PAGE_SIZE (9223372036854771712 on x86_64) for "no limit";
 # anything at or above 2**62 is no real limit on any machine guardian runs on.
@@ -36,19 +55,35 @@ def parse_memory_value(text: str, what: str = "memory value") -> Optional[int]:
     if value == "max":
         return None
     try:
-        number = int(value)
+        number = parse_int(value)
     except ValueError:
-        raise ParseError(what, f"expected bytes or 'max', got {value!r}") from None
+        raise ParseError(what, f"expected bytes or 'max', got {value[:40]!r}") from None
+    if number < 0:
+        raise ParseError(what, f"expected bytes or 'max', got {value[:40]!r}")
     return None if number >= _V1_UNLIMITED else number
 
 
-def parse_cgroup_procs(text: str) -> list[int]:
-    return [int(line) for line in text.split()]
+def parse_cgroup_procs(text: str, what: str = "cgroup.procs") -> list[int]:
+    """One pid per line (cgroup.procs, tasks)."""
+    pids = []
+    for word in text.split():
+        if not (word.isascii() and word.isdigit()) or int(word) <= 0:
+            raise ParseError(what, f"expected a pid per line, got {word[:40]!r}")
+        pids.append(int(word))
+    return pids
 
 
 def parse_oom_control(text: str) -> dict[str, int]:
     """v1 memory.oom_control: ``oom_kill_disable 0``, ``under_oom 0``, ``oom_kill N`` (4.13+)."""
     return parse_flat_keyed(text, "memory.oom_control")
+
+
+def _parsed(feature: str, parse: Callable[[], T]) -> T:
+    """``parse()``, with a ParseError turned into the Unavailable that readers raise."""
+    try:
+        return parse()
+    except ParseError as exc:
+        raise Malformed.of(feature, exc) from None
 
 
 # --- cgroup2 -----------------------------------------------------------------------------------
@@ -59,27 +94,37 @@ def v2_file(host: Host, cgroup: str, name: str) -> str:
 
 
 def read_v2_value(host: Host, cgroup: str, name: str) -> Optional[int]:
-    """One of V2_MEMORY_FILES. Missing file: Unavailable (controller off, or the root cgroup)."""
+    """One of V2_MEMORY_FILES. Missing file: Unavailable (controller off, or the root cgroup);
+    a value that does not parse: Malformed."""
     path = v2_file(host, cgroup, name)
-    return parse_memory_value(host.read_feature(path, f"cgroup2 {name}"), path)
+    feature = f"cgroup2 {name}"
+    text = host.read_feature(path, feature)
+    return _parsed(feature, lambda: parse_memory_value(text, shown(path)))
 
 
 def read_v2_keyed(host: Host, cgroup: str, name: str) -> dict[str, int]:
     """A flat-keyed file: memory.events, memory.events.local, memory.stat, cgroup.events,
-    memory.swap.events."""
+    memory.swap.events. Missing: Unavailable; a line that does not parse: Malformed."""
     path = v2_file(host, cgroup, name)
-    return parse_flat_keyed(host.read_feature(path, f"cgroup2 {name}"), path)
+    feature = f"cgroup2 {name}"
+    text = host.read_feature(path, feature)
+    return _parsed(feature, lambda: parse_flat_keyed(text, shown(path)))
 
 
 def read_v2_oom_group(host: Host, cgroup: str) -> bool:
     path = v2_file(host, cgroup, "memory.oom.group")
-    return host.read_feature(path, "cgroup2 memory.oom.group").strip() == "1"
+    feature = "cgroup2 memory.oom.group"
+    value = host.read_feature(path, feature).strip()
+    if value not in ("0", "1"):
+        raise Malformed(feature, f"cannot parse {shown(path)}: expected 0 or 1, got {value[:40]!r}")
+    return value == "1"
 
 
 def read_cgroup_procs(host: Host, cgroup: str) -> list[int]:
     """Processes directly in a cgroup2 group (not its descendants)."""
     path = v2_file(host, cgroup, "cgroup.procs")
-    return parse_cgroup_procs(host.read_feature(path, "cgroup2"))
+    text = host.read_feature(path, "cgroup2")
+    return _parsed("cgroup2 cgroup.procs", lambda: parse_cgroup_procs(text, shown(path)))
 
 
 def read_cgroup_populated(host: Host, cgroup: str) -> bool:
@@ -96,23 +141,33 @@ def cgroup_kill_supported(host: Host, cgroup: str) -> bool:
 
 
 def _optional(host: Host, cgroup: str, name: str) -> Optional[int]:
+    """An optional value: None when missing, and when it does not parse (module docstring)."""
     try:
         return read_v2_value(host, cgroup, name)
     except Unavailable:
         return None
 
 
+def _if_present(read: Callable[[], T], absent: T) -> T:
+    """``read()``, or ``absent`` when its file is missing; a Malformed file still raises."""
+    try:
+        return read()
+    except Malformed:
+        raise
+    except Unavailable:
+        return absent
+
+
 def read_v2_memory(host: Host, cgroup: str) -> CgroupMemory:
     """memory.current/.max/.high/.low/.min/.swap.*/.events/.oom.group of one group.
 
     memory.current is required; the others are optional (swap files vanish without swap
-    accounting, and some kernels lack memory.oom.group).
+    accounting, and some kernels lack memory.oom.group). What a malformed file costs: the
+    module docstring.
     """
     current = read_v2_value(host, cgroup, "memory.current")
-    try:
-        events = read_v2_keyed(host, cgroup, "memory.events")
-    except Unavailable:
-        events = {}
+    max_bytes = _if_present(lambda: read_v2_value(host, cgroup, "memory.max"), None)
+    events: dict[str, int] = _if_present(lambda: read_v2_keyed(host, cgroup, "memory.events"), {})
     try:
         oom_group: Optional[bool] = read_v2_oom_group(host, cgroup)
     except Unavailable:
@@ -120,7 +175,7 @@ def read_v2_memory(host: Host, cgroup: str) -> CgroupMemory:
     return CgroupMemory(
         source="v2",
         current_bytes=current,
-        max_bytes=_optional(host, cgroup, "memory.max"),
+        max_bytes=max_bytes,
         high_bytes=_optional(host, cgroup, "memory.high"),
         low_bytes=_optional(host, cgroup, "memory.low"),
         min_bytes=_optional(host, cgroup, "memory.min"),
@@ -141,26 +196,33 @@ def v1_file(host: Host, cgroup: str, name: str) -> str:
 def read_v1_value(host: Host, cgroup: str, name: str) -> Optional[int]:
     """memory.usage_in_bytes, memory.limit_in_bytes, memory.failcnt, memory.memsw.*."""
     path = v1_file(host, cgroup, name)
-    return parse_memory_value(host.read_feature(path, f"cgroup v1 {name}"), path)
+    feature = f"cgroup v1 {name}"
+    text = host.read_feature(path, feature)
+    return _parsed(feature, lambda: parse_memory_value(text, shown(path)))
 
 
 def read_v1_keyed(host: Host, cgroup: str, name: str) -> dict[str, int]:
     """memory.stat or memory.oom_control."""
     path = v1_file(host, cgroup, name)
-    return parse_flat_keyed(host.read_feature(path, f"cgroup v1 {name}"), path)
+    feature = f"cgroup v1 {name}"
+    text = host.read_feature(path, feature)
+    return _parsed(feature, lambda: parse_flat_keyed(text, shown(path)))
 
 
 def read_v1_memory(host: Host, cgroup: str) -> CgroupMemory:
-    """The v1 memory controller's view, with v1 counters mapped to v2 event names (records.py)."""
+    """The v1 memory controller's view, with v1 counters mapped to v2 event names (records.py).
+    Usage and limit are required; the counters are optional, but a malformed one makes the
+    group unavailable as a malformed memory.events does (module docstring)."""
     usage = read_v1_value(host, cgroup, "memory.usage_in_bytes")
     limit = read_v1_value(host, cgroup, "memory.limit_in_bytes")
     events: dict[str, int] = {}
-    with contextlib.suppress(Unavailable):
-        oom = read_v1_keyed(host, cgroup, "memory.oom_control")
+    oom = _if_present(lambda: read_v1_keyed(host, cgroup, "memory.oom_control"), None)
+    if oom is not None:
         events["oom_kill"] = oom.get("oom_kill", 0)
         events["under_oom"] = oom.get("under_oom", 0)
-    with contextlib.suppress(Unavailable):
-        events["max"] = read_v1_value(host, cgroup, "memory.failcnt") or 0
+    failcnt = _if_present(lambda: read_v1_value(host, cgroup, "memory.failcnt"), None)
+    if failcnt is not None:
+        events["max"] = failcnt
     return CgroupMemory(source="v1", current_bytes=usage, max_bytes=limit, events=events)
 
 

@@ -6,15 +6,17 @@ import os
 import re
 from typing import Optional
 
-from guardian.errors import ParseError
+from guardian.errors import Malformed, ParseError
 from guardian.host import Host
 from guardian.records import MemInfo, ZramDevice
+from guardian.sources.vmstat import parse_int
+from guardian.text import shown
 
 # The keys guardian uses, found by one regular-expression pass in C: parsing all ~55 lines in
 # Python cost twice as much, and this runs on every tick (bench/sample_cost.py).
 _USED = re.compile(
     r"^(MemTotal|MemFree|MemAvailable|Buffers|Cached|SwapTotal|SwapFree|CommitLimit|Committed_AS"
-    r"|AnonPages|Shmem|Inactive\(file\)|PageTables):[ \t]+(\d+)",
+    r"|AnonPages|Shmem|Inactive\(file\)|PageTables):[ \t]+([0-9]+)",
     re.MULTILINE,
 )
 
@@ -22,7 +24,7 @@ _USED = re.compile(
 def parse_meminfo_fields(text: str) -> dict[str, int]:
     """Every line of /proc/meminfo: ``kB`` lines in bytes, unitless lines (HugePages_*) as counts."""
     fields: dict[str, int] = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         key, sep, rest = line.partition(":")
         if not sep:
             continue
@@ -30,7 +32,7 @@ def parse_meminfo_fields(text: str) -> dict[str, int]:
         if not parts:
             continue
         try:
-            value = int(parts[0])
+            value = parse_int(parts[0])
         except ValueError:
             raise ParseError("meminfo", f"non-numeric value in {line!r}") from None
         if len(parts) > 1 and parts[1] == "kB":
@@ -44,6 +46,8 @@ def parse_meminfo(text: str) -> MemInfo:
 
     MemAvailable exists since 3.14; without it the estimate earlyoom uses is taken
     (MemFree + Cached + Buffers - Shmem, earlyoom meminfo.c) and ``available_estimated`` is set.
+    Only MemTotal and MemFree are required (ParseError without them); a line guardian does not
+    use may hold anything.
     """
     found = {key: int(value) * 1024 for key, value in _USED.findall(text)}
     try:
@@ -83,15 +87,24 @@ def quick_available(text: str) -> Optional[int]:
     start = text.find("MemAvailable:")
     if start < 0:
         return None
-    end = text.find("kB", start)
+    end = text.find(" kB", start)
+    if end < 0:
+        return None
     try:
-        return int(text[start + 13 : end]) * 1024
+        return parse_int(text[start + 13 : end].strip()) * 1024
     except ValueError:
         return None
 
 
 def read_meminfo(host: Host) -> MemInfo:
-    return parse_meminfo(host.read_hot(host.meminfo_path(), "meminfo"))
+    """Read /proc/meminfo: Unavailable when it is missing, unreadable or has no MemTotal/MemFree
+    (nothing machine-wide can be judged without them)."""
+    path = host.meminfo_path()
+    text = host.read_hot(path, "meminfo")
+    try:
+        return parse_meminfo(text)
+    except ParseError as exc:
+        raise Malformed("meminfo", f"cannot parse {shown(path)}: {exc.reason}") from None
 
 
 def parse_zram_mm_stat(name: str, disksize_text: str, mm_stat_text: str) -> ZramDevice:
@@ -102,21 +115,24 @@ def parse_zram_mm_stat(name: str, disksize_text: str, mm_stat_text: str) -> Zram
     if len(cols) < 5:
         raise ParseError(f"{name}/mm_stat", f"expected at least 5 columns, got {len(cols)}")
     try:
-        values = [int(c) for c in cols[:5]]
-        disksize = int(disksize_text.strip() or 0)
+        values = [parse_int(c) for c in cols[:5]]
+        disksize = parse_int(disksize_text.strip() or "0")
     except ValueError:
         raise ParseError(f"{name}/mm_stat", "non-numeric column") from None
     return ZramDevice(name, disksize, *values)
 
 
 def read_zram(host: Host) -> list[ZramDevice]:
-    """Every zram device; an uninitialised one reads disksize 0. Devices that vanish are skipped."""
+    """Every zram device; an uninitialised one reads disksize 0. Devices that vanish, or whose
+    files do not parse, are skipped: zram is reported, never decided on."""
     devices = []
     for directory in host.zram_devices():
         try:
             mm_stat = host.read_text(f"{directory}/mm_stat")
             disksize = host.read_text(f"{directory}/disksize")
+            devices.append(parse_zram_mm_stat(os.path.basename(directory), disksize, mm_stat))
         except OSError:
             continue  # hot-unplugged, or an old kernel without mm_stat
-        devices.append(parse_zram_mm_stat(os.path.basename(directory), disksize, mm_stat))
+        except ParseError:
+            continue
     return devices

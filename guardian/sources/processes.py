@@ -6,17 +6,25 @@ translation (numbers in README, "Cost of sensing"). psutil stays in the benchmar
 live tests as an independent oracle for these parsers.
 
 A process that exits while we read raises NoSuchProcess from the read that noticed; callers
-enumerating /proc skip it.
+enumerating /proc skip it. A process whose files do not parse (ParseError) is skipped the same
+way: it is one process guardian cannot judge, never a reason to stop reading the others.
+
+Text is decoded as file names are (``os.fsdecode``: bytes that are not UTF-8 become surrogate
+escapes): a cgroup path from /proc/PID/cgroup still names the real directory, and comm and
+cmdline keep their exact bytes for shown() to print.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from types import MappingProxyType
 from typing import Optional
 
 from guardian.errors import NoSuchProcess, ParseError
-from guardian.host import Host
+from guardian.host import Host, cgroup_path
 from guardian.records import ProcCgroups, Process, ProcStat, ProcStatus
+from guardian.sources.vmstat import parse_int
 
 # /proc/PID/stat field numbers (proc(5)), counted from 1; fields after "(comm)" start at 3.
 _STATE, _PPID, _FLAGS, _STARTTIME = 3, 4, 9, 22
@@ -33,12 +41,12 @@ def parse_stat(text: str) -> ProcStat:
         raise ParseError("process stat", f"only {len(rest) + 2} fields")
     try:
         return ProcStat(
-            pid=int(text[:open_paren]),
+            pid=parse_int(text[:open_paren].strip()),
             comm=text[open_paren + 1 : close_paren],
             state=rest[_STATE - 3],
-            ppid=int(rest[_PPID - 3]),
-            flags=int(rest[_FLAGS - 3]),
-            starttime_ticks=int(rest[_STARTTIME - 3]),
+            ppid=parse_int(rest[_PPID - 3]),
+            flags=parse_int(rest[_FLAGS - 3]),
+            starttime_ticks=parse_int(rest[_STARTTIME - 3]),
         )
     except ValueError:
         raise ParseError("process stat", "non-numeric field") from None
@@ -46,13 +54,14 @@ def parse_stat(text: str) -> ProcStat:
 
 def _kb(value: str) -> int:
     # "   1620 kB"
-    return int(value.split(None, 1)[0]) * 1024
+    return parse_int(value.split(None, 1)[0]) * 1024
 
 
 def parse_status(text: str) -> ProcStatus:
     """Parse /proc/PID/status. Kernel threads and zombies have no Vm*/Rss* lines."""
     fields = {}
-    for line in text.splitlines():
+    # "\n" only: str.splitlines() would also break the Name: line at a \x0c or U+2028 in comm
+    for line in text.split("\n"):
         key, _, value = line.partition(":")
         fields[key] = value
     try:
@@ -61,9 +70,9 @@ def parse_status(text: str) -> ProcStatus:
         nstgid = fields.get("NStgid")
         return ProcStatus(
             name=fields.get("Name", "").strip(),
-            tgid=int(fields["Tgid"]),
-            uid_real=int(uids[0]),
-            uid_effective=int(uids[1]),
+            tgid=parse_int(fields["Tgid"].strip()),
+            uid_real=parse_int(uids[0]),
+            uid_effective=parse_int(uids[1]),
             rss_anon_bytes=_kb(fields["RssAnon"]) if "RssAnon" in fields else 0,
             rss_file_bytes=_kb(fields["RssFile"]) if "RssFile" in fields else 0,
             rss_shmem_bytes=_kb(fields["RssShmem"]) if "RssShmem" in fields else 0,
@@ -71,7 +80,7 @@ def parse_status(text: str) -> ProcStatus:
             pte_bytes=_kb(fields["VmPTE"]) if "VmPTE" in fields else 0,
             has_mm="VmRSS" in fields,
             kthread=None if kthread is None else kthread.strip() == "1",
-            nstgid=tuple(int(p) for p in nstgid.split()) if nstgid else (),
+            nstgid=tuple(parse_int(p) for p in nstgid.split()) if nstgid else (),
         )
     except (KeyError, IndexError) as exc:
         raise ParseError("process status", f"missing field {exc}") from None
@@ -81,37 +90,70 @@ def parse_status(text: str) -> ProcStatus:
 
 def parse_proc_cgroup(text: str) -> ProcCgroups:
     """Parse /proc/PID/cgroup: ``0::/path`` is cgroup2; ``N:ctrl[,ctrl]:/path`` are v1
-    hierarchies (named ones as ``name=systemd``). Hybrid hosts print both kinds."""
+    hierarchies (named ones as ``name=systemd``). Hybrid hosts print both kinds.
+
+    Paths come out in host.cgroup_path()'s form (``system.slice/x`` -> ``/system.slice/x``),
+    so every walk up a path ends at the root. A path that names no cgroup guardian can reach
+    (``/../other``: the process is outside guardian's cgroup namespace) is left out, as if
+    that hierarchy were not listed."""
     v2 = None
     v1: dict[str, str] = {}
-    for line in text.splitlines():
+    # "\n" only: the kernel prints cgroup names unescaped, and str.splitlines() would also
+    # break a name at \x0c, \x1c or U+2028
+    for line in text.split("\n"):
         parts = line.split(":", 2)
         if len(parts) != 3:
             continue
-        hier, controllers, path = parts
-        if path.endswith(" (deleted)"):  # a zombie whose cgroup was removed
-            path = path[: -len(" (deleted)")]
+        hier, controllers, raw = parts
+        if raw.endswith(" (deleted)"):  # a zombie whose cgroup was removed
+            raw = raw[: -len(" (deleted)")]
+        try:
+            path = cgroup_path(raw)
+        except ValueError:
+            continue
         if hier == "0" and controllers == "":
             v2 = path
         else:
             for controller in controllers.split(","):
                 v1[controller] = path
-    return ProcCgroups(v2=v2, v1=v1)
+    return ProcCgroups(v2=v2, v1=MappingProxyType(v1))  # v1 is ours alone: no copy needed
 
 
 def parse_cmdline(raw: bytes) -> tuple[str, ...]:
     """NUL-separated arguments; empty for kernel threads and zombies."""
     if not raw:
         return ()
-    return tuple(a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0"))
+    return tuple(os.fsdecode(a) for a in raw.rstrip(b"\0").split(b"\0"))
+
+
+def parse_oom_score_adj(text: str) -> int:
+    """Parse /proc/PID/oom_score_adj, an integer from -1000 to 1000 (OOM_SCORE_ADJ_MIN..MAX)."""
+    try:
+        value = parse_int(text.strip())
+    except ValueError:
+        raise ParseError("oom_score_adj", f"expected an integer, got {text.strip()[:40]!r}") from None
+    if not -1000 <= value <= 1000:
+        raise ParseError("oom_score_adj", f"{value} is outside -1000..1000")
+    return value
+
+
+def parse_oom_score(text: str) -> int:
+    """Parse /proc/PID/oom_score, a non-negative integer (0..2000 on current kernels)."""
+    try:
+        value = parse_int(text.strip())
+    except ValueError:
+        raise ParseError("oom_score", f"expected an integer, got {text.strip()[:40]!r}") from None
+    if value < 0:
+        raise ParseError("oom_score", f"{value} is negative")
+    return value
 
 
 def read_oom_score_adj(host: Host, pid: int) -> int:
-    return int(host.read_pid_file(pid, "oom_score_adj"))
+    return parse_oom_score_adj(os.fsdecode(host.read_pid_file(pid, "oom_score_adj")))
 
 
 def read_oom_score(host: Host, pid: int) -> int:
-    return int(host.read_pid_file(pid, "oom_score"))
+    return parse_oom_score(os.fsdecode(host.read_pid_file(pid, "oom_score")))
 
 
 def read_cmdline(host: Host, pid: int) -> tuple[str, ...]:
@@ -119,16 +161,17 @@ def read_cmdline(host: Host, pid: int) -> tuple[str, ...]:
 
 
 def read_comm(host: Host, pid: int) -> str:
-    return host.read_pid_file(pid, "comm").decode("utf-8", "replace").rstrip("\n")
+    return os.fsdecode(host.read_pid_file(pid, "comm")).rstrip("\n")
 
 
 def read_process(host: Host, pid: int, *, oom_score: bool = False, cmdline: bool = False) -> Process:
     """One process from stat, status, oom_score_adj and cgroup (and oom_score, cmdline when
-    asked). Raises NoSuchProcess if it exits during the reads."""
-    stat = parse_stat(host.read_pid_file(pid, "stat").decode("utf-8", "replace"))
-    status = parse_status(host.read_pid_file(pid, "status").decode("utf-8", "replace"))
+    asked). Raises NoSuchProcess if it exits during the reads, ParseError if a file does not
+    parse."""
+    stat = parse_stat(os.fsdecode(host.read_pid_file(pid, "stat")))
+    status = parse_status(os.fsdecode(host.read_pid_file(pid, "status")))
     adj = read_oom_score_adj(host, pid)
-    cgroups = parse_proc_cgroup(host.read_pid_file(pid, "cgroup").decode("utf-8", "replace"))
+    cgroups = parse_proc_cgroup(os.fsdecode(host.read_pid_file(pid, "cgroup")))
     kernel_thread = status.kthread if status.kthread is not None else stat.is_kernel_thread
     return Process(
         pid=pid,
@@ -145,9 +188,17 @@ def read_process(host: Host, pid: int, *, oom_score: bool = False, cmdline: bool
         pte_bytes=status.pte_bytes,
         oom_score_adj=adj,
         cgroup=cgroups,
-        oom_score=read_oom_score(host, pid) if oom_score else None,
+        oom_score=_oom_score_or_none(host, pid) if oom_score else None,
         cmdline=read_cmdline(host, pid) if cmdline else None,
     )
+
+
+def _oom_score_or_none(host: Host, pid: int) -> Optional[int]:
+    # the kernel's verdict is shown beside guardian's, never decided on: a bad value is "unknown"
+    try:
+        return read_oom_score(host, pid)
+    except ParseError:
+        return None
 
 
 def read_processes(
@@ -157,8 +208,8 @@ def read_processes(
     oom_score: bool = False,
     cmdline: bool = False,
 ) -> list[Process]:
-    """Every readable process. Ones that vanish mid-read, or whose files we may not read
-    (hidepid, another user's process under a hardened /proc), are skipped."""
+    """Every readable process. Ones that vanish mid-read, whose files we may not read (hidepid,
+    another user's process under a hardened /proc), or whose files do not parse, are skipped."""
     out = []
     for pid in host.pids() if pids is None else pids:
         try:

@@ -23,11 +23,22 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
-from guardian.errors import ParseError, Unavailable
+from guardian.errors import Malformed, ParseError, Unavailable
 from guardian.host import Host
 from guardian.records import Pressure, PsiLine, StallRate
+from guardian.sources.vmstat import parse_int
+from guardian.text import shown
 
 RESOURCES = ("memory", "cpu", "io")
+
+
+def _pct(text: str) -> float:
+    # psi_show() prints "%lu.%02lu": digits, a point, digits. float() would also take "nan",
+    # "inf" and "1e999", which no kernel prints and which are not valid JSON numbers.
+    whole, point, frac = text.partition(".")
+    if not (whole.isascii() and whole.isdigit()) or (point and not (frac.isascii() and frac.isdigit())):
+        raise ValueError(text)
+    return float(text)
 
 
 def _parse_line(line: str, what: str) -> tuple[str, PsiLine]:
@@ -36,25 +47,28 @@ def _parse_line(line: str, what: str) -> tuple[str, PsiLine]:
     for item in rest.split():
         key, sep, value = item.partition("=")
         if not sep:
-            raise ParseError(what, f"expected key=value, got {item!r}")
+            raise ParseError(what, f"expected key=value, got {item[:40]!r}")
         values[key] = value
     try:
+        total = parse_int(values["total"])
+        if total < 0:
+            raise ValueError(values["total"])
         return kind, PsiLine(
-            avg10_pct=float(values["avg10"]),
-            avg60_pct=float(values["avg60"]),
-            avg300_pct=float(values["avg300"]),
-            total_us=int(values["total"]),
+            avg10_pct=_pct(values["avg10"]),
+            avg60_pct=_pct(values["avg60"]),
+            avg300_pct=_pct(values["avg300"]),
+            total_us=total,
         )
     except KeyError as exc:
-        raise ParseError(what, f"missing {exc.args[0]}= in {line!r}") from None
+        raise ParseError(what, f"missing {exc.args[0]}= in {line[:80]!r}") from None
     except ValueError:
-        raise ParseError(what, f"non-numeric value in {line!r}") from None
+        raise ParseError(what, f"non-numeric value in {line[:80]!r}") from None
 
 
 def parse_pressure(text: str, what: str = "pressure file") -> Pressure:
     """Parse a pressure file. ``full`` may be missing (cpu before 5.13)."""
     lines: dict[str, PsiLine] = {}
-    for raw in text.splitlines():
+    for raw in text.split("\n"):
         if raw.strip():
             kind, line = _parse_line(raw.strip(), what)
             lines[kind] = line
@@ -67,14 +81,21 @@ def read_pressure(host: Host, resource: str = "memory") -> Pressure:
     """System-wide pressure for ``memory``, ``cpu`` or ``io``. Unavailable without CONFIG_PSI
     or with ``psi=0`` (the files are missing, or reading them fails with EOPNOTSUPP)."""
     path = host.pressure_path(resource)
-    return parse_pressure(host.read_hot(path, "PSI"), path)
+    return _parsed(host.read_hot(path, "PSI"), path, "PSI")
 
 
 def read_cgroup_pressure(host: Host, cgroup: str, resource: str = "memory") -> Pressure:
     """Pressure of one cgroup2 group. PSI files are cgroup core files: they exist even where
-    the memory controller lives on v1 (hybrid hosts)."""
+    the memory controller lives on v1 (hybrid hosts). A file that does not parse: Malformed."""
     path = f"{host.cgroup_v2_dir(cgroup)}/{resource}.pressure"
-    return parse_pressure(host.read_feature(path, "cgroup PSI"), path)
+    return _parsed(host.read_feature(path, "cgroup PSI"), path, "cgroup PSI")
+
+
+def _parsed(text: str, path: str, feature: str) -> Pressure:
+    try:
+        return parse_pressure(text, shown(path))
+    except ParseError as exc:
+        raise Malformed.of(feature, exc) from None
 
 
 # --- live stall rate ---------------------------------------------------------------------------
@@ -260,7 +281,7 @@ class PsiWatch:
 
     def check(self, now_us: int) -> bool:
         """Poll mode: read the file and evaluate the condition. Trigger mode: never reads."""
-        pressure = parse_pressure(self._host.read_feature(self.path, "PSI"), self.path)
+        pressure = _parsed(self._host.read_feature(self.path, "PSI"), self.path, "PSI")
         self._meter.add(now_us, pressure)
         rate = self._meter.rate()
         if rate is None or rate.window_us < self.spec.window_us // 2:
