@@ -523,3 +523,15 @@ def test_a_tick_that_raises_is_reported_and_the_loop_goes_on(
     assert f"a tick failed ({MAX_TICK_FAILURES} in a row): ValueError: a bug" in [
         e["MESSAGE"] for e in sink.events
     ]
+
+
+def test_the_fast_path_never_raises(tmp_path: Path) -> None:
+    """The fast path runs outside the tick's guard: an unreadable meminfo sends the loop to a
+    full tick (which reports what is wrong) instead of out of the loop."""
+    root = machine(tmp_path, available_kb=12 * GiB_KB)
+    g, _, clock = guardian_for(root, "[machine]\nmem_available = { term = '10%' }\n")
+    covered(g)
+    g.tick()
+    assert g.calm is not None
+    (root / "proc/meminfo").unlink()
+    assert g.quick(clock.monotonic_us()) is None

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from support.arena import Arena
 
+from guardian.daemon.wakeups import PsiSource, Waiter, WakePlan
 from guardian.host import Host
 from guardian.records import Pressure, PsiLine
 from guardian.sources.psi import (
     PsiTrigger,
-    PsiWatch,
     StallMeter,
     TriggerRefused,
     TriggerSpec,
@@ -127,26 +127,29 @@ class TestLiveTriggers:
             for _fd, revents in events.poll(0):
                 assert trig.fired(revents) in ("fired", "idle")
 
-    def test_subsecond_window_falls_back_to_polling(self, psi_path: str, live_host: Host) -> None:
+    def test_subsecond_window_is_refused_without_cap_sys_resource(self, psi_path: str) -> None:
         if has_cap_sys_resource():
             pytest.skip("with CAP_SYS_RESOURCE the kernel accepts any window")
-        watch = PsiWatch(psi_path, TriggerSpec("some", 150_000, 1_000_000), live_host)
-        try:
-            assert watch.mode == "poll"
-            assert watch.fallback_reason is not None and "multiple of 2 s" in watch.fallback_reason
-            # polling has the same meaning: an idle machine does not stall 15 % of a second
-            assert watch.check(0) is False
-            assert watch.check(1_000_000) is False
-        finally:
-            watch.close()
+        with pytest.raises(TriggerRefused, match="multiple of 2 s"):
+            PsiTrigger(psi_path, TriggerSpec("some", 150_000, 1_000_000))
 
-    def test_accepted_window_uses_the_kernel(self, psi_path: str, live_host: Host) -> None:
-        watch = PsiWatch(psi_path, TriggerSpec("full", 500_000, 2_000_000), live_host)
+    def test_the_daemon_arms_a_kernel_trigger_on_a_live_host(self, psi_path: str, live_host: Host) -> None:
+        waiter = Waiter()
         try:
-            assert watch.mode == "trigger" and watch.fd is not None
+            source = PsiSource(psi_path, "full", 50, ("machine", None))
+            armed = waiter.arm(WakePlan(psi=(source,), writes=True))
+            assert armed.psi == frozenset({("machine", None)})
+            assert armed.psi_modes == {psi_path: "trigger"}
         finally:
-            watch.close()
-        assert watch.fd is None
+            waiter.close()
+        assert waiter.fds == {}
+
+    def test_nothing_is_armed_where_nothing_may_be_written(self, psi_path: str) -> None:
+        waiter = Waiter()
+        source = PsiSource(psi_path, "full", 50, ("machine", None))
+        armed = waiter.arm(WakePlan(psi=(source,), writes=False))
+        assert armed.psi == frozenset() and "polling" in armed.psi_modes[psi_path]
+        waiter.close()
 
     def test_second_trigger_on_one_fd_is_ebusy(self, psi_path: str) -> None:
         with PsiTrigger(psi_path, TriggerSpec("some", 150_000, 2_000_000)) as trig:

@@ -252,7 +252,10 @@ class Engine:
         poll = self.policy.poll
         gaps = []
         if calm.mem_line_bytes is not None:
-            available = quick_available(self.host.read_hot(self.host.meminfo_path(), "meminfo"))
+            try:
+                available = quick_available(self.host.read_hot(self.host.meminfo_path(), "meminfo"))
+            except (GuardianError, OSError):
+                return None  # a full tick reads it properly and reports what is wrong
             if available is None or available <= calm.mem_line_bytes:
                 return None
             gaps.append(available - calm.mem_line_bytes)

@@ -201,7 +201,7 @@ class Waiter:
     def __init__(self, wakeup_fd: Optional[int] = None) -> None:
         self.poller = select.poll()
         self.fds: dict[int, str] = {}  # fd -> what it is: "psi", "events", "threshold", "cgroups"
-        self.psi_keys: dict[int, PsiKey] = {}
+        self.triggers: dict[int, tuple[PsiTrigger, PsiKey]] = {}
         self.kill_fds: set[int] = set()  # owned by the kills in flight, only polled here
         self.wakeup_fd = wakeup_fd
         if wakeup_fd is not None:
@@ -217,7 +217,7 @@ class Waiter:
         with contextlib.suppress(OSError):
             os.close(fd)
         self.fds.pop(fd, None)
-        self.psi_keys.pop(fd, None)
+        self.triggers.pop(fd, None)
 
     def close(self) -> None:
         for fd in list(self.fds):
@@ -244,7 +244,7 @@ class Waiter:
                 continue
             modes[source.path] = "trigger"
             self._add(trigger.fd, select.POLLPRI, "psi")
-            self.psi_keys[trigger.fd] = source.key
+            self.triggers[trigger.fd] = (trigger, source.key)
             armed.add(source.key)
             if source.key[1] is not None:
                 covered.setdefault(source.key[1], set()).add("psi")
@@ -328,8 +328,10 @@ class Waiter:
                     os.lseek(fd, 0, os.SEEK_SET)
                     os.read(fd, 4096)
             elif what == "psi":
-                if mask & (select.POLLERR | select.POLLNVAL):
+                trigger, key = self.triggers[fd]
+                state = trigger.fired(mask)
+                if state == "gone":
                     self._drop(fd)  # a cgroup trigger reports POLLERR once the cgroup is gone
-                else:
-                    psi.add(self.psi_keys[fd])
+                elif state == "fired":
+                    psi.add(key)
         return Wake(psi=frozenset(psi), cgroups=cgroups, kernel=kernel, signal=signalled)

@@ -8,10 +8,11 @@ Three things live here:
   choose. The kernel's avg10 is recomputed only every ~2 s and decays over 10 s, so it trails a
   fast hog by seconds (earlyoom's contrib/oomstat/overload.txt: the stall computed from
   ``total`` reached 84 % while some avg10 still read 0). avg10/60/300 stay for hysteresis.
-* ``PsiTrigger`` / ``PsiWatch``: the kernel's trigger interface (write
-  ``some|full STALL_US WINDOW_US\\n``, poll for POLLPRI) with a polling fallback when the kernel
-  refuses (EINVAL for windows that are not a multiple of 2 s without CAP_SYS_RESOURCE, EBUSY
-  for a second trigger on one fd, EOPNOTSUPP with PSI disabled).
+* ``PsiTrigger``: the kernel's trigger interface (write ``some|full STALL_US WINDOW_US\\n``,
+  poll for POLLPRI); ``TriggerRefused`` says in words why the kernel would not register one
+  (EINVAL for windows that are not a multiple of 2 s without CAP_SYS_RESOURCE, EBUSY for a
+  second trigger on one fd, EOPNOTSUPP with PSI disabled), and the daemon polls instead
+  (guardian/daemon/wakeups.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
-from guardian.errors import Malformed, ParseError, Unavailable
+from guardian.errors import Malformed, ParseError
 from guardian.host import Host
 from guardian.records import Pressure, PsiLine, StallRate
 from guardian.sources.vmstat import parse_int
@@ -248,58 +249,3 @@ class PsiTrigger:
         if revents & select.POLLPRI:
             return "fired"
         return "idle"
-
-
-class PsiWatch:
-    """Watch one pressure file for a stall condition: a kernel trigger where the kernel accepts
-    it, otherwise polling of ``total`` with the same meaning.
-
-    ``mode`` is ``trigger`` or ``poll``; ``fallback_reason`` says why polling was chosen.
-    In poll mode, ``check(now_us)`` reads the file and reports whether stall grew by at least
-    ``stall_us`` over the last ``window_us`` (the trigger's semantics, evaluated by us).
-    """
-
-    def __init__(self, path: str, spec: TriggerSpec, host: Host) -> None:
-        self.path = path
-        self.spec = spec
-        self._host = host
-        self.trigger: Optional[PsiTrigger] = None
-        self.fallback_reason: Optional[str] = None
-        self._meter = StallMeter(spec.window_us)
-        try:
-            self.trigger = PsiTrigger(path, spec)
-        except TriggerRefused as exc:
-            self.fallback_reason = exc.reason
-
-    @property
-    def mode(self) -> str:
-        return "trigger" if self.trigger is not None else "poll"
-
-    @property
-    def fd(self) -> Optional[int]:
-        return self.trigger.fd if self.trigger is not None else None
-
-    def check(self, now_us: int) -> bool:
-        """Poll mode: read the file and evaluate the condition. Trigger mode: never reads."""
-        pressure = _parsed(self._host.read_feature(self.path, "PSI"), self.path, "PSI")
-        self._meter.add(now_us, pressure)
-        rate = self._meter.rate()
-        if rate is None or rate.window_us < self.spec.window_us // 2:
-            return False  # too little history to judge a window
-        pct = rate.some_pct if self.spec.kind == "some" else (rate.full_pct or 0.0)
-        stalled_us = pct / 100.0 * self.spec.window_us
-        return stalled_us >= self.spec.stall_us
-
-    def close(self) -> None:
-        if self.trigger is not None:
-            self.trigger.close()
-            self.trigger = None
-
-
-def psi_available(host: Host) -> Optional[str]:
-    """None when memory PSI can be read here, else the reason it cannot."""
-    try:
-        read_pressure(host, "memory")
-    except Unavailable as exc:
-        return exc.reason
-    return None
