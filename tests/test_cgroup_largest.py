@@ -105,3 +105,32 @@ def test_omit_xattr_excludes_and_only_root_owned_groups_count(tmp_path: Path) ->
     assert "user.oomd_omit" in reason
     os.chown(big, 1000, 1000)  # an unprivileged user marking their own group: ignored
     assert order(rank(selector(), root)) == ["big", "mid"]
+
+
+def test_omit_is_read_once_per_cgroup_per_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hundreds of processes in one service cost one xattr read per cgroup on their path, not
+    one walk per process: the exclude hook must finish within the plugin budget, or the
+    candidates it had not reached would lose their omit."""
+    root = FakeRoot(tmp_path / "root")
+    root.mounts("unified")
+    root.meminfo(total_kb=4 * 1024 * 1024, available_kb=1024 * 1024)
+    root.process(1, "systemd", ppid=0, rss_anon_kb=4096, cgroup_v2="/init.scope")
+    root.cgroup_v2("/init.scope")
+    for pid in range(100, 400):
+        root.process(pid, "worker", rss_anon_kb=1024, cgroup_v2="/work.slice/pool.service")
+    root.cgroup_v2("/work.slice/pool.service")
+    root.finish()
+    host = Host(tmp_path / "root")
+    asked: list[str] = []
+    real = host.cgroup_xattrs
+
+    def counting(cgroup: str, names: tuple[str, ...]) -> frozenset[str]:
+        asked.append(cgroup)
+        return real(cgroup, names)
+
+    monkeypatch.setattr(host, "cgroup_xattrs", counting)
+    selector = Selector(POLICY, make_plugin_manager(None, entry_points=False))
+    ranking = selector.rank(Sample(host, 0))
+    assert len([r for r in ranking.ranked if r.candidate.cgroup == "/work.slice/pool.service"]) == 300
+    # one read for the omit walk, one for the prefer/avoid points the scorer gives the group
+    assert asked.count("/work.slice/pool.service") <= 2 and asked.count("/work.slice") == 1

@@ -59,6 +59,15 @@ class TestKubeletQos:
         assert pod_of("/kubepods/pod77-88/c1") is not None
         assert pod_of("/system.slice/kubelet.service") is None
 
+    def test_a_user_cannot_name_a_pod(self) -> None:
+        """A user names every cgroup below their own systemd manager: a "Guaranteed pod" there
+        would rank last. A kubelet in a container (kind, k3s in docker) is below a system unit."""
+        user = "/user.slice/user-1000.slice/user@1000.service/app.slice"
+        assert pod_of(f"{user}/kubepods-pod1234.slice/hog.scope") is None
+        assert pod_of(f"{user}/x.scope/kubepods/pod12-34/c") is None
+        nested = pod_of("/system.slice/docker-0a1b.scope/kubepods/burstable/pod12-34/c0")
+        assert nested is not None and nested.qos_from_path == "burstable"
+
     def test_besteffort_pod_outranks_a_larger_guaranteed_pod(self) -> None:
         ranking = rank(K8S, QOS)
         postgres_rss = sum(

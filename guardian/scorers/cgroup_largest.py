@@ -161,11 +161,38 @@ def guardian_scorers() -> list[Scorer]:
     return [CgroupLargest()]
 
 
+class _OmitMemo:
+    """Which cgroups carry user.oomd_omit, read once per cgroup per Sample: a ranking asks for
+    every candidate, and a thousand processes in one service must not cost a thousand walks of
+    getxattr calls (the hook runs under the plugin budget, and a candidate it has not reached
+    when the budget runs out would lose its omit)."""
+
+    def __init__(self) -> None:
+        self._sample: Optional[Sample] = None
+        self._marked: dict[str, bool] = {}
+        self._lock = threading.Lock()
+
+    def marked(self, sample: Sample, path: str) -> bool:
+        with self._lock:
+            if sample is not self._sample:
+                self._sample, self._marked = sample, {}
+            found = self._marked.get(path)
+        if found is None:
+            found = bool(sample.host.cgroup_xattrs(path, XATTR_OMIT))
+            with self._lock:
+                if sample is self._sample:
+                    self._marked[path] = found
+        return found
+
+
+_OMIT = _OmitMemo()
+
+
 @hookimpl
 def guardian_exclude(candidate: Candidate, context: RankContext) -> Optional[str]:
     if candidate.cgroup is None or "cgroup_largest" not in context.policy.scorers:
         return None
     for path in cgroup_ancestors(candidate.cgroup):  # ends at the root for any string
-        if context.sample.host.cgroup_xattrs(path, XATTR_OMIT):
+        if _OMIT.marked(context.sample, path):
             return f"cgroup {shown(path)} is marked user.oomd_omit (ManagedOOMPreference=omit)"
     return None

@@ -52,13 +52,21 @@ class PodRef:
     qos_from_path: Optional[str]  # "besteffort", "burstable", "guaranteed"
 
 
+def _user_controlled(prefix: str) -> bool:
+    """Inside a user's own systemd manager (``user@UID.service``), where the user names every
+    cgroup: a "pod" there is whatever the user chose to call one (and a Guaranteed pod ranks
+    last). Pods of a kubelet in a container (kind, k3s in docker: ``/system.slice/docker-ID.scope
+    /kubepods/...``) sit below a system unit, which only root controls."""
+    return any(part.startswith("user@") and part.endswith(".service") for part in prefix.split("/"))
+
+
 def pod_of(cgroup: Optional[str]) -> Optional[PodRef]:
     """The pod a cgroup path belongs to, or None outside kubepods."""
     if not cgroup:
         return None
     for pattern, systemd in ((_SYSTEMD_POD, True), (_CGROUPFS_POD, False)):
         m = pattern.match(cgroup)
-        if m:
+        if m and not _user_controlled(m.group(1)):
             qos = m.group(2) or "guaranteed"
             uid = m.group(3).replace("_", "-") if systemd else m.group(3)
             return PodRef(path=m.group(1), uid=uid, qos_from_path=qos)
