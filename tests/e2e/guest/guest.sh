@@ -163,7 +163,7 @@ hog_cmd() {
         cat >/usr/local/bin/e2e-hog <<'PY'
 #!/usr/bin/python3
 import sys
-sys.path.insert(0, "/root/guardian/tests")
+sys.path[:0] = ["/root/guardian", "/root/guardian/tests"]  # the support module imports guardian's
 from support.arena import hog_program
 exec(hog_program(
     float(sys.argv[1]),
