@@ -10,7 +10,7 @@ plugins, and a plugin that changed one would change what every later scorer and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Optional, TypeVar
@@ -84,13 +84,16 @@ class MemInfo:
     page_tables_bytes: int
     available_estimated: bool  # MemAvailable missing (pre-3.14): estimated as earlyoom does
     text: str = field(repr=False, compare=False, default="")
+    # the parser of every line, given by the reader that made this record (records know no
+    # file format): most ticks need a dozen keys, not all ~55 lines
+    parse_fields: Callable[[str], Mapping[str, int]] = field(
+        repr=False, compare=False, default=lambda _text: MappingProxyType({})
+    )
 
     @property
     def fields(self) -> Mapping[str, int]:
         """Every line, parsed on demand (kB lines in bytes, HugePages_* as counts)."""
-        from guardian.sources.meminfo import parse_meminfo_fields  # noqa: PLC0415 - no cycle at import
-
-        return parse_meminfo_fields(self.text)
+        return self.parse_fields(self.text)
 
     @property
     def swap_used_bytes(self) -> int:

@@ -78,6 +78,7 @@ def parse_meminfo(text: str) -> MemInfo:
         page_tables_bytes=found.get("PageTables", 0),
         available_estimated=estimated,
         text=text,
+        parse_fields=parse_meminfo_fields,
     )
 
 
