@@ -244,9 +244,10 @@ class Reporter:
             fields["GUARDIAN_VICTIM_COMM"] = c.process.comm
             fields["GUARDIAN_VICTIM_OOM_SCORE_ADJ"] = str(c.process.oom_score_adj)
             who = f"pid {c.process.pid} ({shown(c.process.comm)})"
-        else:
+        if action == "group-kill":  # a cgroup, or a process's memory.oom.group group: all its members
             fields["GUARDIAN_VICTIM_PIDS"] = ",".join(str(p) for p in outcome.pids)
-            who = f"cgroup {shown(c.cgroup or '/')} ({len(outcome.pids)} processes)"
+            group = f"cgroup {shown(c.kill_group or c.cgroup or '/')} ({len(outcome.pids)} processes)"
+            who = group if c.process is None else f"{group}, the memory.oom.group of {who}"
         if c.kill_group:
             fields["GUARDIAN_KILL_GROUP"] = c.kill_group
         if outcome.spared:

@@ -75,6 +75,11 @@ def test_an_oom_group_kill_spares_a_never_kill_member(tmp_path: Path) -> None:
     assert act.outcome.spared == [703]
     (event,) = sink.events
     assert event["MESSAGE_ID"] == MSG_DRY_RUN
+    assert event["MESSAGE"].startswith(
+        "dry run: would group-kill cgroup /system.slice/nginx.service (3 processes), "
+        "the memory.oom.group of pid 701 (nginx)"
+    )
+    assert event["GUARDIAN_VICTIM_PIDS"] == "700,701,702" and event["GUARDIAN_VICTIM_PID"] == "701"
     assert event["GUARDIAN_SPARED_PIDS"] == "703"
     assert "would spare pid 703: helper: oom_score_adj is -1000" in event["GUARDIAN_DETAIL"]
 
