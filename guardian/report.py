@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Callable, Optional, Protocol, TextIO
 
 from guardian.actions import Outcome
+from guardian.kinds import KillAction, NotDone
 from guardian.policy import Trigger
 from guardian.ranking import Ranked
 from guardian.text import shown
@@ -218,7 +219,7 @@ class Reporter:
     def _send(self, message: str, message_id: str, priority: int, fields: Mapping[str, str]) -> None:
         self.sink.send(message, {"MESSAGE_ID": message_id, "PRIORITY": str(priority), **fields})
 
-    def decision(self, trigger: Trigger, victim: Ranked, action: str, outcome: Outcome) -> None:
+    def decision(self, trigger: Trigger, victim: Ranked, action: KillAction, outcome: Outcome) -> None:
         """A victim was chosen and acted on (or, in a dry run, would have been)."""
         c = victim.candidate
         fields: Fields = {
@@ -270,7 +271,7 @@ class Reporter:
             message = f"did not {action} {who}: {outcome.result}: {outcome.detail or trigger.reason}"
             self._send(message, MSG_NOT_DONE, PRIORITY_NOTICE, fields)
 
-    def not_done(self, trigger: Trigger, outcome: str, detail: str) -> None:
+    def not_done(self, trigger: Trigger, outcome: NotDone, detail: str) -> None:
         """A trigger that led to no kill: recovered before it, or nothing killable in scope."""
         fields: Fields = {
             "GUARDIAN_TRIGGER": f"{trigger.rule}:{trigger.condition}",
