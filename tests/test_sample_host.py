@@ -104,13 +104,17 @@ def test_gone_process_raises_no_such_process(tmp_path: Path) -> None:
 def test_no_os_paths_outside_host_module() -> None:
     """STYLE.md habit 1: a fake root must reach every read, so only host.py spells OS paths."""
     pattern = re.compile(r"""["'](/proc|/sys)(/|["'])""")
+    assert pattern.search((PACKAGE / "host.py").read_text()), "the pattern finds host.py's own paths"
     offenders = []
+    scanned = 0
     for path in PACKAGE.rglob("*.py"):
         if path.name == "host.py":
             continue
+        scanned += 1
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if pattern.search(line):
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
+    assert scanned >= 10, f"only {scanned} modules under {PACKAGE}"
     assert offenders == []
 
 
