@@ -73,9 +73,13 @@ def guardian_survived(result: Any, restarts: int = 0) -> list[str]:
 
 
 def bystanders_alive(result: Any) -> list[str]:
-    """Every unit listed in bystanders.txt ("unit state") is still active."""
+    """Every unit listed in bystanders.txt ("unit state") is still active; a scenario that
+    checks its bystanders lists at least one (record_outcome UNIT...)."""
+    lines = result.text("bystanders.txt").splitlines()
+    if not lines:
+        return ["bystanders.txt lists no unit: record_outcome was given no bystanders, or never ran"]
     failures = []
-    for line in result.text("bystanders.txt").splitlines():
+    for line in lines:
         unit, _, state = line.partition(" ")
         if state.strip() != "active":
             failures.append(f"bystander {unit} is {state.strip() or 'gone'}")
