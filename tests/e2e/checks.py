@@ -44,7 +44,10 @@ def kills(result: Any, scope: Optional[str] = None) -> list[dict[str, Any]]:
 
 
 def no_kernel_oom(result: Any) -> list[str]:
-    """Neither a memcg nor a machine-wide kernel OOM kill happened."""
+    """Neither a memcg nor a machine-wide kernel OOM kill happened (in a dmesg that was
+    collected: an empty one would show none)."""
+    if not result.dmesg.strip():
+        return ["no dmesg was collected: the kernel's OOM kills cannot be counted"]
     hits = KERNEL_OOM.findall(result.dmesg)
     if hits:
         return [f"the kernel's OOM killer acted {len(hits)} time(s): {[h[1] for h in hits]}"]
