@@ -44,7 +44,7 @@ class TestStallRate:
         assert stall_rate(pressure(0), pressure(3_000_000), 1_000_000).some_pct == 100.0
 
     def test_no_elapsed_time(self) -> None:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="apart in time"):
             stall_rate(pressure(0), pressure(1), 0)
 
     def test_live_rate_leads_avg10(self) -> None:

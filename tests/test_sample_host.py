@@ -65,6 +65,7 @@ def test_sample_is_immutable(root: Path) -> None:
         sample.time_us = 5  # type: ignore[misc]
     with pytest.raises(AttributeError):
         sample.cgroup("/a.slice").path = "/b"  # type: ignore[misc]
+    assert sample.time_us == 0 and sample.cgroup("/a.slice").path == "/a.slice"  # both still there
 
 
 def test_host_resolves_everything_under_its_root(root: Path) -> None:
