@@ -465,8 +465,10 @@ def test_example_plugin_scores_in_guardian_rank(tmp_path: Path) -> None:
 
 
 def test_autoload_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GUARDIAN_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    assert "example_swap" in make_plugin_manager(None).scorers(Policy())  # autoloaded...
     monkeypatch.setenv("GUARDIAN_DISABLE_PLUGIN_AUTOLOAD", "1")
-    assert "example_swap" not in make_plugin_manager(None).scorers(Policy())
+    assert "example_swap" not in make_plugin_manager(None).scorers(Policy())  # ...until switched off
 
 
 def test_every_hook_has_a_documentation_section() -> None:
