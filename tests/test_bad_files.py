@@ -167,11 +167,17 @@ def test_the_daemon_starts_and_ticks(broken: tuple[str, Path]) -> None:
     wake_plan = g.wake_plan(Sample(g.host, now))
     g.use_wakeups(wake_plan, waiter.arm(wake_plan))
     try:
+        results = []
         for _ in range(3):
             clock.advance(1.0)
-            g.tick()  # MemAvailable is below the TERM line: each tick ranks and decides
+            results.append(g.tick())
     finally:
         waiter.close()
+    # the groups whose files still read are past their headroom TERM line on every tick (the
+    # machine is not: SwapFree is above its line)...
+    assert all(r.assessment.triggers for r in results)
+    # ...and the first tick ranked and decided for each (dry runs: a fake root is not signalled)
+    assert len(results[0].started) == len(results[0].assessment.triggers)
 
 
 # --- what each bad file costs, precisely -------------------------------------------------------

@@ -620,7 +620,8 @@ def test_plugins_cannot_change_the_policy() -> None:
     policy = load_policy(str(SHIPPED))
     rule = policy.protect[0]
     attempts: list[Callable[[], object]] = [
-        lambda: rule.patterns.clear(),  # type: ignore[attr-defined]  # noqa: PLW0108
+        # (a lambda, not the bound method: the lookup of the missing .clear must raise below)
+        lambda: rule.patterns.clear(),  # type: ignore[attr-defined]  # noqa: PLW0108 - see above
         lambda: rule.patterns.__setitem__("comm", Pattern("x")),  # type: ignore[attr-defined]
         lambda: policy.scorers.__setitem__("rules", 1000.0),  # type: ignore[attr-defined]
         lambda: policy.scorers.pop("rules"),  # type: ignore[attr-defined]

@@ -464,11 +464,14 @@ def test_no_fast_path_while_something_is_uncovered_or_hot(tmp_path: Path) -> Non
     root = machine(tmp_path, available_kb=int(16 * GiB_KB * 0.04))
     g, _, _ = guardian_for(root, POLICY)
     covered(g)
-    g.tick()  # acts: a cooldown runs
+    assert g.tick().started  # acts: a cooldown runs
     assert g.calm is None
     g2, _, _ = guardian_for(machine(tmp_path / "calm", available_kb=12 * GiB_KB), POLICY)
     g2.tick()  # uncovered (the default) means every wake is a full tick
     assert g2.calm is None
+    covered(g2)  # the same calm machine, its wake-ups covering it: now there is a fast path
+    g2.tick()
+    assert g2.calm is not None
 
 
 def test_pending_sigkill_is_seen(tmp_path: Path) -> None:

@@ -97,6 +97,7 @@ def test_oom_score_is_the_kernel_formula(name: str) -> None:
 def test_cgroup_procs_match_proc_pid_cgroup(name: str) -> None:
     h = host(name)
     procs = read_processes(h)
+    assert h.v2_cgroups()
     for path in h.v2_cgroups():
         listed = set(cg.read_cgroup_procs(h, path))
         members = {p.pid for p in procs if p.cgroup.v2 == path and not p.is_zombie}
@@ -284,6 +285,7 @@ def test_no_psi_is_unavailable() -> None:
     assert not (FIXTURES / "no-psi" / "proc" / "pressure").exists()
     with pytest.raises(Unavailable):
         read_pressure(h, "memory")
+    assert h.v2_cgroups()
     for path in h.v2_cgroups():
         with pytest.raises(Unavailable):
             read_cgroup_pressure(h, path)
@@ -465,7 +467,8 @@ def test_builder_legacy_variation(tmp_path: Path) -> None:
 
 def test_builder_rejects_impossible_sizes(tmp_path: Path) -> None:
     root = FakeRoot(tmp_path)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="whole 4 KiB pages"):
         root.process(10, "x", rss_anon_kb=6)  # /proc prints whole pages
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="oom_score_adj must be in"):
         root.process(10, "x", oom_score_adj=1001)
+    root.process(10, "x", rss_anon_kb=8, oom_score_adj=1000)  # the same process, possible, is taken

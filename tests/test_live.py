@@ -58,10 +58,13 @@ def test_status_command_json_on_live_host() -> None:
         timeout=60,
     )
     report = json.loads(out.stdout)
-    live = report["psi"]["memory"]["live"] if report["psi"]["memory"] else None
-    if live is not None:
-        assert live["window_us"] >= 150_000
-        assert 0.0 <= live["some_pct"] <= 100.0
+    if not os.path.exists("/proc/pressure/memory"):
+        assert report["psi"]["memory"] is None
+        return
+    live = report["psi"]["memory"]["live"]
+    assert live is not None, "PSI is there: a 0.2 s interval gives a live rate"
+    assert live["window_us"] >= 150_000
+    assert 0.0 <= live["some_pct"] <= 100.0
 
 
 def test_new_cgroup2_group_appears_with_pressure(arena: Arena, live_host: Host) -> None:
@@ -71,10 +74,11 @@ def test_new_cgroup2_group_appears_with_pressure(arena: Arena, live_host: Host) 
     entries = {e["path"]: e for e in report["cgroups"]}
     entry = entries[arena.name]
     assert entry["pressure"] is not None
-    assert entry["pressure"]["some"]["total_us"] >= 0
-    if arena.v1_dir is not None or live_host.cgroup_layout().v2_memory:
-        assert entry["max_bytes"] == 256 * 1024 * 1024
-        assert entry["headroom_bytes"] == entry["max_bytes"] - entry["current_bytes"]
+    # read from the new group's own file: nothing has run in it, so nothing has stalled
+    assert entry["pressure"]["some"]["total_us"] == 0
+    # the arena fixture needs a memory controller, so the limit is there (v1 or cgroup2)
+    assert entry["max_bytes"] == 256 * 1024 * 1024
+    assert entry["headroom_bytes"] == entry["max_bytes"] - entry["current_bytes"]
 
 
 def test_process_in_limited_memory_cgroup_is_attributed(arena: Arena, live_host: Host) -> None:
@@ -155,6 +159,8 @@ def test_a_cgroup_removed_under_guardian_reads_as_unavailable(
         os.close(held)
     with pytest.raises(Unavailable):
         live_host.read_hot(procs, "cgroup2")
+    # through the descriptor it kept, which it then closed: the removed group is not pinned
+    assert len(os.listdir("/proc/self/fd")) == before
     real_open = os.open
 
     def racing_open(path: str, *args: object, **kwargs: object) -> int:

@@ -62,6 +62,7 @@ def parse_catalog(text: str) -> list[tuple[str, dict[str, str], str]]:
 def test_catalog_entries_are_well_formed() -> None:
     entries = parse_catalog(CATALOG.read_text())
     ids = [i for i, _, _ in entries]
+    assert set(REQUIRED_IDS) <= set(ids)  # the parser found the entries it then checks
     assert len(ids) == len(set(ids)), f"duplicate ids: {sorted(i for i in ids if ids.count(i) > 1)}"
     for message_id, headers, body in entries:
         assert re.fullmatch(r"[0-9a-f]{32}", message_id), f"{message_id}: not 32 lowercase hex digits"
@@ -81,6 +82,7 @@ def test_catalog_covers_every_message_id() -> None:
     defined = set()
     for source in (ROOT / "guardian").rglob("*.py"):
         defined |= set(re.findall(r'^MSG_\w+\s*=\s*"([0-9a-f]{32})"', source.read_text(), re.MULTILINE))
+    assert set(REQUIRED_IDS) <= defined, "the scan finds the ids guardian/report.py defines"
     assert defined <= catalogued, f"message ids without a catalog entry: {sorted(defined - catalogued)}"
 
 

@@ -104,9 +104,13 @@ def test_the_field_check_sees_a_field_the_docs_miss() -> None:
 
 
 def guardian_imports(path: Path) -> set[str]:
+    """The guardian modules ``path`` imports; a relative import counts as one (it can only
+    reach into the package that holds the file: guardian/scorers/ is inside guardian)."""
     modules: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "guardian":
+        if isinstance(node, ast.ImportFrom) and node.level:
+            modules.add("." * node.level + (node.module or ""))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "guardian":
             modules.add(node.module)
         elif isinstance(node, ast.Import):
             modules |= {a.name for a in node.names if a.name.split(".")[0] == "guardian"}
@@ -116,6 +120,16 @@ def guardian_imports(path: Path) -> set[str]:
 @pytest.mark.parametrize("path", PLUGINS, ids=lambda p: p.name)
 def test_shipped_plugins_import_only_the_api(path: Path) -> None:
     assert guardian_imports(path) <= {"guardian.api"}
+
+
+def test_the_import_check_sees_every_way_into_guardian(tmp_path: Path) -> None:
+    """The check itself can fail: absolute and relative imports of guardian's insides are seen."""
+    source = tmp_path / "plugin.py"
+    source.write_text(
+        "import os\nimport guardian.host\nfrom guardian.api import hookimpl\n"
+        "from ..selection import Selector\nfrom . import kernel_badness\n"
+    )
+    assert guardian_imports(source) == {"guardian.host", "guardian.api", "..selection", "."}
 
 
 def test_the_docs_examples_import_only_the_api() -> None:

@@ -242,7 +242,11 @@ def _plant_pyc(source: Path, evil: str) -> Path:
     os.utime(decoy, ns=(st.st_atime_ns, st.st_mtime_ns))
     cache = Path(importlib.util.cache_from_source(str(source)))
     cache.parent.mkdir()
-    py_compile.compile(str(decoy), cfile=str(cache), doraise=True)
+    # timestamp-checked, as Python writes it unless SOURCE_DATE_EPOCH is set (then it would be
+    # hash-checked, and no loader would take the decoy's hash for the source's)
+    py_compile.compile(
+        str(decoy), cfile=str(cache), doraise=True, invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP
+    )
     decoy.unlink()
     os.chown(cache.parent, 1000, 1000)
     os.chown(cache, 1000, 1000)
@@ -254,6 +258,12 @@ def test_a_planted_pyc_never_runs(plugin_dir: Path) -> None:
     guardian checked and read is compiled."""
     _plant_pyc(plugin_dir / "constant.py", PLUGIN.replace("return 7.0", "return 666.0"))
     assert constant_score(plugin_dir) == 7.0
+    # the plant works: Python's own loader, given the same file, runs the planted bytecode
+    spec = importlib.util.spec_from_file_location("guardian_test_planted", plugin_dir / "constant.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.Constant().score(None, None) == 666.0
 
 
 def test_loading_writes_no_bytecode(plugin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -455,8 +465,10 @@ def test_example_plugin_scores_in_guardian_rank(tmp_path: Path) -> None:
 
 
 def test_autoload_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GUARDIAN_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    assert "example_swap" in make_plugin_manager(None).scorers(Policy())  # autoloaded...
     monkeypatch.setenv("GUARDIAN_DISABLE_PLUGIN_AUTOLOAD", "1")
-    assert "example_swap" not in make_plugin_manager(None).scorers(Policy())
+    assert "example_swap" not in make_plugin_manager(None).scorers(Policy())  # ...until switched off
 
 
 def test_every_hook_has_a_documentation_section() -> None:

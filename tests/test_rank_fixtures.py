@@ -96,6 +96,7 @@ class TestKubeletQos:
         capacity = TRUTH["memoryCapacity"]
         ranking = rank(K8S, QOS)
         views = {v.ref.uid: v for v in pods_view(ranking.context).values()}
+        assert any(p["qos"] == "Burstable" for p in TRUTH["pods"])
         for p in TRUTH["pods"]:
             view = views[p["uid"]]
             assert view.qos == p["qos"].lower()
@@ -111,11 +112,16 @@ class TestKubeletQos:
 
     def test_sandboxes_and_node_daemons_get_no_pod_score(self) -> None:
         ranking = rank(K8S, QOS)
-        for r in ranking.ranked:
-            p = r.candidate.process
-            assert p is not None
-            if p.oom_score_adj in (-998, -999):
-                assert "kubelet_qos" not in r.scores, p.comm
+        infra = [
+            r
+            for r in ranking.ranked
+            if r.candidate.process and r.candidate.process.oom_score_adj in (-998, -999)
+        ]
+        assert {r.candidate.process.oom_score_adj for r in infra if r.candidate.process} == {-998, -999}
+        for r in infra:
+            assert "kubelet_qos" not in r.scores, r.candidate.name
+        # while the pods' own processes do get one
+        assert any("kubelet_qos" in r.scores for r in ranking.ranked)
 
     def test_first_victim_is_in_a_pod_over_its_request(self) -> None:
         ranking = rank(K8S, QOS)
@@ -133,6 +139,7 @@ class TestSystemdHost:
     def test_fixture_oom_scores_are_reproduced(self) -> None:
         ranking = rank(V2, Policy(scorers={"kernel_badness": 1.0}))
         assert ranking.context.totalpages_source == "global"
+        assert len(ranking.ranked) >= 5
         for r in ranking.ranked:
             p = r.candidate.process
             assert p is not None
@@ -172,6 +179,7 @@ class TestSystemdHost:
         everything = Sample(Host(V2), 0)
         everything.processes  # noqa: B018 - read every process first: then processes_in uses them
         full = selector.rank(everything, scope="/system.slice/nginx.service")
+        assert scoped.ranked, "nginx.service has processes to rank"
         assert [(r.candidate.key, r.total) for r in scoped.ranked] == [
             (r.candidate.key, r.total) for r in full.ranked
         ]

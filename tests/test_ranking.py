@@ -275,7 +275,10 @@ def test_a_scorer_raising_a_base_exception_is_left_out_and_reported(
         context(tmp_path), cands(proc(1, 5), proc(2, 50))
     )
     assert ranking.failures == (PluginFailure("exits", "exits.score", reason),)
-    assert all("exits" not in r.scores for r in ranking.ranked)
+    assert [(r.candidate.process.pid, r.scores) for r in ranking.ranked if r.candidate.process] == [
+        (2, {"size": 50.0}),
+        (1, {"size": 5.0}),
+    ]  # the scores it gave before it raised are dropped too
 
 
 class Unprintable(Exception):

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES
 
-from guardian.cli import main
+from guardian.cli import EXIT_OK, main
 
 POLICY = """
 [machine]
@@ -91,7 +91,7 @@ def test_no_subcommand_writes_under_root(
         ["check", "--policy", str(policy)],
         ["rank", "--policy", str(policy)],
     ):
-        main([*argv, "--root", str(root)])
+        assert main([*argv, "--root", str(root)]) == EXIT_OK, (argv, capsys.readouterr().err)
     capsys.readouterr()
     run_daemon(root, policy, tmp_path)
     after = snapshot(root)

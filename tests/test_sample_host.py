@@ -65,6 +65,7 @@ def test_sample_is_immutable(root: Path) -> None:
         sample.time_us = 5  # type: ignore[misc]
     with pytest.raises(AttributeError):
         sample.cgroup("/a.slice").path = "/b"  # type: ignore[misc]
+    assert sample.time_us == 0 and sample.cgroup("/a.slice").path == "/a.slice"  # both still there
 
 
 def test_host_resolves_everything_under_its_root(root: Path) -> None:
@@ -104,13 +105,17 @@ def test_gone_process_raises_no_such_process(tmp_path: Path) -> None:
 def test_no_os_paths_outside_host_module() -> None:
     """STYLE.md habit 1: a fake root must reach every read, so only host.py spells OS paths."""
     pattern = re.compile(r"""["'](/proc|/sys)(/|["'])""")
+    assert pattern.search((PACKAGE / "host.py").read_text()), "the pattern finds host.py's own paths"
     offenders = []
+    scanned = 0
     for path in PACKAGE.rglob("*.py"):
         if path.name == "host.py":
             continue
+        scanned += 1
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if pattern.search(line):
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
+    assert scanned >= 10, f"only {scanned} modules under {PACKAGE}"
     assert offenders == []
 
 

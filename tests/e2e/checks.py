@@ -44,7 +44,10 @@ def kills(result: Any, scope: Optional[str] = None) -> list[dict[str, Any]]:
 
 
 def no_kernel_oom(result: Any) -> list[str]:
-    """Neither a memcg nor a machine-wide kernel OOM kill happened."""
+    """Neither a memcg nor a machine-wide kernel OOM kill happened (in a dmesg that was
+    collected: an empty one would show none)."""
+    if not result.dmesg.strip():
+        return ["no dmesg was collected: the kernel's OOM kills cannot be counted"]
     hits = KERNEL_OOM.findall(result.dmesg)
     if hits:
         return [f"the kernel's OOM killer acted {len(hits)} time(s): {[h[1] for h in hits]}"]
@@ -73,9 +76,13 @@ def guardian_survived(result: Any, restarts: int = 0) -> list[str]:
 
 
 def bystanders_alive(result: Any) -> list[str]:
-    """Every unit listed in bystanders.txt ("unit state") is still active."""
+    """Every unit listed in bystanders.txt ("unit state") is still active; a scenario that
+    checks its bystanders lists at least one (record_outcome UNIT...)."""
+    lines = result.text("bystanders.txt").splitlines()
+    if not lines:
+        return ["bystanders.txt lists no unit: record_outcome was given no bystanders, or never ran"]
     failures = []
-    for line in result.text("bystanders.txt").splitlines():
+    for line in lines:
         unit, _, state = line.partition(" ")
         if state.strip() != "active":
             failures.append(f"bystander {unit} is {state.strip() or 'gone'}")

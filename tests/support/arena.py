@@ -91,7 +91,8 @@ class Arena:
         for line in Path(f"{self.v2_dir}/memory.events").read_text().splitlines():
             if line.startswith("oom_kill "):
                 return int(line.split()[1])
-        return 0
+        # not 0: "the kernel killed nothing" must not be what a missing counter reads as
+        raise RuntimeError(f"{self.v2_dir}/memory.events has no oom_kill counter")
 
     def kill_all(self) -> None:
         """SIGKILL everything in the arena at once (cgroup.kill where the kernel has it)."""

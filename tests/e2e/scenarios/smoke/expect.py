@@ -89,6 +89,8 @@ def check(result: Any) -> list[str]:
             )
     # The kernel's memcg OOM killer must not have acted at all: guardian acts at 10% headroom,
     # and after each of its kills the hog starts again from nothing.
+    if not result.dmesg.strip():
+        failures.append("no dmesg was collected: the kernel's OOM kills cannot be counted")
     kernel = [
         e
         for e in result.journal
