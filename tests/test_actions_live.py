@@ -85,17 +85,19 @@ def test_pidfd_opened_before_reuse_cannot_reach_the_new_process(live_host: Host)
         stranger.wait()
 
 
-def test_term_then_kill_after_grace_with_mrelease(live_host: Host) -> None:
+def test_term_then_kill_after_grace_with_mrelease(arena: Arena, live_host: Host) -> None:
     """SIGTERM ignored, SIGKILL after the grace, then process_mrelease. The reap races the
-    victim's own exit (a small process may have torn down its memory before the syscall, which
-    then fails with ESRCH), so of three victims at least one must have been reaped by guardian."""
+    victim's own exit (a victim that has torn down its memory before the syscall makes it fail
+    with ESRCH; on a loaded machine a small one often wins), so each victim holds 160 MiB, inside
+    the test's own confined cgroup, and of five at least one must have been reaped by guardian."""
     mreleased = []
-    for _ in range(3):
-        stubborn = spawn(
+    for _ in range(5):
+        stubborn = arena.spawn(
             "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-            "x = bytearray(32 << 20); x[::4096] = b's' * len(x[::4096]); print('ready', flush=True); "
+            "x = bytearray(160 << 20); x[::4096] = b's' * len(x[::4096]); print('ready', flush=True); "
             "time.sleep(600)"
         )
+        assert stubborn.stdout is not None and stubborn.stdout.readline() == b"ready\n"
         try:
             outcome = drive(
                 Killer(live_host).start_process(
