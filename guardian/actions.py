@@ -47,7 +47,7 @@ from guardian.host import Host
 from guardian.kernel import process_mrelease
 from guardian.kinds import Level, OutcomeResult
 from guardian.records import Process
-from guardian.sources.processes import parse_stat, read_process
+from guardian.sources.processes import parse_stat, parse_status, process_state, read_process
 
 KILL_WAIT_S = 10.0  # after SIGKILL (or cgroup.kill), how long a victim may take to be gone
 GROUP_PASSES = 10  # kill-each passes over a group whose members keep forking
@@ -98,16 +98,46 @@ def _sigkill_pending(host: Host, pid: int) -> bool:
     """A SIGKILL is already queued for the process (the kernel's OOM killer, or anyone):
     signalling it again would claim a kill that someone else made (found in the VM suite)."""
     try:
-        status = host.read_pid_file(pid, "status").decode("ascii", "replace")
+        return parse_status(os.fsdecode(host.read_pid_file(pid, "status"))).sigkill_pending
     except (GuardianError, OSError):
         return False
-    for line in status.splitlines():
-        if line.startswith("ShdPnd:"):
-            try:
-                return bool(int(line.split()[1], 16) & (1 << (signal.SIGKILL - 1)))
-            except (IndexError, ValueError):
-                return False
-    return False
+
+
+def _reap(host: Host, pid: int, pidfd: int) -> bool:
+    """process_mrelease() of a process that has SIGKILL, off the loop with a deadline: it takes
+    the victim's memory lock, which a stuck thread of it may hold (Host.slow_call). The call
+    gets a descriptor of its own, closed when it returns, however late."""
+    own = os.dup(pidfd)
+
+    def reap() -> bool:
+        try:
+            return process_mrelease(own)
+        finally:
+            os.close(own)
+
+    try:
+        return host.slow_call(("mrelease", pid), f"process_mrelease of pid {pid}", reap)
+    except GuardianError:  # Stalled: it goes on in its worker, and the kernel reaps anyway
+        return False
+
+
+def reap_dying(host: Host, process: Process) -> bool:
+    """Free the memory of a process someone else has SIGKILLed that has not died yet (it is
+    frozen, or not scheduled): process_mrelease() through its pidfd, no signal sent. True when
+    the kernel reaped it. The kernel's own OOM killer waits for such a victim and its
+    oom_reaper frees its memory; guardian does the same instead of choosing a second victim."""
+    try:
+        fd = os.pidfd_open(process.pid)
+    except OSError:
+        return False
+    try:
+        if _starttime(host, process.pid) != process.starttime_ticks or not _sigkill_pending(
+            host, process.pid
+        ):
+            return False  # not the process judged, or no longer dying
+        return _reap(host, process.pid, fd)
+    finally:
+        os.close(fd)
 
 
 def _starttime(host: Host, pid: int) -> Optional[int]:
@@ -146,10 +176,12 @@ class ProcessKill:
         self.phase: Literal["new", "term", "kill"] = "new"
         self.started_us = 0
         self.deadline_us = 0
+        self.killed_us: Optional[int] = None  # when SIGKILL went out
 
     @property
-    def fds(self) -> list[int]:
-        return [self.pidfd] if self.pidfd is not None else []
+    def fds(self) -> list[tuple[int, int]]:
+        """(fd, poll events) that wake the loop: the pidfd polls readable once the victim is gone."""
+        return [(self.pidfd, select.POLLIN)] if self.pidfd is not None else []
 
     @property
     def targets(self) -> list[int]:
@@ -198,8 +230,9 @@ class ProcessKill:
         if sent == "failed":
             return self._finish("failed", now_us)
         if sig == signal.SIGKILL:
-            self.outcome.mreleased = process_mrelease(self.pidfd)
+            self.outcome.mreleased = _reap(self.host, self.victim.pid, self.pidfd)
             self.phase, self.deadline_us = "kill", now_us + int(KILL_WAIT_S * 1e6)
+            self.killed_us = now_us
         else:
             self.phase, self.deadline_us = "term", now_us + int(self.grace_s * 1e6)
         return None
@@ -240,11 +273,14 @@ class GroupKill:
         self.each = False  # killing member by member (no cgroup.kill here, or someone is spared)
         self.started_us = 0
         self.deadline_us = 0
+        self.killed_us: Optional[int] = None  # when cgroup.kill (or the first SIGKILL) went out
         self._events_fd: Optional[int] = None
 
     @property
-    def fds(self) -> list[int]:
-        return [self._events_fd] if self._events_fd is not None else []
+    def fds(self) -> list[tuple[int, int]]:
+        """cgroup.events raises POLLPRI on a change (kernfs files always poll readable: asking
+        for POLLIN would wake the loop at once, every time)."""
+        return [(self._events_fd, select.POLLPRI)] if self._events_fd is not None else []
 
     @property
     def targets(self) -> list[int]:
@@ -274,24 +310,38 @@ class GroupKill:
                 text = self.host.read_text(f"{top}{rel}/cgroup.procs")
             except OSError:
                 continue  # removed meanwhile
-            pids.update(int(x) for x in text.split() if x.isdigit())
+            pids.update(int(x) for x in text.split() if x.isascii() and x.isdigit())
         return sorted(pids)
 
     def _judge(self, pids: list[int]) -> dict[int, Process]:
-        """Read the members not judged yet; the ones the guard refuses join ``spared``."""
+        """Read the members not judged yet; the ones the guard refuses join ``spared``, and so
+        do the ones that cannot be read but are still members on a second look: a member
+        guardian cannot judge is one it must not kill (cgroup.procs lists a process outside
+        guardian's pid namespace as 0; a file may not parse). Spared members rule cgroup.kill
+        out: the kill then goes member by member, to judged members only."""
         fresh: dict[int, Process] = {}
+        unread: dict[int, str] = {}
         for pid in pids:
             if pid in self.spared or pid in self.signalled:
                 continue
+            if pid <= 0:
+                unread[pid] = "listed as 0: a process outside guardian's pid namespace"
+                continue
             try:
                 process = read_process(self.host, pid)
-            except (GuardianError, OSError):
+            except NoSuchProcess:
                 continue  # gone
+            except (GuardianError, OSError) as exc:
+                unread[pid] = f"cannot be read ({exc})"
+                continue
             reason = self.guard(process)
             if reason is not None:
                 self.spared[pid] = f"{process.comm}: {reason}"
             else:
                 fresh[pid] = process
+        if unread:
+            still = set(self.members())
+            self.spared.update({pid: why for pid, why in unread.items() if pid in still})
         return fresh
 
     def _write_kill(self, directory: str) -> bool:
@@ -318,7 +368,7 @@ class GroupKill:
                     continue  # exited and the pid was reused: not the process judged
                 if _send(fd, signal.SIGKILL, Outcome("alive")) is None:
                     self.signalled.add(pid)
-                    self.outcome.mreleased = process_mrelease(fd) or self.outcome.mreleased
+                    self.outcome.mreleased = _reap(self.host, pid, fd) or self.outcome.mreleased
             finally:
                 os.close(fd)
         if "SIGKILL" not in self.outcome.signals and self.signalled:
@@ -336,7 +386,7 @@ class GroupKill:
         return self.outcome
 
     def start(self, now_us: int) -> Optional[Outcome]:
-        self.started_us = now_us
+        self.started_us = self.killed_us = now_us
         self.deadline_us = now_us + int(KILL_WAIT_S * 1e6)
         directory = self._directory()
         judged = self._judge(self.members())
@@ -414,7 +464,9 @@ class Killer:
         if stat.starttime_ticks != victim.starttime_ticks:
             os.close(pidfd)
             raise PidReused(victim.pid, victim.starttime_ticks, stat.starttime_ticks)
-        if stat.state in ("Z", "X") or _sigkill_pending(self.host, victim.pid):
+        if process_state(self.host, victim.pid, stat) in ("Z", "X") or _sigkill_pending(
+            self.host, victim.pid
+        ):
             os.close(pidfd)
             raise AlreadyDying(victim.pid)
         return pidfd

@@ -13,12 +13,14 @@ business.
 
 from __future__ import annotations
 
+from guardian.badness import process_oom_score
 from guardian.candidates import Candidate, memory_cgroup
 from guardian.config import Policy
 from guardian.errors import Unavailable
 from guardian.hookspecs import Scorer, hookimpl
 from guardian.host import cgroup_ancestors
 from guardian.isolation import PluginFailure
+from guardian.offloop import Stalled
 from guardian.ranking import RankContext
 from guardian.records import CgroupMemory, MemInfo, Pressure, ProcCgroups, Process, PsiLine
 from guardian.rules import Facts, Rule
@@ -41,9 +43,11 @@ __all__ = [
     "Rule",
     "Sample",
     "Scorer",
+    "Stalled",
     "Unavailable",
     "cgroup_ancestors",
     "hookimpl",
     "memory_cgroup",
+    "process_oom_score",
     "shown",
 ]

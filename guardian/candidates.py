@@ -26,6 +26,7 @@ from typing import Callable, Optional
 from guardian.config import Policy
 from guardian.host import CgroupLayout
 from guardian.kinds import Mode
+from guardian.offloop import Stalled
 from guardian.records import Process
 from guardian.rules import Facts, Rule
 
@@ -77,6 +78,7 @@ class Exclusion:
     reason: str
     by: str
     protects: bool = False  # out because a never-kill or [[protect]] rule holds for it
+    dying: bool = False  # out because someone else's SIGKILL is pending for it
 
 
 def memory_cgroup(process: Process, layout: CgroupLayout) -> Optional[str]:
@@ -94,6 +96,9 @@ def in_scope(cgroup: Optional[str], scope: Optional[str]) -> bool:
         return False
     scope = scope.rstrip("/")
     return cgroup == scope or cgroup.startswith(scope + "/")
+
+
+DYING = "already dying: someone else's SIGKILL is pending"
 
 
 def never_kill_reason(process: Process, self_pid: int) -> Optional[str]:
@@ -143,7 +148,14 @@ def rules_reason(
     if not rules:
         return None
     for path in cgroup_paths(process, layout):
-        reason = policy_reason(rules, facts_of(process, path), verb)
+        try:
+            reason = policy_reason(rules, facts_of(process, path), verb)
+        except Stalled as exc:
+            # a fact a rule needs (cmdline) could not be read in time: the process holds its
+            # own memory lock. Unknown counts as a match for these rules, which keep processes
+            # alive: never kill on a guess. (Like any fact a process controls, its cmdline can
+            # be made to match anyway; this is no new way out.)
+            return f"{verb}: {exc}, so the {verb.split(maxsplit=1)[0]} rules are taken to match"
         if reason is not None:
             return reason
     return None
@@ -212,6 +224,11 @@ def process_candidates(
             verdict = (reason, "guardian")
         if verdict is not None:
             excluded.append(Exclusion(candidate, *verdict))
+            continue
+        if process.sigkill_pending:
+            # killed by someone else (the kernel's OOM killer, an operator) and not gone yet:
+            # choosing it again would claim that kill, and choosing it every tick would stall
+            excluded.append(Exclusion(candidate, DYING, "guardian", dying=True))
             continue
         candidates.append(candidate)
     return candidates, excluded

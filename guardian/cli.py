@@ -253,9 +253,9 @@ def cmd_check(args: argparse.Namespace, clock: Clock) -> int:
     if loaded.plugins.errors:
         # the policy would run without these plugins, and a reload would be rejected: say so
         for error in loaded.plugins.errors:
-            print(f"guardian check: {path}: {error}", file=sys.stderr)
+            print(f"guardian check: {shown(path)}: {shown(error)}", file=sys.stderr)
         return EXIT_CONFIG
-    print(f"{path}: valid: {summarize(loaded.policy)}")
+    print(f"{shown(path)}: valid: {shown(summarize(loaded.policy))}")
     return EXIT_OK
 
 

@@ -90,6 +90,8 @@ def explain(ranking: Ranking) -> list[str]:
     )
     for failure in ranking.failures:
         lines.append(failure.describe())
+    if ranking.fallback:
+        lines.append(ranking.fallback)
     top = ranking.top
     if top is None:
         lines.append("no candidate: nothing in scope may be killed")

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional, TypeVar, Union
 
 from guardian.errors import NoSuchProcess, Unavailable
+from guardian.offloop import OffLoop
 from guardian.text import shown
 
 PROC = "/proc"
@@ -33,6 +34,11 @@ BLOCK_DIR = "/sys/block"
 POLICY_FILE = "/etc/guardian.toml"
 PLUGIN_DIR = "/etc/guardian/plugins.d"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
+# How long a call that can wait on another process (Host.slow_call) is waited for: a
+# /proc/PID/cmdline read takes microseconds unless the process holds its own memory lock
+SLOW_CALL_S = 0.2
+
+T = TypeVar("T")
 
 # errnos that mean "this process is gone" when reading /proc/PID/*: ENOENT after the directory
 # is removed, ESRCH when the task is exiting while we read (proc_pid_* returns -ESRCH).
@@ -237,6 +243,7 @@ class Host:
         self.proc = self.path(PROC)
         self._layout: Optional[CgroupLayout] = None
         self._hot: dict[str, int] = {}
+        self._offloop = OffLoop(timeout_s=SLOW_CALL_S)
 
     def __repr__(self) -> str:
         return f"Host({self.root or '/'!r})"
@@ -300,6 +307,14 @@ class Host:
             del self._hot[path]
             return self.read_feature(path, feature)
 
+    def slow_call(self, key: Hashable, what: str, call: Callable[[], T]) -> T:
+        """A call that can wait on another process (a /proc/PID/cmdline read, process_mrelease):
+        on the live machine off the loop, at most SLOW_CALL_S, else Stalled (guardian/offloop.py).
+        Under a fake root the files are plain files and it is called directly."""
+        if not self.is_live:
+            return call()
+        return self._offloop.call(key, what, call)
+
     def forget_hot(self, paths: Iterable[str]) -> None:
         """Close the descriptors read_hot keeps for these paths (a watched cgroup that went away
         must not stay pinned by guardian's open file)."""
@@ -318,6 +333,14 @@ class Host:
             raise
 
     # --- /proc -----------------------------------------------------------------------------
+
+    def task_ids(self, pid: int) -> list[int]:
+        """The thread ids of a process (/proc/PID/task); empty when it is gone."""
+        try:
+            names = os.listdir(f"{self.proc}/{pid}/task")
+        except OSError:
+            return []
+        return sorted(int(name) for name in names if name.isascii() and name.isdigit())
 
     def pids(self) -> list[int]:
         """Every process id in /proc (thread group leaders only, as /proc lists them)."""

@@ -22,5 +22,6 @@ OutcomeResult = Literal[
     "already-dying",  # someone else's SIGKILL is pending: nothing sent
     "protected",  # a never-kill rule holds at signal time: nothing sent
     "failed",  # the kernel refused
+    "abandoned",  # guardian stopped, or reloaded a dry run, before the kill was over
 ]
 NotDone = Literal["recovered", "no-candidate", "protected"]  # why a trigger led to no kill

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Optional, get_args
 
+from guardian.badness import process_oom_score
 from guardian.candidates import Candidate, Exclusion
 from guardian.config import Policy
 from guardian.hookspecs import Scorer
@@ -105,6 +106,7 @@ class Ranking:
     failures: tuple[PluginFailure, ...]
     weights: Mapping[str, float]
     elapsed_us: int = 0
+    fallback: str = ""  # why the order is the kernel's own, when no scorer gave one
 
     @property
     def top(self) -> Optional[Ranked]:
@@ -197,6 +199,21 @@ class Ranker:
                 totals[i] = total
                 per_candidate[i][offered.name] = result.value[i]
 
+        fallback = ""
+        if candidates and not any(per_candidate):
+            # no scorer gave an opinion on any candidate (all failed, overran, or abstained):
+            # ties would go to the newest process, which could be the smallest. The kernel's
+            # own order decides instead, the one its OOM killer would follow.
+            fallback = "no scorer ranked any candidate: the kernel's own order (oom_badness) decided"
+            totals = [
+                float(
+                    max(
+                        (process_oom_score(p, context.page_size, context.totalpages) for p in c.processes),
+                        default=0,
+                    )
+                )
+                for c in candidates
+            ]
         ranked = [Ranked(c, per_candidate[i], totals[i]) for i, c in enumerate(candidates)]
         ranked.sort(key=_order)
         return Ranking(
@@ -206,6 +223,7 @@ class Ranker:
             failures=tuple(failures),
             weights=weights,
             elapsed_us=int((time.monotonic() - start) * 1e6),
+            fallback=fallback,
         )
 
 

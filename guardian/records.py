@@ -240,6 +240,8 @@ class ProcStatus:
     has_mm: bool
     kthread: Optional[bool]  # the ``Kthread:`` line (6.4+); None on older kernels
     nstgid: tuple[int, ...]  # pid in each pid namespace, outermost first
+    threads: int = 1  # live threads of the group (``Threads:``)
+    sigkill_pending: bool = False  # SIGKILL queued for the group (``ShdPnd:`` bit 9)
 
     @property
     def rss_bytes(self) -> int:
@@ -281,6 +283,7 @@ class Process:
     cgroup: ProcCgroups
     oom_score: Optional[int] = None  # the kernel's own verdict, read only when asked for
     cmdline: Optional[tuple[str, ...]] = None  # read only when asked for
+    sigkill_pending: bool = False  # someone else's SIGKILL is queued: it is already dying
 
     @property
     def rss_bytes(self) -> int:

@@ -70,7 +70,12 @@ class StderrSink:
         extra = " ".join(
             f"{k}={_quoted(shown(v))}" for k, v in fields.items() if k not in ("MESSAGE", "PRIORITY")
         )
-        stream.write(f"guardian: {shown(message)} [{extra}]\n")
+        # the message too, when it could be read as more than the message (a cgroup name with
+        # "] [GUARDIAN_OUTCOME=..." in it): a reader splits at " [" and finds only guardian's fields
+        text = shown(message)
+        if "[" in text or "]" in text or text.startswith('"'):
+            text = json.dumps(text)
+        stream.write(f"guardian: {text} [{extra}]\n")
         stream.flush()
 
 
@@ -266,6 +271,9 @@ class Reporter:
             message = f"{verb} {who}, {rss}: {trigger.reason}"
             if outcome.result == "alive":
                 message += " (still alive after the wait)"
+            self._send(message, MSG_KILL, PRIORITY_WARNING, fields)
+        elif outcome.result == "abandoned" and outcome.signals:
+            message = f"sent {', '.join(outcome.signals)} to {who}, then abandoned the kill: {outcome.detail}"
             self._send(message, MSG_KILL, PRIORITY_WARNING, fields)
         else:
             message = f"did not {action} {who}: {outcome.result}: {outcome.detail or trigger.reason}"

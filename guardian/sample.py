@@ -199,13 +199,18 @@ class Sample(_Lazy):
         return self._get(f"processes_in:{scope}", read)
 
     def cmdline(self, pid: int) -> Optional[str]:
-        """The process's arguments joined by spaces, read on first use; None if unreadable."""
+        """The process's arguments joined by spaces, read on first use; None if unreadable.
+        Raises Stalled (every time, for this Sample) when the read did not return in time: it
+        takes the process's memory lock, which the process can hold (Host.slow_call)."""
 
         def read() -> Optional[str]:
             try:
-                return " ".join(read_cmdline(self._host, pid))
+                args = self._host.slow_call(
+                    pid, f"reading /proc/{pid}/cmdline", lambda: read_cmdline(self._host, pid)
+                )
             except (NoSuchProcess, OSError):
                 return None
+            return " ".join(args)
 
         return self._get(f"cmdline:{pid}", read)
 

@@ -3,6 +3,7 @@ messages and exit code 78."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -152,3 +153,14 @@ def test_every_rule_field_and_who_chooses_it_is_documented() -> None:
     for name in FIELDS:
         assert re.search(rf"^\|[^|\n]*`{name}`[^|\n]*\| ", readme, flags=re.MULTILINE), name
         assert re.search(rf"^#   {name} ", shipped, flags=re.MULTILINE), name
+
+
+def test_check_prints_a_path_as_valid_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A policy path with a byte that is not UTF-8 is printed escaped, never raw (found in
+    review: the "valid" line wrote the byte as it is)."""
+    name = os.fsdecode(b"policy-\xff.toml")
+    (tmp_path / name).write_text("[machine]\nenabled = true\n")
+    assert main(["check", "--policy", str(tmp_path / name), "--root", str(tmp_path)]) == EXIT_OK
+    out = capsys.readouterr().out
+    out.encode("utf-8")  # no lone surrogate: what reached stdout is UTF-8
+    assert "policy-\\xff.toml: valid" in out

@@ -17,6 +17,7 @@ from typing import Optional
 
 import pytest
 from support.arena import Arena, GuardianProcess, hog_program
+from support.secure import root_only_dir, secure_base
 
 from guardian.host import Host
 from guardian.report import MSG_DRY_RUN, MSG_KILL, MSG_POLICY_LOADED, MSG_POLICY_REJECTED
@@ -331,3 +332,35 @@ def test_a_second_group_is_acted_on_during_the_first_victims_grace_period(
         first.cleanup()
         second.cleanup()
         assert code == 0
+
+
+def test_a_reload_that_takes_long_keeps_the_watchdog_fed(tmp_path: Path) -> None:
+    """A reload loads the policy and its plugins in a thread: a plugin that hangs at import
+    (refused after its 10 s budget) used to stop the loop for those 10 s, past the unit's
+    WatchdogSec=10s; then systemd killed guardian and it came back with the new policy."""
+    if secure_base() is None:
+        pytest.skip("plugin files must be in a root-only directory")
+    watchdog_s = 3.0
+    with root_only_dir() as plugins:
+        g = GuardianProcess(
+            str(tmp_path),
+            f"[machine]\nenabled = false\n[plugins]\nentry_points = false\ndirectory = {str(plugins)!r}\n",
+            dry_run=True,
+            extra_env={"WATCHDOG_USEC": str(int(watchdog_s * 1e6))},
+        )
+        try:
+            g.wait_for("READY=1")
+            (plugins / "hangs.py").write_text("import time\ntime.sleep(60)\n")
+            (plugins / "hangs.py").chmod(0o644)
+            g.signal(signal.SIGHUP)
+            g.wait_for("RELOADING=1")
+            pings = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not decisions(g, MSG_POLICY_REJECTED, timeout_s=0):
+                g.wait_for("WATCHDOG=1", timeout_s=watchdog_s)  # raises if the watchdog would expire
+                pings.append(time.monotonic())
+            (rejected,) = decisions(g, MSG_POLICY_REJECTED)
+            assert "hangs.py" in rejected["GUARDIAN_POLICY_ERROR"]
+            assert len(pings) >= 3  # fed all along the 10 s import budget
+        finally:
+            assert g.stop() == 0

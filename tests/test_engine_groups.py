@@ -164,3 +164,22 @@ def test_a_group_victim_is_killed_whole(tmp_path: Path) -> None:
     assert act.action == "group-kill" and act.outcome is not None
     assert act.outcome.pids == [700, 701, 702, 703] and act.outcome.spared == []
     assert "would send 1 to cgroup.kill" in sink.events[-1]["GUARDIAN_DETAIL"]
+
+
+def test_a_member_that_cannot_be_judged_is_spared_and_rules_out_cgroup_kill(tmp_path: Path) -> None:
+    """cgroup.procs lists a process outside guardian's pid namespace as 0, and a process whose
+    files do not parse cannot be judged: cgroup.kill would take them unjudged (found in review:
+    a protected process outside the namespace died). Both are spared; the others are killed
+    member by member."""
+    root = near_limit(tmp_path)
+    procs = root / "sys/fs/cgroup/system.slice/nginx.service/cgroup.procs"
+    procs.write_text(procs.read_text() + "0\n")
+    (root / "proc/703/status").write_text("Name:\thelper\nUid:\tgarbage\n")
+    engine, sink = engine_for(root, GROUP_RULE)
+    act = only_act(engine)
+    assert act.action == "group-kill" and act.outcome is not None
+    assert act.outcome.pids == [700, 701, 702]
+    assert act.outcome.spared == [0, 703]
+    detail = sink.events[-1]["GUARDIAN_DETAIL"]
+    assert "would send SIGKILL to each member" in detail
+    assert "outside guardian's pid namespace" in detail and "cannot be read" in detail

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from support.arena import Arena
@@ -20,7 +21,7 @@ from guardian.actions import GroupKill, Killer, ProcessKill
 from guardian.config import parse_policy
 from guardian.host import Host
 from guardian.plugins import make_plugin_manager
-from guardian.sources.processes import read_process
+from guardian.sources.processes import parse_stat, read_process
 
 pytestmark = pytest.mark.live
 
@@ -160,5 +161,42 @@ def test_dry_run_group_kill_lists_who_would_be_spared(arena: Arena, live_host: H
         assert not isinstance(outcome, (GroupKill, ProcessKill))
         assert outcome.result == "dry-run" and outcome.spared == [child.pid] and outcome.pids == [other.pid]
         assert child.poll() is None and other.poll() is None
+    finally:
+        reap(child)
+
+
+# the main thread exits (pthread_exit) while another thread holds the memory: /proc/PID shows a
+# zombie leader without memory lines, but the group lives (the kernel's oom_score is not 0)
+LEADER_EXITS = r"""
+import ctypes, signal, sys, threading, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # so that the SIGKILL after the grace is needed
+ready = threading.Event()
+def work():
+    buf = bytearray(48 << 20); buf[::4096] = b"x" * len(buf[::4096]); ready.set()
+    while True: time.sleep(1)
+threading.Thread(target=work).start(); ready.wait()
+print("ready", flush=True)
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def test_a_group_whose_main_thread_exited_is_alive_and_killable(arena: Arena, live_host: Host) -> None:
+    child = arena.spawn(LEADER_EXITS)
+    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+    try:
+        leader = ""
+        for _ in range(200):  # the leader's exit shows a moment after it prints
+            leader = parse_stat(live_host.read_pid_file(child.pid, "stat").decode()).state
+            if leader == "Z":
+                break
+            time.sleep(0.01)
+        assert leader == "Z", "the main thread did not exit"
+        process = read_process(live_host, child.pid)
+        assert not process.is_zombie and process.rss_bytes >= 48 << 20
+        selector = guard_for(live_host, "")  # the guard of an empty policy
+        assert selector(process) is None
+        outcome = drive(Killer(live_host).start_process(process, "TERM", 0.2, selector, now_us()))
+        assert outcome.signals == ["SIGTERM", "SIGKILL"] and outcome.result == "killed"
+        assert child.wait(timeout=10) == -signal.SIGKILL
     finally:
         reap(child)

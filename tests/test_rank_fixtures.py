@@ -10,13 +10,13 @@ import pytest
 from conftest import documented_keys, fixture_root, report_keys
 from support.clock import FakeClock
 
+from guardian.badness import process_oom_score
 from guardian.cli import EXIT_OK, main
 from guardian.config import Policy, parse_policy
 from guardian.host import Host
 from guardian.plugins import make_plugin_manager
 from guardian.ranking import Ranking
 from guardian.sample import Sample
-from guardian.scorers.kernel_badness import process_oom_score
 from guardian.scorers.kubelet_qos import pod_of, pods_view, request_from_adj
 from guardian.selection import PAGE_SIZE, Selector
 

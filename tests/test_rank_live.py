@@ -11,13 +11,13 @@ import sys
 import pytest
 from support.arena import Arena
 
+from guardian.badness import process_oom_score
 from guardian.clock import Clock
 from guardian.config import Policy
 from guardian.errors import NoSuchProcess
 from guardian.host import Host
 from guardian.plugins import make_plugin_manager
 from guardian.sample import Sample
-from guardian.scorers.kernel_badness import process_oom_score
 from guardian.selection import PAGE_SIZE, Selector, totalpages_for
 from guardian.sources.processes import read_oom_score, read_process
 

@@ -10,6 +10,7 @@ from typing import ClassVar, Optional
 
 import pytest
 
+from guardian.badness import badness_points, cdiv, oom_score, process_oom_score
 from guardian.candidates import Candidate, never_kill_reason, process_candidates
 from guardian.config import Policy, parse_policy
 from guardian.hookspecs import Scorer
@@ -19,7 +20,6 @@ from guardian.ranking import Offered, RankContext, Ranker
 from guardian.records import ProcCgroups, Process
 from guardian.rules import Facts
 from guardian.sample import Sample
-from guardian.scorers.kernel_badness import badness_points, cdiv, oom_score, process_oom_score
 
 MiB = 1 << 20
 LAYOUT = cgroup_layout(
@@ -380,3 +380,16 @@ def test_a_scorer_is_checked_once_when_offered(attrs: dict[str, object], reason:
     with pytest.raises(Refusal) as info:
         Offered.of(bad)
     assert str(info.value) == reason
+
+
+def test_when_no_scorer_ranks_anyone_the_kernels_order_decides(tmp_path: Path) -> None:
+    """Every scorer failed (overran its budget, raised, abstained): ties used to go to the newest
+    process, which chose a 4 MiB session over a 40 GiB hog in review. The kernel's own
+    oom_badness order decides instead, and the ranking says so."""
+    old_hog, young_tiny = proc(5, rss_mib=40 << 10), proc(6, rss_mib=4)
+    ranking = Ranker(weighted((Raises(), 1.0)), 1000).rank(context(tmp_path), cands(old_hog, young_tiny))
+    assert [r.candidate.process.pid for r in ranking.ranked if r.candidate.process] == [5, 6]
+    assert "kernel's own order" in ranking.fallback
+    assert [f.hook for f in ranking.failures] == ["raises.score"]
+    scored = Ranker(weighted((Size(), 1.0)), 1000).rank(context(tmp_path), cands(old_hog, young_tiny))
+    assert scored.fallback == "" and scored.top is not None and scored.top.scores == {"size": float(40 << 10)}

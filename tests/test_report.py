@@ -55,11 +55,20 @@ def hostile_decision(reporter: Reporter) -> None:
 
 
 def fields_of(line: str) -> dict[str, str]:
-    """Parse the plain sink's bracket the way a log reader would: KEY=bare or KEY="json"."""
-    bracket = line[line.index(" [") + 2 : -1]
-    found = {}
+    """Parse a plain sink line the way a log reader would: ``guardian: MESSAGE [FIELDS]``, the
+    message bare (no brackets) or a JSON string, each field KEY=bare or KEY="json"."""
+    body = line[len("guardian: ") :]
+    if body.startswith('"'):
+        _, end = json.JSONDecoder().raw_decode(body)
+        body = body[end:]
+    else:
+        body = " [" + body.partition(" [")[2]
+    assert body.startswith(" [") and body.endswith("]"), line
+    bracket = body[2:-1]
+    found: dict[str, str] = {}
     for m in re.finditer(r'([A-Z_]+)=("(?:[^"\\]|\\.)*"|\S*)', bracket):
         value = m.group(2)
+        assert m.group(1) not in found, f"{m.group(1)} twice: a field was forged in {line!r}"
         found[m.group(1)] = json.loads(value) if value.startswith('"') else value
     return found
 
@@ -78,6 +87,25 @@ def test_the_plain_sink_cannot_be_forged() -> None:
     assert fields["GUARDIAN_VICTIM_COMM"] == "x\\nguardian: killed pid 1 (systemd)"
     assert fields["GUARDIAN_VICTIM_CGROUP"].startswith("/user.slice/a b GUARDIAN_OUTCOME=killed")
     assert fields["GUARDIAN_VICTIM_CGROUP"].endswith("\\xff\\x1b[2J")
+
+
+def test_a_name_cannot_forge_fields_through_the_message() -> None:
+    """A group kill names its cgroup in the message: a name holding "] [" and fields must not
+    read as guardian's fields (found in review)."""
+    out = io.StringIO()
+    group = "/user.slice/x] [GUARDIAN_OUTCOME=protected GUARDIAN_VICTIM_PIDS=1"
+    process = Process(
+        pid=4242, ppid=1, comm="w", state="S", starttime_ticks=1, is_kernel_thread=False, uid=1000,
+        rss_anon_bytes=1 << 20, rss_file_bytes=0, rss_shmem_bytes=0, swap_bytes=0, pte_bytes=0,
+        oom_score_adj=0, cgroup=ProcCgroups(v2=group, v1={}),
+    )  # fmt: skip
+    trigger = Trigger("cgroup[0]", group, "headroom", "KILL", "group", "headroom 1.0 MiB of limit 8.0 MiB")
+    candidate = Candidate(kind="cgroup", cgroup=group, members=(process,), kill_group=group)
+    outcome = Outcome("killed", signals=["cgroup.kill"], pids=[4242])
+    Reporter(StderrSink(out)).decision(trigger, Ranked(candidate, {}, 0), "group-kill", outcome)
+    (line,) = out.getvalue().splitlines()
+    fields = fields_of(line)
+    assert fields["GUARDIAN_OUTCOME"] == "killed" and fields["GUARDIAN_VICTIM_PIDS"] == "4242"
 
 
 def test_the_json_sink_is_one_valid_line() -> None:

@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Optional, Union
 
-from guardian.actions import AlreadyDying, Hierarchy, Kill, Killer, Outcome, PidReused
+from guardian.actions import AlreadyDying, Hierarchy, Kill, Killer, Outcome, PidReused, reap_dying
 from guardian.candidates import in_scope
 from guardian.clock import Clock
 from guardian.config import Policy
@@ -38,15 +38,17 @@ from guardian.kinds import KillAction, NotDone, OutcomeResult
 from guardian.loaded import Loaded
 from guardian.policy import KILL, Assessment, PolicyState, Trigger, assess, current_level
 from guardian.ranking import Ranked, Ranking
-from guardian.report import PRIORITY_WARNING, Reporter
+from guardian.report import PRIORITY_NOTICE, PRIORITY_WARNING, Reporter
 from guardian.sample import Sample
 from guardian.selection import busy_with
 from guardian.sources.meminfo import quick_available
+from guardian.text import shown
 
 SETTLE_S = 1.0  # after a victim died, KILL-level triggers wait this long for memory to show it
 RESCAN_S = 30.0  # how often the rules' subtrees are rescanned for new cgroups
 PSI_HOLD_S = 5.0  # after a PSI trigger fires, read that source every tick for this long
 CALM_MAX_S = 60.0  # a full tick runs at least this often, however calm
+REAPED_KEPT = 1024  # dying processes remembered as reaped (each is reaped once)
 ENDED = ("terminated", "killed", "alive", "dry-run")  # outcomes after which a scope cools down
 
 
@@ -104,6 +106,11 @@ def _nested(a: Optional[str], b: Optional[str]) -> bool:
     return a is None or b is None or in_scope(a, b) or in_scope(b, a)
 
 
+def _holds(scope: Optional[str], flight: Flight) -> bool:
+    """The scope holds the flight's victim (the machine holds every one)."""
+    return scope is None or in_scope(flight.victim.candidate.cgroup, scope)
+
+
 class Engine:
     def __init__(self, host: Host, loaded: Loaded, reporter: Reporter, clock: Optional[Clock] = None) -> None:
         self.host = host
@@ -123,6 +130,7 @@ class Engine:
         self.uncovered = True  # some watched condition has no kernel wake-up: every wake is a full tick
         self.usage_lines: tuple[UsageLine, ...] = ()
         self.kills = 0
+        self._reaped: dict[tuple[int, int], None] = {}  # (pid, start time) reaped, oldest first
 
     @property
     def policy(self) -> Policy:
@@ -139,6 +147,8 @@ class Engine:
         self._scanned_us = None
         self._signature = []
         self.calm = None
+        if self.killer.dry_run:  # a dry run sends nothing more, not even a kill's SIGKILL
+            self._abandon("the policy reloaded is a dry run: nothing more is sent")
         for flight in self.flights.values():
             flight.kill.guard = loaded.selector.guard(self.host, whole_group=flight.action == "group-kill")
 
@@ -196,8 +206,9 @@ class Engine:
         hold = PSI_HOLD_S * 1e6
         return frozenset(k for k in self.armed_psi if now_us - self.psi_fired_us.get(k, -(1 << 62)) > hold)
 
-    def kill_fds(self) -> list[int]:
-        return [fd for flight in self.flights.values() for fd in flight.kill.fds]
+    def kill_fds(self) -> list[tuple[int, int]]:
+        """(fd, poll events) of the kills in flight."""
+        return [pair for flight in self.flights.values() for pair in flight.kill.fds]
 
     # --- one tick -------------------------------------------------------------------------------
 
@@ -289,17 +300,26 @@ class Engine:
 
     def _actionable(self, assessment: Assessment, now_us: int) -> list[Trigger]:
         """The triggers to act on now: the worst first (KILL before TERM, the machine before a
-        cgroup), one per scope, none in a scope with a kill in flight or cooling down; a scope
-        nested with one that has a kill in flight (or chosen in this tick) waits unless at KILL."""
+        cgroup), one per scope, none in a scope with a kill in flight or cooling down.
+
+        Scopes nested in one another (the machine holds every cgroup) share memory: a kill in
+        one frees memory the other counts. So never two kills in nested scopes in one tick; at
+        the TERM level a scope waits while a nested one has a kill in flight; at the KILL level
+        it waits while that kill has not sent SIGKILL yet (the flight is escalated instead:
+        _advance, earlier in the same tick) or sent it less than SETTLE_S ago."""
         chosen: list[Trigger] = []
-        taken = [flight.trigger.scope for flight in self.flights.values()]
         for trigger in sorted(assessment.triggers, key=lambda t: (t.level != KILL, t.scope is not None)):
-            if trigger.scope in taken or self._cooling(trigger, now_us):
+            if trigger.scope in self.flights or self._cooling(trigger, now_us):
                 continue
-            if trigger.level != KILL and any(_nested(trigger.scope, scope) for scope in taken):
+            if any(_nested(trigger.scope, c.scope) for c in chosen):
+                continue
+            nested = [f for f in self.flights.values() if _nested(trigger.scope, f.trigger.scope)]
+            if nested and trigger.level != KILL:
+                continue
+            settle_us = SETTLE_S * 1e6
+            if any(f.kill.killed_us is None or now_us - f.kill.killed_us < settle_us for f in nested):
                 continue
             chosen.append(trigger)
-            taken.append(trigger.scope)
         return chosen
 
     def _busy_pids(self) -> set[int]:
@@ -312,6 +332,8 @@ class Engine:
     def _report_failures(self, ranking: Ranking) -> None:
         for failure in ranking.failures:
             self.reporter.lifecycle(failure.describe(), PRIORITY_WARNING)
+        if ranking.fallback:
+            self.reporter.lifecycle(ranking.fallback, PRIORITY_WARNING)
 
     def _not_done(self, act: Act, outcome: NotDone, detail: str) -> Act:
         act.skipped = detail
@@ -330,6 +352,7 @@ class Engine:
         else:
             ranking = selector.rank(sample, "process", trigger.scope, busy)
         self._report_failures(ranking)
+        self._reap_dying(ranking)
         victim = ranking.top
         if victim is None:
             if group_rule and ranking.excluded:
@@ -357,6 +380,9 @@ class Engine:
                 act.outcome = Outcome(result, pids=[process.pid], detail=str(exc))
                 act.action = action
                 self.reporter.decision(trigger, victim, action, act.outcome)
+                # the victim is gone or going: memory is coming back; let it show before the
+                # next choice (else the same trouble chose and reported every tick)
+                self._start_cooldown(trigger)
                 return act
         now_us = self.clock.monotonic_us()
         level = current_level(Sample(self.host, now_us), self.policy, self.state, trigger)
@@ -387,10 +413,35 @@ class Engine:
             self.flights[trigger.scope] = Flight(trigger, victim, action, started)
         return act
 
+    def _reap_dying(self, ranking: Ranking) -> None:
+        """Processes in scope that someone else has SIGKILLed and that are not gone yet (frozen,
+        not scheduled) hold their memory: reap it (process_mrelease, no signal), once each.
+        The fresh look right before guardian's own first signal then sees what that freed."""
+        if self.killer.dry_run:
+            return
+        for exclusion in ranking.excluded:
+            process = exclusion.candidate.process
+            if not exclusion.dying or process is None:
+                continue
+            key = (process.pid, process.starttime_ticks)
+            if key in self._reaped:
+                continue
+            self._reaped[key] = None
+            while len(self._reaped) > REAPED_KEPT:
+                del self._reaped[next(iter(self._reaped))]
+            if reap_dying(self.host, process):
+                self.reporter.lifecycle(
+                    f"reaped the memory of pid {process.pid} ({shown(process.comm)}), "
+                    f"{process.rss_bytes >> 20} MiB: it was SIGKILLed by someone else and had not died",
+                    PRIORITY_NOTICE,
+                )
+
     def _advance(self, assessment: Assessment, now_us: int, result: TickResult) -> None:
-        """Move every kill in flight on; escalate a TERM whose scope reached the KILL level."""
+        """Move every kill in flight on. A TERM is escalated to SIGKILL when a scope that holds
+        its victim reaches the KILL level: the machine's shortage is answered by the victim
+        already chosen, not by a second one (_actionable makes nested scopes wait for it)."""
         for scope, flight in list(self.flights.items()):
-            escalate = any(t.scope == scope and t.level == KILL for t in assessment.triggers)
+            escalate = any(t.level == KILL and _holds(t.scope, flight) for t in assessment.triggers)
             outcome = flight.kill.step(now_us, escalate)
             if outcome is None:
                 continue
@@ -418,8 +469,16 @@ class Engine:
             Cooldown(trigger.key, trigger.scope, now, now + int(self.policy.cooldown_s * 1e6))
         )
 
-    def close(self) -> None:
-        """The loop is stopping: kills in flight are left as they are (their signals are sent)."""
+    def _abandon(self, why: str) -> None:
+        """End every kill in flight without another signal, and report each as abandoned."""
         for flight in self.flights.values():
+            outcome = flight.kill.outcome
+            outcome.result = "abandoned"
+            outcome.detail = "; ".join(filter(None, [outcome.detail, why]))
             flight.kill.close()
+            self.reporter.decision(flight.trigger, flight.victim, flight.action, outcome)
         self.flights.clear()
+
+    def close(self) -> None:
+        """The loop is stopping: kills in flight end here (what was sent is sent), reported."""
+        self._abandon("guardian stopped before the kill was over")

@@ -1,27 +1,32 @@
 """``guardian run``: the engine in a loop, with signals, sd_notify, the watchdog and reload.
 
 The loop never waits on anything but its own poll(): kills are state in the engine, reports go
-through a sender thread (report.QueuedSink), sd_notify datagrams are sent non-blocking. So the
-watchdog is fed from the loop itself, whatever is in flight: every pass of the loop sleeps at
-most a third of ``WatchdogSec=`` and sends ``WATCHDOG=1`` when it is due.
+through a sender thread (report.QueuedSink), sd_notify datagrams are sent non-blocking, and a
+reload loads the new policy and its plugins in a thread of its own (a plugin's import may take
+up to its budget, 10 s, and the unit's watchdog is 10 s) while the loop goes on with the old
+policy; the new one is swapped in, or rejected, between two passes. So the watchdog is fed from
+the loop itself, whatever is in flight: every pass of the loop sleeps at most a third of
+``WatchdogSec=`` and sends ``WATCHDOG=1`` when it is due.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import os
 import signal
+import threading
 import time
 import traceback
-from typing import Optional
+from typing import Optional, Union
 
 from guardian.config import PolicyError
 from guardian.daemon.engine import Engine
 from guardian.daemon.wakeups import Waiter
 from guardian.host import Host
 from guardian.kernel import mlockall
-from guardian.loaded import load, summarize
+from guardian.loaded import Loaded, load, summarize
 from guardian.notify import Notifier
 from guardian.report import PRIORITY_ERR, PRIORITY_WARNING, Reporter
 from guardian.sample import Sample
@@ -64,6 +69,9 @@ class Service:
         self._pipe_r, self._pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._last_dog: Optional[float] = None
         self.waiter = Waiter(self._pipe_r)
+        self._loader: Optional[threading.Thread] = None  # a reload being loaded
+        self._loaded: Optional[Union[Loaded, PolicyError]] = None
+        self._reload_again = False  # a SIGHUP came while a reload was being loaded
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if signum == signal.SIGHUP:
@@ -77,24 +85,49 @@ class Service:
             self.notifier.send(WATCHDOG="1")
             self._last_dog = time.monotonic()
 
-    def do_reload(self) -> None:
-        """Load the policy again; a policy that does not load (or a plugin refused) is rejected
-        and the running one stays in force."""
-        engine = self.engine
+    def start_reload(self) -> None:
+        """Load the policy again, in a thread: the loop goes on meanwhile (finish_reload)."""
+        if self._loader is not None:
+            self._reload_again = True  # load once more when this one is done: the file changed
+            return
         self.notifier.send(
             RELOADING="1", MONOTONIC_USEC=str(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
         )
-        source = self.policy_path or "<defaults>"
-        try:
-            loaded = load(engine.host, self.policy_path, self.dry_run)
-            if loaded.plugins.errors:
-                raise PolicyError(source, "", "; ".join(loaded.plugins.errors))
-        except PolicyError as exc:
-            engine.reporter.policy_rejected(source, str(exc))
-        else:
-            engine.replace_policy(loaded)
-            engine.reporter.policy_loaded(loaded.policy.source, summarize(loaded.policy))
+        host, path, dry_run = self.engine.host, self.policy_path, self.dry_run
+
+        def work() -> None:
+            result: Union[Loaded, PolicyError]
+            try:
+                result = load(host, path, dry_run)
+                if result.plugins.errors:
+                    raise PolicyError(path or "<defaults>", "", "; ".join(result.plugins.errors))
+            except PolicyError as exc:
+                result = exc
+            self._loaded = result
+            with contextlib.suppress(OSError):  # a full pipe: the loop is awake anyway
+                os.write(self._pipe_w, b"r")  # wake the loop to swap it in
+
+        self._loaded = None
+        self._loader = threading.Thread(target=work, name="guardian-reload", daemon=True)
+        self._loader.start()
+
+    def finish_reload(self) -> bool:
+        """Swap a loaded policy in (or report it rejected: the running one stays in force);
+        True when a reload ended in this pass."""
+        if self._loader is None or self._loader.is_alive():
+            return False
+        self._loader = None
+        engine, result = self.engine, self._loaded
+        if isinstance(result, Loaded):
+            engine.replace_policy(result)
+            engine.reporter.policy_loaded(result.policy.source, summarize(result.policy))
+        elif result is not None:
+            engine.reporter.policy_rejected(self.policy_path or "<defaults>", str(result))
         self.notifier.send(READY="1", STATUS=self.status())
+        if self._reload_again:
+            self._reload_again = False
+            self.start_reload()
+        return True
 
     def rearm(self) -> None:
         """Arm the wake-ups the engine's watched set needs now."""
@@ -151,7 +184,8 @@ class Service:
                 self.feed_watchdog()
                 if self.reload:
                     self.reload = False
-                    self.do_reload()
+                    self.start_reload()
+                if self.finish_reload():
                     now = engine.clock.monotonic_us()
                     engine.rescan(Sample(engine.host, now), now, force=True)
                     self.rearm()
@@ -166,6 +200,9 @@ class Service:
                     else:
                         failures = 0
                         interval = result.interval_s
+                        # first the kills' descriptors (one that ended closed its fd, and the
+                        # number may be handed out again by the rearm), then the rearm
+                        self.waiter.set_kills(engine.kill_fds())
                         if result.watch_changed:
                             self.rearm()
                         if result.started or result.finished or result.watch_changed:
@@ -173,6 +210,8 @@ class Service:
                 self.waiter.set_kills(engine.kill_fds())
                 if self.stop or self.reload:
                     continue
+                if self._loader is not None:  # look at the reload again soon, whatever wakes us
+                    interval = min(interval, 0.25)
                 if self.notifier.watchdog_s:
                     interval = min(interval, self.notifier.watchdog_s / 3)
                 engine.woke(self.waiter.wait(interval), engine.clock.monotonic_us())

@@ -202,7 +202,7 @@ class Waiter:
         self.poller = select.poll()
         self.fds: dict[int, str] = {}  # fd -> what it is: "psi", "events", "threshold", "cgroups"
         self.triggers: dict[int, tuple[PsiTrigger, PsiKey]] = {}
-        self.kill_fds: set[int] = set()  # owned by the kills in flight, only polled here
+        self.kill_fds: dict[int, int] = {}  # fd -> events; owned by the kills in flight, only polled here
         self.wakeup_fd = wakeup_fd
         if wakeup_fd is not None:
             self.poller.register(wakeup_fd, select.POLLIN)
@@ -220,9 +220,9 @@ class Waiter:
         self.triggers.pop(fd, None)
 
     def close(self) -> None:
+        self.set_kills([])
         for fd in list(self.fds):
             self._drop(fd)
-        self.set_kills([])
 
     def arm(self, wake_plan: WakePlan) -> Armed:
         """Register what the plan asks for (closing whatever was armed before); what the kernel
@@ -290,14 +290,18 @@ class Waiter:
         self._add(efd, select.POLLIN, "threshold")
         return True
 
-    def set_kills(self, fds: Sequence[int]) -> None:
-        """Poll the kills' descriptors too (they stay theirs: never closed here)."""
-        wanted = set(fds)
-        for fd in self.kill_fds - wanted:
-            with contextlib.suppress(KeyError, OSError, ValueError):
-                self.poller.unregister(fd)
-        for fd in wanted - self.kill_fds:
-            self.poller.register(fd, select.POLLIN | select.POLLPRI)
+    def set_kills(self, fds: Sequence[tuple[int, int]]) -> None:
+        """Poll the kills' descriptors too, each for its own events (they stay the kills': never
+        closed here). Call it right after a tick, before anything else opens a descriptor: a
+        kill that ended closed its fd, and the number may be handed out again."""
+        wanted = dict(fds)
+        for fd in set(self.kill_fds) - set(wanted):
+            if fd not in self.fds:  # the number may be an armed wake-up's now: leave that one
+                with contextlib.suppress(KeyError, OSError, ValueError):
+                    self.poller.unregister(fd)
+        for fd, events in wanted.items():
+            if self.kill_fds.get(fd) != events:
+                self.poller.register(fd, events)
         self.kill_fds = wanted
 
     def wait(self, timeout_s: float) -> Wake:

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 from typing import ClassVar, Optional
 
-from guardian.api import Candidate, Facts, RankContext, Rule, Scorer, hookimpl
+from guardian.api import Candidate, Facts, RankContext, Rule, Scorer, Stalled, hookimpl
 
 
 def rule_matches(rule: Rule, candidate: Candidate, context: RankContext) -> bool:
+    """Whether a prefer/avoid rule matches. A fact that could not be read in time (Stalled: a
+    cmdline whose process holds its own memory lock) matches nothing: points are a preference,
+    and a guess would move a candidate either way."""
     if candidate.kind == "cgroup" and rule.matches(Facts.of_cgroup(candidate.cgroup)):
         return True
-    return any(
-        rule.matches(context.facts_of(p, candidate.cgroup if candidate.process else None))
-        for p in candidate.processes
-    )
+    for process in candidate.processes:
+        try:
+            if rule.matches(context.facts_of(process, candidate.cgroup if candidate.process else None)):
+                return True
+        except Stalled:
+            continue
+    return False
 
 
 class RulesScorer(Scorer):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Optional
 
@@ -57,6 +58,17 @@ def _kb(value: str) -> int:
     return parse_int(value.split(None, 1)[0]) * 1024
 
 
+SIGKILL_BIT = 1 << 8  # signal 9, bit 9 of the pending mask counted from 1
+
+
+def _sigkill_in(mask: str) -> bool:
+    """Whether a ``SigPnd``/``ShdPnd`` hex mask holds SIGKILL (False when it does not parse)."""
+    mask = mask.strip()
+    if not mask or any(c not in "0123456789abcdefABCDEF" for c in mask):
+        return False
+    return bool(int(mask, 16) & SIGKILL_BIT)
+
+
 def parse_status(text: str) -> ProcStatus:
     """Parse /proc/PID/status. Kernel threads and zombies have no Vm*/Rss* lines."""
     fields = {}
@@ -81,6 +93,8 @@ def parse_status(text: str) -> ProcStatus:
             has_mm="VmRSS" in fields,
             kthread=None if kthread is None else kthread.strip() == "1",
             nstgid=tuple(parse_int(p) for p in nstgid.split()) if nstgid else (),
+            threads=parse_int(fields["Threads"].strip()) if "Threads" in fields else 1,
+            sigkill_pending=_sigkill_in(fields.get("ShdPnd", "")),
         )
     except (KeyError, IndexError) as exc:
         raise ParseError("process status", f"missing field {exc}") from None
@@ -170,6 +184,8 @@ def read_process(host: Host, pid: int, *, oom_score: bool = False, cmdline: bool
     parse."""
     stat = parse_stat(os.fsdecode(host.read_pid_file(pid, "stat")))
     status = parse_status(os.fsdecode(host.read_pid_file(pid, "status")))
+    if stat.state in ("Z", "X") and status.threads > 1:
+        stat, status = _through_a_live_thread(host, pid, stat, status)
     adj = read_oom_score_adj(host, pid)
     cgroups = parse_proc_cgroup(os.fsdecode(host.read_pid_file(pid, "cgroup")))
     kernel_thread = status.kthread if status.kthread is not None else stat.is_kernel_thread
@@ -190,7 +206,47 @@ def read_process(host: Host, pid: int, *, oom_score: bool = False, cmdline: bool
         cgroup=cgroups,
         oom_score=_oom_score_or_none(host, pid) if oom_score else None,
         cmdline=read_cmdline(host, pid) if cmdline else None,
+        sigkill_pending=status.sigkill_pending,
     )
+
+
+def _through_a_live_thread(
+    host: Host, pid: int, stat: ProcStat, status: ProcStatus
+) -> tuple[ProcStat, ProcStatus]:
+    """A group whose main thread has exited while others run: /proc/PID shows the leader, a
+    zombie without memory, but the group lives and holds its memory (the kernel's own
+    find_lock_task_mm() looks for a thread that still has the mm, and oom_score is not 0). Its
+    state and memory come from a live thread; its identity (pid, start time) stays the
+    leader's. Unchanged when no thread is live."""
+    for tid in host.task_ids(pid):
+        if tid == pid:
+            continue
+        try:
+            thread_stat = parse_stat(os.fsdecode(host.read_pid_file(pid, f"task/{tid}/stat")))
+            if thread_stat.state in ("Z", "X"):
+                continue
+            thread_status = parse_status(os.fsdecode(host.read_pid_file(pid, f"task/{tid}/status")))
+        except (NoSuchProcess, ParseError, OSError):
+            continue  # that thread exited meanwhile
+        if not thread_status.has_mm:
+            continue
+        return replace(stat, state=thread_stat.state), replace(
+            thread_status, sigkill_pending=status.sigkill_pending, threads=status.threads
+        )
+    return stat, status
+
+
+def process_state(host: Host, pid: int, stat: ProcStat) -> str:
+    """The state of the process, not of its main thread alone: "Z" only when no thread lives."""
+    if stat.state not in ("Z", "X"):
+        return stat.state
+    try:
+        status = parse_status(os.fsdecode(host.read_pid_file(pid, "status")))
+    except (NoSuchProcess, ParseError, OSError):
+        return stat.state
+    if status.threads <= 1:
+        return stat.state
+    return _through_a_live_thread(host, pid, stat, status)[0].state
 
 
 def _oom_score_or_none(host: Host, pid: int) -> Optional[int]:

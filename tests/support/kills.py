@@ -23,8 +23,8 @@ def drive(
         if outcome is not None:
             return outcome
         poller = select.poll()
-        for fd in kill.fds:
-            poller.register(fd, select.POLLIN | select.POLLPRI)
+        for fd, events in kill.fds:
+            poller.register(fd, events)
         wait_ms = max(0, min(50, (kill.next_look_us(now_us) - now_us) // 1000))
         poller.poll(wait_ms)
     kill.close()

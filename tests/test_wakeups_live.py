@@ -1,0 +1,70 @@
+"""Live: the kills' descriptors in the loop's poll set (review findings: a cgroup.events fd
+polled for POLLIN is always ready, and a descriptor number reused between a kill's end and a
+rearm lost the new wake-up)."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support.arena import Arena
+from support.kills import allow, now_us
+
+from guardian.actions import GroupKill
+from guardian.daemon.wakeups import Waiter, WakePlan
+from guardian.host import Host
+
+pytestmark = pytest.mark.live
+
+
+def test_a_group_kill_in_flight_does_not_spin_the_loop(arena: Arena, live_host: Host) -> None:
+    """cgroup.events is polled for POLLPRI (a change), never POLLIN: kernfs files always poll
+    readable, and the loop woke at once, tens of thousands of times a second."""
+    if arena.v2_dir is None:
+        pytest.skip("needs cgroup2")
+    first = arena.spawn("import time; print('ready', flush=True); time.sleep(600)")
+    assert first.stdout is not None and first.stdout.readline() == b"ready\n"
+    kill = GroupKill(live_host, arena.name, "v2", allow)
+    assert kill.start(now_us()) is None and kill.outcome.signals == ["cgroup.kill"]
+    assert first.wait(timeout=10) == -9
+    late = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    waiter = Waiter()
+    try:
+        arena.enter(late.pid)  # joins after the write: the kill stays in flight
+        passes = 0
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            now = now_us()
+            assert kill.step(now) is None
+            waiter.set_kills(kill.fds)
+            waiter.wait(min(0.2, max(0.0, (kill.next_look_us(now) - now) / 1e6)))
+            passes += 1
+        assert passes <= 10, f"{passes} wake-ups in one second: the descriptor is always ready"
+    finally:
+        waiter.close()
+        kill.close()
+        late.kill()
+        late.wait()
+
+
+def test_a_reused_descriptor_number_keeps_its_new_wake_up(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    waiter = Waiter()
+    try:
+        fd = os.pidfd_open(child.pid)
+        waiter.set_kills([(fd, select.POLLIN)])
+        os.close(fd)  # the kill ended and closed its pidfd...
+        waiter.arm(WakePlan(directories=(str(tmp_path),)))  # ...and the rearm reuses the number
+        assert fd in waiter.fds, "the test needs the number reused"
+        waiter.set_kills([])  # the kill is gone from the loop's set
+        os.mkdir(tmp_path / "new-service")
+        assert waiter.wait(2.0).cgroups, "the new wake-up was unregistered with the old kill"
+    finally:
+        waiter.close()
+        child.kill()
+        child.wait()
