@@ -38,6 +38,14 @@ from guardian.host import Host
 MiB = 1 << 20
 
 
+def fd_targets(pid: int) -> dict[str, str]:
+    found = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            found[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+    return found
+
+
 def fds_and_rss(pid: int) -> tuple[int, int]:
     fds = len(os.listdir(f"/proc/{pid}/fd"))
     rss_kb = 0
@@ -123,6 +131,7 @@ events = {{ oom_per_s = 0 }}
         guardian.wait_for("READY=1")
         time.sleep(args.settle)
         fds0, rss0 = fds_and_rss(guardian.proc.pid)
+        targets0 = fd_targets(guardian.proc.pid)
         live: list[Child] = []
         for i in range(args.groups):
             hot = args.hot and i % args.hot == 0
@@ -137,6 +146,7 @@ events = {{ oom_per_s = 0 }}
             child.remove()
         time.sleep(args.settle)
         fds1, rss1 = fds_and_rss(guardian.proc.pid)
+        new_fds = sorted(set(fd_targets(guardian.proc.pid).items()) - set(targets0.items()))
         decisions = [e for e in guardian.events() if e.get("GUARDIAN_OUTCOME") == "dry-run"]
         failed = [e for e in guardian.events() if e.get("MESSAGE", "").startswith("a tick failed")]
     finally:
@@ -144,7 +154,7 @@ events = {{ oom_per_s = 0 }}
         with contextlib.suppress(OSError):
             arena.cleanup()
     print(f"groups churned: {args.groups} ({args.groups // args.hot if args.hot else 0} crossed their line)")
-    print(f"guardian open fds: {fds0} after start, {fds1} after the churn")
+    print(f"guardian open fds: {fds0} after start, {fds1} after the churn; new: {new_fds or 'none'}")
     print(f"guardian VmRSS:    {rss0 / MiB:.1f} MiB after start, {rss1 / MiB:.1f} MiB after the churn")
     print(f"dry-run decisions reported: {len(decisions)}; failed ticks: {len(failed)}; exit status {code}")
     print(f"elapsed: {time.monotonic() - start:.0f} s")
