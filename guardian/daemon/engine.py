@@ -385,7 +385,12 @@ class Engine:
                 self._start_cooldown(trigger)
                 return act
         now_us = self.clock.monotonic_us()
-        level = current_level(Sample(self.host, now_us), self.policy, self.state, trigger)
+        try:
+            level = current_level(Sample(self.host, now_us), self.policy, self.state, trigger)
+        except BaseException:  # the tick fails (and is reported); the pinned victim's fd must not leak
+            if pidfd is not None:
+                os.close(pidfd)
+            raise
         if level is None:
             if pidfd is not None:
                 os.close(pidfd)
