@@ -37,7 +37,12 @@ from guardian.host import Host, cgroup_ancestors, cgroup_layout, cgroup_path, is
 from guardian.plugins import make_plugin_manager
 from guardian.sample import Sample
 from guardian.selection import Selector
-from guardian.sources.cgroups import parse_cgroup_procs, parse_memory_value, parse_oom_control
+from guardian.sources.cgroups import (
+    V2_MEMORY_FILES,
+    parse_cgroup_procs,
+    parse_memory_value,
+    parse_oom_control,
+)
 from guardian.sources.meminfo import parse_meminfo, parse_meminfo_fields, parse_zram_mm_stat, quick_available
 from guardian.sources.processes import (
     parse_cmdline,
@@ -236,13 +241,7 @@ def test_every_parser_has_real_text() -> None:
 # --- the readers end to end -----------------------------------------------------------------------
 
 GROUP_FILES = (
-    "memory.current",
-    "memory.max",
-    "memory.high",
-    "memory.low",
-    "memory.min",
-    "memory.swap.current",
-    "memory.swap.max",
+    *V2_MEMORY_FILES,
     "memory.events",
     "memory.events.local",
     "memory.stat",
