@@ -17,6 +17,8 @@ from guardian.badness import process_oom_score
 from guardian.candidates import Candidate, memory_cgroup
 from guardian.config import Policy
 from guardian.errors import Unavailable
+from guardian.gain import Gain, expected_gain
+from guardian.history import Growth
 from guardian.hookspecs import Scorer, hookimpl
 from guardian.host import cgroup_ancestors
 from guardian.isolation import PluginFailure
@@ -25,13 +27,15 @@ from guardian.ranking import RankContext
 from guardian.records import CgroupMemory, MemInfo, Pressure, ProcCgroups, Process, PsiLine
 from guardian.rules import Facts, Rule
 from guardian.sample import CgroupSample, Sample
-from guardian.text import shown
+from guardian.text import human_bytes, shown
 
 __all__ = [
     "Candidate",
     "CgroupMemory",
     "CgroupSample",
     "Facts",
+    "Gain",
+    "Growth",
     "MemInfo",
     "PluginFailure",
     "Policy",
@@ -46,7 +50,9 @@ __all__ = [
     "Stalled",
     "Unavailable",
     "cgroup_ancestors",
+    "expected_gain",
     "hookimpl",
+    "human_bytes",
     "memory_cgroup",
     "process_oom_score",
     "shown",

@@ -26,6 +26,7 @@ from guardian.daemon.engine import Engine
 from guardian.daemon.service import Service
 from guardian.errors import GuardianError, Unavailable
 from guardian.explain import build_rank_report, explain, render_rank
+from guardian.history import UsageHistory
 from guardian.host import Host, cgroup_path
 from guardian.loaded import load, summarize
 from guardian.notify import Notifier
@@ -109,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="rank processes (default) or cgroups for a group kill",
     )
     rank.add_argument("--top", type=int, metavar="N", help="show only the first N candidates")
+    rank.add_argument(
+        "--interval",
+        type=_non_negative_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="read every cgroup's memory use twice this many seconds apart, so that growth counts "
+        "as it does in the daemon (0: one reading, growth unknown; default 1; only when a scorer "
+        "of the policy uses growth)",
+    )
     _add_policy(rank)
     _add_root(rank)
 
@@ -232,7 +242,13 @@ def cmd_rank(args: argparse.Namespace, clock: Clock) -> int:
     policy = load_policy_for(args, host)
     plugins = plugins_for(policy, host)
     selector = Selector(policy, plugins)
-    ranking = selector.rank(Sample(host, clock.monotonic_us()), mode=args.mode, scope=scope)
+    history = None
+    if selector.uses_growth and args.interval > 0:
+        history = UsageHistory()
+        first = Sample(host, clock.monotonic_us())
+        history.record(first.time_us, *first.cgroup_usage())
+        clock.sleep(args.interval)
+    ranking = selector.rank(Sample(host, clock.monotonic_us()), mode=args.mode, scope=scope, history=history)
     report = build_rank_report(host, ranking, plugins.errors, top=args.top)
     explanation = explain(ranking) if args.explain else None
     if args.json:

@@ -44,7 +44,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.9/3.10 only
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
-DEFAULT_SCORERS: Mapping[str, float] = MappingProxyType({"kernel_badness": 1.0, "rules": 1.0})
+DEFAULT_SCORERS: Mapping[str, float] = MappingProxyType({"cause": 1.0, "rules": 1.0})
 DEFAULT_PREFER_POINTS = 300.0  # earlyoom's --prefer / --avoid adjustment, in oom_score units
 
 # The largest size a policy may name: 2^52 bytes (4 PiB), the most physical memory any Linux

@@ -17,8 +17,7 @@ from guardian.host import Host
 from guardian.isolation import PluginFailure
 from guardian.ranking import Ranked, Ranking
 from guardian.sources.processes import read_oom_score
-from guardian.status import human_bytes
-from guardian.text import shown
+from guardian.text import human_bytes, shown
 
 Report = dict[str, Any]
 
@@ -103,6 +102,7 @@ def explain(ranking: Ranking) -> list[str]:
         lines.append(
             f"{_who(top.candidate)} is first with total {number(top.total)} = {parts or 'no scores'}"
         )
+        lines.extend(f"  {name}: {note}" for name, note in top.notes.items())
         if top.candidate.kill_group and top.candidate.process is not None:
             group = shown(top.candidate.kill_group)
             lines.append(f"  killing it kills all of {group} (memory.oom.group=1, as the kernel would)")
@@ -117,6 +117,7 @@ def explain(ranking: Ranking) -> list[str]:
             if diffs:
                 why = ", ".join(f"{name} {number(delta, '+g')}" for delta, name in diffs)
                 lines.append(f"  ahead of {_who(second.candidate)} (total {number(second.total)}) by: {why}")
+                lines.extend(f"    {name}: {note}" for name, note in second.notes.items())
             else:
                 lines.append(
                     f"  tied with {_who(second.candidate)}; the newer process goes first, as in the kernel"

@@ -47,12 +47,21 @@ class Scorer:
     name: ClassVar[str] = ""
     kinds: ClassVar[frozenset[str]] = frozenset({"process"})
     unit: ClassVar[str] = ""  # what one point means, for explanations
+    # True: the scorer reads ``context.growth``, and the daemon records every cgroup's memory use
+    # for it (a few microseconds per group every few seconds); False: nothing is recorded
+    uses_growth: ClassVar[bool] = False
 
     def prepare(self, context: RankContext, candidates: list[Candidate]) -> None:
         """Optional: precompute per ranking."""
 
     def score(self, candidate: Candidate, context: RankContext) -> Optional[float]:
         raise NotImplementedError
+
+    def explain(self, candidate: Candidate, context: RankContext) -> Optional[str]:
+        """Optional: one sentence on what this candidate's score rests on (None: nothing to
+        add). Asked, after the ranking, for the first candidate and its runner-up, under the
+        same budget; ``rank --explain`` and the kill report print it."""
+        return None
 
 
 @hookspec

@@ -63,6 +63,7 @@ ENTRY_POINT_GROUP = "guardian"
 DISABLE_AUTOLOAD_ENV = "GUARDIAN_DISABLE_PLUGIN_AUTOLOAD"
 
 DEFAULT_PLUGINS = (
+    "guardian.scorers.cause",
     "guardian.scorers.kernel_badness",
     "guardian.scorers.cgroup_largest",
     "guardian.scorers.kubelet_qos",

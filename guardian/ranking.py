@@ -22,12 +22,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, get_args
 
 from guardian.badness import process_oom_score
 from guardian.candidates import Candidate, Exclusion
 from guardian.config import Policy
+from guardian.history import Growth
 from guardian.hookspecs import Scorer
 from guardian.isolation import Done, Isolation, PluginFailure, Refusal, value_text
 from guardian.kinds import Mode
@@ -52,6 +53,11 @@ class RankContext:
     capacity_bytes: int  # the node's memory (MemTotal): the kubelet's memoryCapacity
     self_pid: int
     facts_of: Callable[[Process, Optional[str]], Facts] = field(repr=False, compare=False)
+    # a cgroup's growth up to its memory use now, from the usage history (history.py); None
+    # where there is no earlier reading (a one-shot ranking without --interval)
+    growth: Callable[[str, int], Optional[Growth]] = field(
+        default=lambda _path, _current: None, repr=False, compare=False
+    )
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class Ranked:
     candidate: Candidate
     scores: Mapping[str, float]  # raw score by scorer name (only scorers with an opinion)
     total: float  # sum of weight x score
+    notes: Mapping[str, str] = field(default_factory=dict)  # scorer name -> its explain() sentence
 
 
 KINDS: frozenset[str] = frozenset(get_args(Mode))
@@ -73,6 +80,7 @@ class Offered:
     name: str
     kinds: frozenset[str]
     plugin: str  # the plugin that offered it (its registered name)
+    uses_growth: bool = False  # the daemon keeps a usage history for it
 
     @classmethod
     def of(cls, scorer: object, plugin: Optional[str] = None) -> Offered:
@@ -95,7 +103,10 @@ class Offered:
             chosen.add(str.__str__(kind))
         if not chosen:
             raise Refusal(f"scorer {name}: kinds is empty, so it would score nothing")
-        return cls(scorer, name, frozenset(chosen), plugin if plugin is not None else name)
+        uses_growth = scorer.uses_growth
+        if not isinstance(uses_growth, bool):
+            raise Refusal(f"scorer {name}: uses_growth is {value_text(uses_growth)}, not a bool")
+        return cls(scorer, name, frozenset(chosen), plugin if plugin is not None else name, bool(uses_growth))
 
 
 @dataclass(frozen=True)
@@ -216,6 +227,7 @@ class Ranker:
             ]
         ranked = [Ranked(c, per_candidate[i], totals[i]) for i, c in enumerate(candidates)]
         ranked.sort(key=_order)
+        ranked[:EXPLAINED] = self._notes(context, ranked[:EXPLAINED], failures)
         return Ranking(
             context=context,
             ranked=tuple(ranked),
@@ -225,6 +237,39 @@ class Ranker:
             elapsed_us=int((time.monotonic() - start) * 1e6),
             fallback=fallback,
         )
+
+    def _notes(
+        self, context: RankContext, first: list[Ranked], failures: list[PluginFailure]
+    ) -> list[Ranked]:
+        """Each scorer's explain() of the first candidates it scored, under its budget; a scorer
+        that fails here is reported and changes nothing of the order."""
+        notes: list[dict[str, str]] = [{} for _ in first]
+        for offered, _weight in self.scorers:
+            mine = [i for i, r in enumerate(first) if offered.name in r.scores]
+            if not mine:
+                continue
+
+            def work(offered: Offered = offered, mine: list[int] = mine) -> dict[int, str]:
+                said = {}
+                for i in mine:
+                    text = offered.scorer.explain(first[i].candidate, context)
+                    if text is None:
+                        continue
+                    if not isinstance(text, str):
+                        raise Refusal(f"explain returned {value_text(text)}, not a str or None")
+                    said[i] = shown(str.__str__(text))
+                return said
+
+            result = self.isolation.run(offered.plugin, f"{offered.name}.explain", self.budget_s, work)
+            if not isinstance(result, Done):
+                failures.append(result)
+                continue
+            for i, text in result.value.items():
+                notes[i][offered.name] = text
+        return [replace(r, notes=n) if n else r for r, n in zip(first, notes)]
+
+
+EXPLAINED = 2  # the first candidate and its runner-up
 
 
 def _order(r: Ranked) -> tuple[float, int, int]:

@@ -245,6 +245,8 @@ class Reporter:
             fields[f"GUARDIAN_VALUE_{_field_name(name)}"] = str(value)
         for name, score in victim.scores.items():
             fields[f"GUARDIAN_SCORE_{_field_name(name)}"] = f"{score:g}"
+        for name, note in victim.notes.items():  # shown() already, by the ranking
+            fields[f"GUARDIAN_WHY_{_field_name(name)}"] = note
         if c.process is not None:
             fields["GUARDIAN_VICTIM_PID"] = str(c.process.pid)
             fields["GUARDIAN_VICTIM_COMM"] = c.process.comm

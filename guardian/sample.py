@@ -34,6 +34,7 @@ from guardian.sources import cgroups as cg
 from guardian.sources.meminfo import read_meminfo, read_zram
 from guardian.sources.processes import read_cmdline, read_processes
 from guardian.sources.psi import read_cgroup_pressure, read_pressure
+from guardian.sources.smaps import read_freed_shmem
 from guardian.sources.vmstat import read_vm_sysctl, read_vmstat
 
 T = TypeVar("T")
@@ -214,6 +215,39 @@ class Sample(_Lazy):
 
         return self._get(f"cmdline:{pid}", read)
 
+    def freed_shmem(self, pid: int) -> Optional[int]:
+        """Bytes of the process's shared memory that its death would free (sources/smaps.py),
+        read on first use, off the loop like cmdline; None when it is gone, unreadable, or the
+        read did not return in time."""
+
+        def read() -> Optional[int]:
+            try:
+                return self._host.slow_call(
+                    pid, f"reading /proc/{pid}/smaps", lambda: read_freed_shmem(self._host, pid)
+                )
+            except (GuardianError, OSError):
+                return None
+
+        return self._get(f"smaps:{pid}", read)
+
+    def cgroup_current(self, path: str) -> int:
+        """The group's memory use alone (one file; Unavailable when it cannot be read)."""
+        return self._get(
+            f"cgroup:{path}:current", lambda: _required(cg.read_cgroup_current(self._host, path), path)
+        )
+
+    def cgroup_usage(self) -> tuple[dict[str, int], list[str]]:
+        """Every cgroup's memory use (cgroup_current()), and the groups walked but unreadable
+        (vanished since the walk, or a bad file): what the usage history records."""
+        usage: dict[str, int] = {}
+        unreadable: list[str] = []
+        for path in self.cgroup_paths:
+            try:
+                usage[path] = self.cgroup_current(path)
+            except GuardianError:
+                unreadable.append(path)
+        return usage, unreadable
+
     def exe(self, pid: int) -> Optional[str]:
         """The /proc/PID/exe link, read on first use; None where hidden or gone."""
 
@@ -240,3 +274,9 @@ class Sample(_Lazy):
             return tuple(sorted(set(self._host.v2_cgroups()) | set(self._host.v1_memory_cgroups())))
 
         return self._get("cgroup_paths", read)
+
+
+def _required(value: Optional[int], path: str) -> int:
+    if value is None:  # "max" where a number belongs
+        raise Malformed("memory cgroup", f"{path}: memory use reads as 'max'")
+    return value

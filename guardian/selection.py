@@ -31,6 +31,7 @@ from guardian.candidates import (
 )
 from guardian.config import Policy
 from guardian.errors import ParseError, Unavailable
+from guardian.history import Growth, UsageHistory
 from guardian.host import CgroupLayout, Host, cgroup_ancestors, cgroup_path
 from guardian.isolation import PluginFailure
 from guardian.kinds import Mode
@@ -107,6 +108,17 @@ def _swap_limit_pages(sample: Sample, path: str, source: str, max_bytes: int, pa
 Busy = Callable[[Process], Optional[str]]
 
 
+def _no_growth(_path: str, _current: int) -> Optional[Growth]:
+    return None
+
+
+def _growth_from(history: UsageHistory, now_us: int) -> Callable[[str, int], Optional[Growth]]:
+    def growth(path: str, current: int) -> Optional[Growth]:
+        return history.growth(path, now_us, current)
+
+    return growth
+
+
 def _not_busy(_process: Process) -> Optional[str]:
     return None
 
@@ -148,10 +160,23 @@ class Selector:
         # not started in the other while that run lasts
         self.ranker = Ranker(plugins.resolve(policy), policy.plugins.budget_ms, plugins.isolation)
 
-    def context(self, sample: Sample, mode: Mode = "process", scope: Optional[str] = None) -> RankContext:
+    @property
+    def uses_growth(self) -> bool:
+        """Some scorer of the policy, with a weight, reads growth (Scorer.uses_growth)."""
+        return any(offered.uses_growth and weight for offered, weight in self.ranker.scorers)
+
+    def context(
+        self,
+        sample: Sample,
+        mode: Mode = "process",
+        scope: Optional[str] = None,
+        history: Optional[UsageHistory] = None,
+    ) -> RankContext:
         totalpages, source = totalpages_for(sample, scope, PAGE_SIZE)
         facts_of = facts_from(sample, sample.host.cgroup_layout())
+        growth = _no_growth if history is None else _growth_from(history, sample.time_us)
         return RankContext(
+            growth=growth,
             sample=sample,
             policy=self.policy,
             mode=mode,
@@ -165,10 +190,16 @@ class Selector:
         )
 
     def rank(
-        self, sample: Sample, mode: Mode = "process", scope: Optional[str] = None, busy: Busy = _not_busy
+        self,
+        sample: Sample,
+        mode: Mode = "process",
+        scope: Optional[str] = None,
+        busy: Busy = _not_busy,
+        history: Optional[UsageHistory] = None,
     ) -> Ranking:
-        """Every candidate in ``scope``: processes, or cgroups for a group kill."""
-        context = self.context(sample, mode, scope)
+        """Every candidate in ``scope``: processes, or cgroups for a group kill. ``history``
+        gives the scorers each group's growth (history.py)."""
+        context = self.context(sample, mode, scope, history)
         layout = sample.host.cgroup_layout()
         processes = sample.processes_in(scope)
         if mode == "process":
@@ -199,10 +230,12 @@ class Selector:
             raise ValueError(f"mode must be 'process' or 'cgroup', got {mode!r}")
         return self._finish(context, candidates, excluded)
 
-    def rank_group(self, sample: Sample, group: str, busy: Busy = _not_busy) -> Ranking:
+    def rank_group(
+        self, sample: Sample, group: str, busy: Busy = _not_busy, history: Optional[UsageHistory] = None
+    ) -> Ranking:
         """The cgroup ``group`` itself as the one candidate of a group kill (a rule's ``action =
         "group"``), through the same exclusions and scorers as every other candidate."""
-        context = self.context(sample, "cgroup", group)
+        context = self.context(sample, "cgroup", group, history)
         layout = sample.host.cgroup_layout()
         members = [
             p

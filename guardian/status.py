@@ -16,7 +16,7 @@ from guardian.errors import Malformed, Unavailable
 from guardian.records import CgroupMemory, Pressure, PsiLine, StallRate
 from guardian.sample import Sample
 from guardian.sources.psi import RESOURCES
-from guardian.text import shown
+from guardian.text import human_bytes, shown
 
 Report = dict[str, Any]
 
@@ -191,18 +191,6 @@ def build_status(sample: Sample, live: Optional[StallRate] = None) -> Report:
 
 
 # --- text --------------------------------------------------------------------------------------
-
-
-def human_bytes(n: Optional[int]) -> str:
-    if n is None:
-        return "-"
-    sign = "-" if n < 0 else ""
-    value = float(abs(n))
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{sign}{value:.0f} {unit}" if unit == "B" else f"{sign}{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _pct(value: Optional[float]) -> str:

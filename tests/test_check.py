@@ -104,7 +104,7 @@ BROKEN = [
     ("x = " + "[" * 3000 + "]" * 3000 + "\n", "line 1: arrays, tables and inline tables nested more than 32 deep"),
     ("[poll]\nfill_rate = 0\n", "poll.fill_rate: expected at least 1M (1048576 bytes) per second, got 0"),
     ("self_oom_score_adj = 1000\n", "self_oom_score_adj: expected an integer from -1000 to 0, got 1000"),
-    ("[scorers]\nkernel_badness = 1\nnot_a_scorer = 1\n", "scorers.not_a_scorer: no scorer named 'not_a_scorer' (available: cgroup_largest, example_swap, kernel_badness, kubelet_qos, rules)"),
+    ("[scorers]\nkernel_badness = 1\nnot_a_scorer = 1\n", "scorers.not_a_scorer: no scorer named 'not_a_scorer' (available: cause, cgroup_largest, example_swap, kernel_badness, kubelet_qos, rules)"),
 ]  # fmt: skip
 
 

@@ -37,7 +37,7 @@ SRC = "/etc/guardian.toml"
 
 def test_defaults() -> None:
     policy = parse_policy("", SRC)
-    assert dict(policy.scorers) == {"kernel_badness": 1.0, "rules": 1.0}
+    assert dict(policy.scorers) == {"cause": 1.0, "rules": 1.0}
     assert policy.protect == () and policy.plugins.budget_ms == 250.0
 
 
@@ -637,7 +637,7 @@ def test_plugins_cannot_change_the_policy() -> None:
         with pytest.raises((AttributeError, TypeError)):
             attempt()
     assert rule.matches(facts_in("/system.slice/sshd.service"))
-    assert dict(policy.scorers) == {"kernel_badness": 1.0, "rules": 1.0}
+    assert dict(policy.scorers) == {"cause": 1.0, "rules": 1.0}
 
 
 def test_a_policy_built_in_code_is_read_only_too() -> None:

@@ -120,7 +120,8 @@ def test_decision_fields_and_never_kill(tmp_path: Path) -> None:
     assert event["GUARDIAN_VICTIM_RSS_BYTES"] == str(1024 * MiB)
     assert event["GUARDIAN_VALUE_MEM_AVAILABLE_BYTES"] == str(int(16 * GiB_KB * 0.04) * 1024)
     assert event["GUARDIAN_VALUE_MEM_AVAILABLE_PCT"] == "4.0"
-    assert float(event["GUARDIAN_SCORE_KERNEL_BADNESS"]) > 666
+    # the default ranking (cause): its group frees the worker's 1 GiB of the machine's 16 GiB
+    assert float(event["GUARDIAN_SCORE_CAUSE"]) > 1000 * 1024 / (16 * 1024) * 0.9
     assert event["GUARDIAN_OUTCOME"] == "dry-run"
 
 

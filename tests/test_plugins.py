@@ -89,7 +89,7 @@ def test_builtins_are_registered_like_any_plugin() -> None:
     plugins = make_plugin_manager(None, entry_points=False)
     names = {plugins.manager.get_name(p) for p in plugins.manager.get_plugins()}
     assert {n.rsplit(".", 1)[1] for n in DEFAULT_PLUGINS} <= names
-    assert set(plugins.scorers(Policy())) == {"kernel_badness", "cgroup_largest", "kubelet_qos", "rules"}
+    assert set(plugins.scorers(Policy())) == {"cause", "kernel_badness", "cgroup_largest", "kubelet_qos", "rules"}
     assert plugins.errors == []
 
 
@@ -419,7 +419,7 @@ def test_unknown_scorer_in_policy_is_a_policy_error() -> None:
         plugins.resolve(policy)
     assert str(info.value) == (
         "/etc/guardian.toml: scorers.kernel_badnes: no scorer named 'kernel_badnes' "
-        "(available: cgroup_largest, kernel_badness, kubelet_qos, rules)"
+        "(available: cause, cgroup_largest, kernel_badness, kubelet_qos, rules)"
     )
 
 

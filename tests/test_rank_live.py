@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import signal
 import subprocess
@@ -89,9 +90,13 @@ def test_mirror_matches_proc_oom_score_for_every_process(
     assert len(exact) >= 0.99 * total, off
 
 
-def test_rank_json_scores_equal_kernel_oom_score(sweep: list[subprocess.Popen[bytes]]) -> None:
+def test_rank_json_scores_equal_kernel_oom_score(
+    sweep: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    policy = tmp_path / "kernel.toml"
+    policy.write_text("[scorers]\nkernel_badness = 1.0\n")  # the kernel's own choice
     out = subprocess.run(
-        [sys.executable, "-m", "guardian.cli", "rank", "--json"],
+        [sys.executable, "-m", "guardian.cli", "rank", "--json", "--policy", str(policy)],
         check=True,
         capture_output=True,
         text=True,

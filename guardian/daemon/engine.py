@@ -33,6 +33,7 @@ from guardian.clock import Clock
 from guardian.config import Policy
 from guardian.daemon.wakeups import Armed, PsiKey, UsageLine, Wake, WakePlan, plan
 from guardian.errors import GuardianError
+from guardian.history import UsageHistory
 from guardian.host import Host
 from guardian.kinds import KillAction, NotDone, OutcomeResult
 from guardian.loaded import Loaded
@@ -48,6 +49,8 @@ SETTLE_S = 1.0  # after a victim died, KILL-level triggers wait this long for me
 RESCAN_S = 30.0  # how often the rules' subtrees are rescanned for new cgroups
 PSI_HOLD_S = 5.0  # after a PSI trigger fires, read that source every tick for this long
 CALM_MAX_S = 60.0  # a full tick runs at least this often, however calm
+HISTORY_STEP_S = 2.0  # the usage history is recorded at most this often (full ticks only)
+HISTORY_IDLE_S = 10.0  # and, while a scorer uses it, at least this often however calm
 REAPED_KEPT = 1024  # dying processes remembered as reaped (each is reaped once)
 ENDED = ("terminated", "killed", "alive", "dry-run")  # outcomes after which a scope cools down
 
@@ -131,6 +134,7 @@ class Engine:
         self.usage_lines: tuple[UsageLine, ...] = ()
         self.kills = 0
         self._reaped: dict[tuple[int, int], None] = {}  # (pid, start time) reaped, oldest first
+        self.history = UsageHistory()
 
     @property
     def policy(self) -> Policy:
@@ -218,6 +222,7 @@ class Engine:
         changed = self.rescan(sample, now_us)
         assessment = assess(sample, self.policy, self.state, now_us, self.watched, self._quiet_psi(now_us))
         result = TickResult(assessment, watch_changed=changed)
+        self._record(sample, now_us)
         self._expire_cooldowns(assessment, now_us)
         self._advance(assessment, now_us, result)
         for trigger in self._actionable(assessment, now_us):
@@ -225,6 +230,18 @@ class Engine:
         self.calm = self._calm(sample, assessment, now_us)
         result.interval_s = self._interval(assessment, now_us)
         return result
+
+    @property
+    def keeps_history(self) -> bool:
+        """Some scorer of the policy ranks on growth: every cgroup's memory use is recorded."""
+        return self.loaded.selector.uses_growth
+
+    def _record(self, sample: Sample, now_us: int) -> None:
+        last = self.history.recorded_us
+        if not self.keeps_history or (last is not None and now_us - last < HISTORY_STEP_S * 1e6):
+            return
+        usage, unreadable = sample.cgroup_usage()
+        self.history.record(now_us, usage, unreadable)
 
     def _interval(self, assessment: Assessment, now_us: int) -> float:
         interval = assessment.interval_s
@@ -247,8 +264,10 @@ class Engine:
         if rule.enabled and amount is not None:
             total = sample.meminfo.total_bytes  # read by this tick already
             line = amount.resolve(total) + int(total * self.policy.hysteresis_pct / 100)
-        next_scan = (self._scanned_us or now_us) + int(RESCAN_S * 1e6)
-        return Calm(line, min(next_scan, now_us + int(CALM_MAX_S * 1e6)), self.usage_lines)
+        until = min((self._scanned_us or now_us) + int(RESCAN_S * 1e6), now_us + int(CALM_MAX_S * 1e6))
+        if self.keeps_history:
+            until = min(until, (self.history.recorded_us or now_us) + int(HISTORY_IDLE_S * 1e6))
+        return Calm(line, until, self.usage_lines)
 
     def quick(self, now_us: int) -> Optional[float]:
         """The idle fast path: with the machine calm at the last full tick, one read of
@@ -348,9 +367,9 @@ class Engine:
         busy = busy_with(self._busy_pids())
         group_rule = trigger.action == "group" and trigger.scope is not None
         if group_rule and trigger.scope is not None:
-            ranking = selector.rank_group(sample, trigger.scope, busy)
+            ranking = selector.rank_group(sample, trigger.scope, busy, self.history)
         else:
-            ranking = selector.rank(sample, "process", trigger.scope, busy)
+            ranking = selector.rank(sample, "process", trigger.scope, busy, self.history)
         self._report_failures(ranking)
         self._reap_dying(ranking)
         victim = ranking.top

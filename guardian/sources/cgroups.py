@@ -234,3 +234,14 @@ def read_cgroup_memory(host: Host, cgroup: str) -> CgroupMemory:
     if controller == "v1":
         return read_v1_memory(host, cgroup)
     raise Unavailable("memory cgroup", "no hierarchy has the memory controller")
+
+
+def read_cgroup_current(host: Host, cgroup: str) -> Optional[int]:
+    """The group's memory use alone (memory.current, or v1 memory.usage_in_bytes): the one file
+    the usage history needs per group, without the other files read_cgroup_memory() reads."""
+    controller = host.cgroup_layout().memory_controller
+    if controller == "v2":
+        return read_v2_value(host, cgroup, "memory.current")
+    if controller == "v1":
+        return read_v1_value(host, cgroup, "memory.usage_in_bytes")
+    raise Unavailable("memory cgroup", "no hierarchy has the memory controller")
