@@ -17,7 +17,7 @@ from guardian.badness import process_oom_score
 from guardian.candidates import Candidate, memory_cgroup
 from guardian.config import Policy
 from guardian.errors import Unavailable
-from guardian.gain import Gain, expected_gain
+from guardian.gain import Gain, expected_gain, worth_a_look
 from guardian.history import Growth
 from guardian.hookspecs import Scorer, hookimpl
 from guardian.host import cgroup_ancestors
@@ -56,4 +56,5 @@ __all__ = [
     "memory_cgroup",
     "process_oom_score",
     "shown",
+    "worth_a_look",
 ]

@@ -17,7 +17,7 @@ from guardian.cli import build_parser, cmd_rank
 from guardian.config import Policy, parse_policy
 from guardian.daemon.engine import HISTORY_IDLE_S, HISTORY_STEP_S, Engine
 from guardian.explain import explain
-from guardian.gain import SHMEM_LOOK_BYTES, expected_gain
+from guardian.gain import SHMEM_LOOK_BYTES, SHMEM_LOOKS, expected_gain, worth_a_look
 from guardian.history import KEEP_S, MAX_GROUPS, PER_GROUP, RATE_SPAN_S, UsageHistory
 from guardian.host import Host
 from guardian.loaded import Loaded
@@ -417,3 +417,24 @@ def test_rank_interval_takes_two_readings(tmp_path: Path, capsys: pytest.Capture
     twice = first_of(["--interval", "2"])
     assert twice["candidates"][0]["comm"].startswith("workers")  # 25 MiB/s over 2 s
     assert any("grows +26.2 MB/s over 2.0 s" in line for line in twice["explanation"])
+
+
+def test_smaps_is_read_for_a_few_processes_only(tmp_path: Path) -> None:
+    root = FakeRoot(tmp_path / "root")
+    root.mounts("unified")
+    root.meminfo(total_kb=TOTAL_KB, available_kb=256 * 1024)
+    root.process(1, "systemd", ppid=0, rss_anon_kb=4096, cgroup_v2="/init.scope")
+    root.cgroup_v2("/init.scope")
+    for i in range(SHMEM_LOOKS + 10):  # a desktop: many processes with some shared memory
+        root.process(
+            100 + i, f"r{i}", ppid=1, rss_anon_kb=1024, rss_shmem_kb=(8 + i) * 1024, cgroup_v2="/app.scope"
+        )
+    root.process(90, "tiny", ppid=1, rss_anon_kb=1024, rss_shmem_kb=1024, cgroup_v2="/app.scope")
+    root.cgroup_v2("/app.scope")
+    root.finish()
+    sample = Sample(Host(tmp_path / "root"), 0)
+    selector().rank(sample)
+    smaps = sorted(int(key.split(":")[1]) for key in sample.reads if key.startswith("smaps:"))
+    # the SHMEM_LOOKS with the most shared memory, never one under SHMEM_LOOK_BYTES
+    assert smaps == list(range(110, 100 + SHMEM_LOOKS + 10))
+    assert worth_a_look(sample.processes) == frozenset(smaps)

@@ -89,7 +89,13 @@ def test_builtins_are_registered_like_any_plugin() -> None:
     plugins = make_plugin_manager(None, entry_points=False)
     names = {plugins.manager.get_name(p) for p in plugins.manager.get_plugins()}
     assert {n.rsplit(".", 1)[1] for n in DEFAULT_PLUGINS} <= names
-    assert set(plugins.scorers(Policy())) == {"cause", "kernel_badness", "cgroup_largest", "kubelet_qos", "rules"}
+    assert set(plugins.scorers(Policy())) == {
+        "cause",
+        "kernel_badness",
+        "cgroup_largest",
+        "kubelet_qos",
+        "rules",
+    }
     assert plugins.errors == []
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from support.arena import Arena

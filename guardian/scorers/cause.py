@@ -42,6 +42,7 @@ from guardian.api import (
     hookimpl,
     human_bytes,
     shown,
+    worth_a_look,
 )
 
 GROWTH_HORIZON_S = 60.0
@@ -130,6 +131,7 @@ class Cause(Scorer):
         members: dict[str, int] = {}
         within: dict[int, float] = {}
         process_gains: dict[int, int] = {}
+        looked = worth_a_look(p for c in candidates for p in c.processes)
         for candidate in candidates:
             path = group_of(candidate)
             spared = {pid for pid, _why in candidate.spared}
@@ -137,7 +139,7 @@ class Cause(Scorer):
             for process in candidate.processes:
                 if process.pid in spared:
                     continue
-                gain = expected_gain(process, sample.freed_shmem).total_bytes
+                gain = expected_gain(process, sample.freed_shmem, looked).total_bytes
                 total += gain
                 if candidate.process is not None:
                     within[process.pid] = _within(gain, process.oom_score_adj, context)
