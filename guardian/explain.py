@@ -75,6 +75,7 @@ def candidate_entry(host: Host, r: Ranked) -> dict[str, Any]:
         )
     entry["kill_group"] = _opt(c.kill_group)
     entry["scores"] = {shown(name): finite(value) for name, value in r.scores.items()}
+    entry["why"] = {shown(name): note for name, note in r.notes.items()}
     entry["total"] = finite(r.total)
     return entry
 
