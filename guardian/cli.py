@@ -26,7 +26,7 @@ from guardian.daemon.engine import Engine
 from guardian.daemon.service import Service
 from guardian.errors import GuardianError, Unavailable
 from guardian.explain import build_rank_report, explain, render_rank
-from guardian.history import UsageHistory
+from guardian.history import Histories
 from guardian.host import Host, cgroup_path
 from guardian.loaded import load, summarize
 from guardian.notify import Notifier
@@ -244,9 +244,10 @@ def cmd_rank(args: argparse.Namespace, clock: Clock) -> int:
     selector = Selector(policy, plugins)
     history = None
     if selector.uses_growth and args.interval > 0:
-        history = UsageHistory()
+        history = Histories()
         first = Sample(host, clock.monotonic_us())
-        history.record(first.time_us, *first.cgroup_usage())
+        history.cgroups.record(first.time_us, *first.cgroup_usage())
+        history.record_processes(first.time_us, first.processes_in(scope))
         clock.sleep(args.interval)
     ranking = selector.rank(Sample(host, clock.monotonic_us()), mode=args.mode, scope=scope, history=history)
     report = build_rank_report(host, ranking, plugins.errors, top=args.top)

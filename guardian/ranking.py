@@ -58,6 +58,11 @@ class RankContext:
     growth: Callable[[str, int], Optional[Growth]] = field(
         default=lambda _path, _current: None, repr=False, compare=False
     )
+    # a process's growth in what only it holds (history.process_usage), where guardian has read
+    # it before (an earlier ranking, a cgroup rule's scope past half its limit, rank --interval)
+    process_growth: Callable[[Process], Optional[Growth]] = field(
+        default=lambda _process: None, repr=False, compare=False
+    )
 
 
 @dataclass(frozen=True)

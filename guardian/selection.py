@@ -31,7 +31,7 @@ from guardian.candidates import (
 )
 from guardian.config import Policy
 from guardian.errors import ParseError, Unavailable
-from guardian.history import Growth, UsageHistory
+from guardian.history import Growth, Histories, process_key, process_usage
 from guardian.host import CgroupLayout, Host, cgroup_ancestors, cgroup_path
 from guardian.isolation import PluginFailure
 from guardian.kinds import Mode
@@ -112,9 +112,20 @@ def _no_growth(_path: str, _current: int) -> Optional[Growth]:
     return None
 
 
-def _growth_from(history: UsageHistory, now_us: int) -> Callable[[str, int], Optional[Growth]]:
+def _no_process_growth(_process: Process) -> Optional[Growth]:
+    return None
+
+
+def _growth_from(history: Histories, now_us: int) -> Callable[[str, int], Optional[Growth]]:
     def growth(path: str, current: int) -> Optional[Growth]:
-        return history.growth(path, now_us, current)
+        return history.cgroups.growth(path, now_us, current)
+
+    return growth
+
+
+def _process_growth_from(history: Histories, now_us: int) -> Callable[[Process], Optional[Growth]]:
+    def growth(process: Process) -> Optional[Growth]:
+        return history.processes.growth(process_key(process), now_us, process_usage(process))
 
     return growth
 
@@ -170,13 +181,15 @@ class Selector:
         sample: Sample,
         mode: Mode = "process",
         scope: Optional[str] = None,
-        history: Optional[UsageHistory] = None,
+        history: Optional[Histories] = None,
     ) -> RankContext:
         totalpages, source = totalpages_for(sample, scope, PAGE_SIZE)
         facts_of = facts_from(sample, sample.host.cgroup_layout())
-        growth = _no_growth if history is None else _growth_from(history, sample.time_us)
         return RankContext(
-            growth=growth,
+            growth=_no_growth if history is None else _growth_from(history, sample.time_us),
+            process_growth=_no_process_growth
+            if history is None
+            else _process_growth_from(history, sample.time_us),
             sample=sample,
             policy=self.policy,
             mode=mode,
@@ -195,7 +208,7 @@ class Selector:
         mode: Mode = "process",
         scope: Optional[str] = None,
         busy: Busy = _not_busy,
-        history: Optional[UsageHistory] = None,
+        history: Optional[Histories] = None,
     ) -> Ranking:
         """Every candidate in ``scope``: processes, or cgroups for a group kill. ``history``
         gives the scorers each group's growth (history.py)."""
@@ -228,10 +241,13 @@ class Selector:
             )
         else:
             raise ValueError(f"mode must be 'process' or 'cgroup', got {mode!r}")
-        return self._finish(context, candidates, excluded)
+        ranking = self._finish(context, candidates, excluded)
+        if history is not None and self.uses_growth:
+            history.record_processes(sample.time_us, processes)  # read anyway: the next ranking's base
+        return ranking
 
     def rank_group(
-        self, sample: Sample, group: str, busy: Busy = _not_busy, history: Optional[UsageHistory] = None
+        self, sample: Sample, group: str, busy: Busy = _not_busy, history: Optional[Histories] = None
     ) -> Ranking:
         """The cgroup ``group`` itself as the one candidate of a group kill (a rule's ``action =
         "group"``), through the same exclusions and scorers as every other candidate."""

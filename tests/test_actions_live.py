@@ -89,9 +89,10 @@ def test_term_then_kill_after_grace_with_mrelease(arena: Arena, live_host: Host)
     """SIGTERM ignored, SIGKILL after the grace, then process_mrelease. The reap races the
     victim's own exit (a victim that has torn down its memory before the syscall makes it fail
     with ESRCH; on a loaded machine a small one often wins), so each victim holds 160 MiB, inside
-    the test's own confined cgroup, and of five at least one must have been reaped by guardian."""
+    the test's own confined cgroup, and of ten at least one must have been reaped by guardian
+    (under load, with a VM beside it, five all lost the race once in three runs)."""
     mreleased = []
-    for _ in range(5):
+    for _ in range(10):
         stubborn = arena.spawn(
             "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
             "x = bytearray(160 << 20); x[::4096] = b's' * len(x[::4096]); print('ready', flush=True); "

@@ -18,7 +18,7 @@ from guardian.config import Policy, parse_policy
 from guardian.daemon.engine import HISTORY_IDLE_S, HISTORY_STEP_S, Engine
 from guardian.explain import explain
 from guardian.gain import SHMEM_LOOK_BYTES, SHMEM_LOOKS, expected_gain, worth_a_look
-from guardian.history import KEEP_S, MAX_GROUPS, PER_GROUP, RATE_SPAN_S, UsageHistory
+from guardian.history import KEEP_S, MAX_GROUPS, PER_GROUP, RATE_SPAN_S, Histories, UsageHistory
 from guardian.host import Host
 from guardian.loaded import Loaded
 from guardian.plugins import make_plugin_manager
@@ -76,9 +76,7 @@ def selector(policy: Policy = CAUSE) -> Selector:
     return Selector(policy, make_plugin_manager(None, entry_points=False))
 
 
-def rank(
-    root: Path, history: Optional[UsageHistory] = None, now_us: int = 0, mode: str = "process"
-) -> Ranking:
+def rank(root: Path, history: Optional[Histories] = None, now_us: int = 0, mode: str = "process") -> Ranking:
     return selector().rank(Sample(Host(root), now_us), mode=mode, history=history)  # type: ignore[arg-type]
 
 
@@ -92,9 +90,11 @@ def set_current(root: Path, service: str, mib: int) -> None:
     (root / f"sys/fs/cgroup/system.slice/{service}.service/memory.current").write_text(f"{mib * MiB}\n")
 
 
-def history_of(readings: dict[str, int], at_us: int) -> UsageHistory:
-    history = UsageHistory()
-    history.record(at_us, {f"/system.slice/{name}.service": mib * MiB for name, mib in readings.items()})
+def history_of(readings: dict[str, int], at_us: int) -> Histories:
+    history = Histories()
+    history.cgroups.record(
+        at_us, {f"/system.slice/{name}.service": mib * MiB for name, mib in readings.items()}
+    )
     return history
 
 
@@ -359,11 +359,11 @@ def test_the_daemon_measures_growth_between_ticks(tmp_path: Path, scorers: str, 
     set_current(root, "workers", 250)  # calm: workers hold 250 MiB
     engine, sink, clock = engine_for(root, scorers)
     assert not engine.tick().started
-    recorded = engine.history.recorded_us
+    recorded = engine.history.cgroups.recorded_us
     assert (recorded is not None) == engine.keeps_history == (victim == "workers")
     clock.advance(1)
     engine.tick()
-    assert engine.history.recorded_us == recorded  # at most every HISTORY_STEP_S
+    assert engine.history.cgroups.recorded_us == recorded  # at most every HISTORY_STEP_S
     if engine.keeps_history:
         assert engine.calm is None or engine.calm.until_us <= clock.now_us + HISTORY_IDLE_S * 1e6
     # ten seconds on, workers hold 400 MiB and memory is short
@@ -378,9 +378,11 @@ def test_the_daemon_measures_growth_between_ticks(tmp_path: Path, scorers: str, 
     if victim == "workers":
         assert "grows +" in event["GUARDIAN_WHY_CAUSE"]
     if engine.keeps_history:
-        assert clock.now_us - HISTORY_STEP_S * 1e6 <= (engine.history.recorded_us or 0)
+        assert clock.now_us - HISTORY_STEP_S * 1e6 <= (engine.history.cgroups.recorded_us or 0)
     else:
-        assert len(engine.history) == 0  # nothing recorded for a policy that does not use it
+        assert (
+            len(engine.history.cgroups) == len(engine.history.processes) == 0
+        )  # nothing recorded for a policy that does not use it
 
 
 class GrowingClock(FakeClock):
@@ -438,3 +440,55 @@ def test_smaps_is_read_for_a_few_processes_only(tmp_path: Path) -> None:
     # the SHMEM_LOOKS with the most shared memory, never one under SHMEM_LOOK_BYTES
     assert smaps == list(range(110, 100 + SHMEM_LOOKS + 10))
     assert worth_a_look(sample.processes) == frozenset(smaps)
+
+
+# --- inside one group: the process that grew ----------------------------------------------------
+
+
+def set_anon(root: Path, pid: int, mib: int) -> None:
+    status = root / f"proc/{pid}/status"
+    lines = [
+        f"RssAnon:\t{mib * 1024:>8} kB" if x.startswith("RssAnon:") else x
+        for x in status.read_text().splitlines()
+    ]
+    status.write_text("\n".join(lines) + "\n")
+
+
+def test_inside_one_group_the_process_that_grew_goes_first(tmp_path: Path) -> None:
+    root, _ = build(tmp_path, {"app": [300, 100]})  # app0 steady 300 MiB, app1 grows to 100 MiB
+    scope = "/system.slice/app.service"
+    history = Histories()
+    set_anon(root, 101, 40)
+    selector().rank(Sample(Host(root), 0), scope=scope, history=history)  # the first ranking reads both
+    set_anon(root, 101, 100)
+    ranking = selector().rank(Sample(Host(root), int(10e6)), scope=scope, history=history)
+    assert first_comm(ranking) == "app1"  # 6 MiB/s: 360 MiB more in a minute
+    assert "grows +6.3 MB/s over 10.0 s" in ranking.ranked[0].notes["cause"]
+    assert first_comm(selector().rank(Sample(Host(root), int(10e6)), scope=scope)) == "app0"  # no history
+
+
+def test_the_engine_records_the_processes_of_a_warm_watched_group(tmp_path: Path) -> None:
+    root, _ = build(tmp_path, {"app": [300, 40]})
+    limit = 500 * MiB
+    (root / "sys/fs/cgroup/system.slice/app.service/memory.max").write_text(f"{limit}\n")
+    policy = (
+        "dry_run = true\n[machine]\nenabled = false\n[scorers]\ncause = 1.0\n"
+        '[[cgroup]]\nmatch = "system.slice/*.service"\nmin_headroom = { term = "10%", kill = "4%" }\n'
+    )
+    parsed = parse_policy(policy, "test.toml")
+    plugins = make_plugin_manager(None, entry_points=False)
+    sink, clock = MemorySink(), FakeClock()
+    engine = Engine(Host(root), Loaded(parsed, plugins, Selector(parsed, plugins)), Reporter(sink), clock)
+    set_current(root, "app", 200)  # 40 % of its limit: not warm, no process is read
+    engine.tick()
+    assert len(engine.history.processes) == 0
+    clock.advance(3)
+    set_current(root, "app", 340)  # 68 %: warm, its processes are recorded
+    engine.tick()
+    assert len(engine.history.processes) == 2
+    clock.advance(10)
+    set_anon(root, 101, 150)  # app1 grew 110 MiB in 10 s; app0 did not move
+    set_current(root, "app", 460)  # headroom 8 %: the TERM level
+    (act,) = engine.tick().started
+    assert act.victim is not None and act.victim.candidate.process is not None
+    assert act.victim.candidate.process.comm == "app1"

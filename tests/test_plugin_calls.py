@@ -305,6 +305,6 @@ def test_rank_reports_a_plugin_that_exits_in_a_hook(
         "not asked about the rest of this ranking's candidates"
     ) in report["explanation"]
     # the README documents the failure keys, now that there is one to see
-    assert sorted(report_keys(report, maps=("scores", "weights")) - documented_keys()) == []
+    assert sorted(report_keys(report, maps=("scores", "weights", "why")) - documented_keys()) == []
     assert main([a for a in argv if a != "--json"]) == EXIT_OK  # the table shows the sentence too
     assert "raised SystemExit: 0; not asked about the rest" in capsys.readouterr().out

@@ -251,4 +251,4 @@ def test_readme_documents_every_rank_key(capsys: pytest.CaptureFixture[str]) -> 
     for mode in ("process", "cgroup"):
         assert main(["rank", "--json", "--explain", "--mode", mode, "--root", str(V2)]) == EXIT_OK
         report = json.loads(capsys.readouterr().out)
-        assert sorted(report_keys(report, maps=("scores", "weights")) - documented_keys()) == []
+        assert sorted(report_keys(report, maps=("scores", "weights", "why")) - documented_keys()) == []

@@ -33,7 +33,7 @@ from guardian.clock import Clock
 from guardian.config import Policy
 from guardian.daemon.wakeups import Armed, PsiKey, UsageLine, Wake, WakePlan, plan
 from guardian.errors import GuardianError
-from guardian.history import UsageHistory
+from guardian.history import Histories
 from guardian.host import Host
 from guardian.kinds import KillAction, NotDone, OutcomeResult
 from guardian.loaded import Loaded
@@ -51,6 +51,7 @@ PSI_HOLD_S = 5.0  # after a PSI trigger fires, read that source every tick for t
 CALM_MAX_S = 60.0  # a full tick runs at least this often, however calm
 HISTORY_STEP_S = 2.0  # the usage history is recorded at most this often (full ticks only)
 HISTORY_IDLE_S = 10.0  # and, while a scorer uses it, at least this often however calm
+WARM = 0.5  # a watched cgroup past this share of its limit has its processes recorded too
 REAPED_KEPT = 1024  # dying processes remembered as reaped (each is reaped once)
 ENDED = ("terminated", "killed", "alive", "dry-run")  # outcomes after which a scope cools down
 
@@ -134,7 +135,7 @@ class Engine:
         self.usage_lines: tuple[UsageLine, ...] = ()
         self.kills = 0
         self._reaped: dict[tuple[int, int], None] = {}  # (pid, start time) reaped, oldest first
-        self.history = UsageHistory()
+        self.history = Histories()
 
     @property
     def policy(self) -> Policy:
@@ -237,11 +238,22 @@ class Engine:
         return self.loaded.selector.uses_growth
 
     def _record(self, sample: Sample, now_us: int) -> None:
-        last = self.history.recorded_us
+        """The usage history, every HISTORY_STEP_S at most: every cgroup's memory use, and the
+        processes of watched cgroups past WARM of their limit (so that a ranking inside one
+        knows which process grew; the machine's processes are recorded by its rankings only,
+        reading them all every few seconds would cost more than it tells)."""
+        last = self.history.cgroups.recorded_us
         if not self.keeps_history or (last is not None and now_us - last < HISTORY_STEP_S * 1e6):
             return
         usage, unreadable = sample.cgroup_usage()
-        self.history.record(now_us, usage, unreadable)
+        self.history.cgroups.record(now_us, usage, unreadable)
+        for path in self.watched:
+            try:
+                memory = sample.cgroup(path).memory
+                if memory.max_bytes and (memory.current_bytes or 0) >= WARM * memory.max_bytes:
+                    self.history.record_processes(now_us, sample.processes_in(path))
+            except GuardianError:
+                continue  # gone or unreadable: the next full tick reports what matters
 
     def _interval(self, assessment: Assessment, now_us: int) -> float:
         interval = assessment.interval_s
@@ -266,7 +278,7 @@ class Engine:
             line = amount.resolve(total) + int(total * self.policy.hysteresis_pct / 100)
         until = min((self._scanned_us or now_us) + int(RESCAN_S * 1e6), now_us + int(CALM_MAX_S * 1e6))
         if self.keeps_history:
-            until = min(until, (self.history.recorded_us or now_us) + int(HISTORY_IDLE_S * 1e6))
+            until = min(until, (self.history.cgroups.recorded_us or now_us) + int(HISTORY_IDLE_S * 1e6))
         return Calm(line, until, self.usage_lines)
 
     def quick(self, now_us: int) -> Optional[float]:

@@ -102,8 +102,17 @@ def group_of(candidate: Candidate) -> str:
     return candidate.kill_group or candidate.cgroup or "/"
 
 
+def _counted(growth: Optional[Growth], freed_share: float, scope_bytes: int) -> int:
+    """What growth adds: what it would take over the horizon, in the share a kill frees, at most
+    the scope; nothing for a group or process that is not growing."""
+    if growth is None or growth.bytes_per_s <= 0:
+        return 0
+    return int(min(growth.bytes_per_s * GROWTH_HORIZON_S * freed_share, scope_bytes))
+
+
 def _within(gain_bytes: int, adj: int, context: RankContext) -> float:
-    """A process's place in its group, in [0, 1): oom_badness() with the gain in place of RSS."""
+    """A process's place in its group, in [0, 1): oom_badness() with what a kill frees (and
+    what the process would take in the next minute, where its growth is known) in place of RSS."""
     total = max(context.totalpages, 1)
     points = gain_bytes // context.page_size + adj * (total // 1000)
     return min(max((points / total + 1.0) / 2.0, 0.0), 0.999)
@@ -122,7 +131,7 @@ class Cause(Scorer):
         self._lock = threading.Lock()
         self._groups: dict[str, GroupCause] = {}
         self._within: dict[int, float] = {}
-        self._gains: dict[int, int] = {}
+        self._processes: dict[int, tuple[int, Optional[Growth], int]] = {}
 
     def prepare(self, context: RankContext, candidates: list[Candidate]) -> None:
         sample = context.sample
@@ -130,7 +139,7 @@ class Cause(Scorer):
         gains: dict[str, int] = {}
         members: dict[str, int] = {}
         within: dict[int, float] = {}
-        process_gains: dict[int, int] = {}
+        process_notes: dict[int, tuple[int, Optional[Growth], int]] = {}
         looked = worth_a_look(p for c in candidates for p in c.processes)
         for candidate in candidates:
             path = group_of(candidate)
@@ -142,15 +151,17 @@ class Cause(Scorer):
                 gain = expected_gain(process, sample.freed_shmem, looked).total_bytes
                 total += gain
                 if candidate.process is not None:
-                    within[process.pid] = _within(gain, process.oom_score_adj, context)
-                    process_gains[process.pid] = gain
+                    growth = context.process_growth(process)
+                    grown = _counted(growth, 1.0, scope_bytes)
+                    within[process.pid] = _within(gain + grown, process.oom_score_adj, context)
+                    process_notes[process.pid] = (gain, growth, grown)
             gains[path] = gains.get(path, 0) + total
             members[path] = members.get(path, 0) + 1
         groups = {}
         for path, gain in gains.items():
             groups[path] = self._group(context, path, gain, members[path], scope_bytes)
         with self._lock:
-            self._groups, self._within, self._gains = groups, within, process_gains
+            self._groups, self._within, self._processes = groups, within, process_notes
 
     @staticmethod
     def _group(context: RankContext, path: str, gain: int, members: int, scope_bytes: int) -> GroupCause:
@@ -166,10 +177,7 @@ class Cause(Scorer):
                 protected = min(usage, max(memory.min_bytes or 0, memory.low_bytes or 0))
         size = gain if usage is None else max(0, min(gain, usage - protected))
         growth = None if usage is None else context.growth(path, usage)
-        counted = 0
-        if growth is not None and growth.bytes_per_s > 0 and usage:
-            projected = growth.bytes_per_s * GROWTH_HORIZON_S * min(1.0, size / usage)
-            counted = int(min(projected, scope_bytes))
+        counted = _counted(growth, min(1.0, size / usage), scope_bytes) if usage else 0
         return GroupCause(path, members, gain, usage, protected, size, growth, counted, scope_bytes)
 
     def score(self, candidate: Candidate, context: RankContext) -> Optional[float]:
@@ -187,10 +195,15 @@ class Cause(Scorer):
         text = group.describe()
         if candidate.process is not None:
             pid = candidate.process.pid
-            gain = self._gains.get(pid, 0)
+            gain, growth, grown = self._processes.get(pid, (0, None, 0))
+            grows = "growth unknown"
+            if growth is not None:
+                rate = f"{growth.bytes_per_s / 1e6:+.1f} MB/s over {growth.span_s:.1f} s"
+                grows = f"grows {rate}, counted {human_bytes(grown)}"
+            place = self._within.get(pid, 0.0)
             text += (
-                f"; in it pid {pid} frees ~{human_bytes(gain)} "
-                f"(place {self._within.get(pid, 0.0):.3f}, the kernel's order on what a kill frees)"
+                f"; in it pid {pid} frees ~{human_bytes(gain)}, {grows} "
+                f"(place {place:.3f}: the kernel's order on what a kill frees and growth)"
             )
         return text
 
