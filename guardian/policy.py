@@ -97,6 +97,12 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
+def _at_or_below(levels: Levels, level: Level) -> str:
+    """`` at or below <the line of the level reached>``: the KILL line at KILL, else TERM's."""
+    line = levels.kill if level == KILL and levels.kill is not None else (levels.term or levels.kill)
+    return "" if line is None else f" at or below {line}"
+
+
 def _level(value: int, levels: Levels, total: int, hysteresis: int, was_on: bool) -> Optional[Level]:
     """KILL, TERM or None for a quantity that is bad when low."""
     if levels.kill is not None and value <= levels.kill.resolve(total):
@@ -135,11 +141,12 @@ def _machine_memory(sample: Sample, policy: Policy, state: PolicyState) -> Optio
         "mem_total_bytes": mem.total_bytes,
     }
     reason = f"MemAvailable {_mib(mem.available_bytes)} ({mem.available_pct:.1f}%)"
-    if rule.mem_available.term is not None:
-        reason += f" at or below {rule.mem_available.term}"
+    reason += _at_or_below(rule.mem_available, mem_level)
     if mem.swap_total_bytes:
         values["swap_free_bytes"] = mem.swap_free_bytes
         reason += f", SwapFree {_mib(mem.swap_free_bytes)} ({mem.swap_free_pct or 0:.1f}%)"
+        if rule.swap_free.enabled:
+            reason += _at_or_below(rule.swap_free, swap_level)
     return Trigger("machine", None, "memory", level, "process", reason, values)
 
 
@@ -255,7 +262,7 @@ def _cgroup_triggers(
                         state.on.add(key)
                         reason = (
                             f"headroom {_mib(memory.headroom_bytes)} of limit {_mib(memory.max_bytes)}"
-                            f" at or below {rule.headroom.term or rule.headroom.kill}"
+                            + _at_or_below(rule.headroom, level)
                         )
                         values: dict[str, Value] = {
                             "headroom_bytes": memory.headroom_bytes,
@@ -406,20 +413,19 @@ def assess(
     return Assessment(now_us, tuple(triggers), interval)
 
 
-def current_level(sample: Sample, policy: Policy, state: PolicyState, trigger: Trigger) -> Optional[Level]:
-    """The level of one low-memory trigger on a fresh sample: the re-check right before the kill
-    (earlyoom re-reads meminfo after choosing its victim) and the escalation test during the
-    TERM grace period. A PSI or events trigger keeps its level: its evidence is a rate over
-    time, not a level that one more read could refute."""
+def recheck(sample: Sample, policy: Policy, state: PolicyState, trigger: Trigger) -> Optional[Trigger]:
+    """One low-memory trigger on a fresh sample, with the level, reason and values of now (None
+    when the condition cleared): the re-check right before the kill (earlyoom re-reads meminfo
+    after choosing its victim). A PSI or events trigger stands as it was: its evidence is a rate
+    over time, not a level that one more read could refute."""
     if trigger.condition == "memory":
-        fresh = _machine_memory(sample, policy, state)
-        return fresh.level if fresh is not None else None
+        return _machine_memory(sample, policy, state)
     if trigger.condition == "headroom" and trigger.scope is not None:
         rules = [r for r in policy.cgroups if r.label == trigger.rule]
         if not rules:
             return None
         headroom_only = replace(policy, cgroups=(replace(rules[0], psi=None, events=None),))
         for t in _cgroup_triggers(sample, headroom_only, state, 0, [trigger.scope], prune=False):
-            return t.level
+            return t
         return None
-    return trigger.level
+    return trigger

@@ -539,3 +539,36 @@ def test_the_fast_path_never_raises(tmp_path: Path) -> None:
     assert g.calm is not None
     (root / "proc/meminfo").unlink()
     assert g.quick(clock.monotonic_us()) is None
+
+
+@pytest.mark.parametrize(("pct", "level", "line"), [(8.0, "TERM", "10%"), (4.0, "KILL", "5%")])
+def test_the_reason_quotes_the_line_of_the_level_acted_on(
+    tmp_path: Path, pct: float, level: str, line: str
+) -> None:
+    root = machine(tmp_path, available_kb=int(16 * GiB_KB * pct / 100))
+    g, sink, _ = guardian_for(root, POLICY)
+    act = acted(g.tick())
+    assert act is not None and act.trigger.level == level
+    assert act.trigger.reason.endswith(f"at or below {line}")
+    (event,) = sink.events
+    assert event["GUARDIAN_REASON"].endswith(f"at or below {line}") and event["GUARDIAN_LEVEL"] == level
+
+
+def test_the_recheck_reports_the_reading_that_showed_the_level(tmp_path: Path) -> None:
+    """Assessed at TERM, KILL by the re-check right before the kill: the report says KILL and
+    quotes the KILL line with the fresh reading, not the TERM line with the old one."""
+    root = machine(tmp_path, available_kb=int(16 * GiB_KB * 0.08))
+    g, _, _ = guardian_for(root, POLICY)
+    real = g.loaded.selector.rank
+
+    def rank_then_drop(*args: object, **kwargs: object) -> object:
+        ranking = real(*args, **kwargs)  # type: ignore[arg-type]
+        set_available(root, 3)  # memory falls while the victim is chosen
+        return ranking
+
+    g.loaded.selector.rank = rank_then_drop  # type: ignore[method-assign]
+    act = acted(g.tick())
+    assert act is not None and act.trigger.level == "KILL" and act.action == "kill"
+    assert act.trigger.reason.startswith("MemAvailable 491.5 MiB (3.0%)")
+    assert act.trigger.reason.endswith("at or below 5%")
+    assert act.trigger.values["mem_available_pct"] == 3.0

@@ -37,7 +37,7 @@ from guardian.history import Histories
 from guardian.host import Host
 from guardian.kinds import KillAction, NotDone, OutcomeResult
 from guardian.loaded import Loaded
-from guardian.policy import KILL, Assessment, PolicyState, Trigger, assess, current_level
+from guardian.policy import KILL, Assessment, PolicyState, Trigger, assess, recheck
 from guardian.ranking import Ranked, Ranking
 from guardian.report import PRIORITY_NOTICE, PRIORITY_WARNING, Reporter
 from guardian.sample import Sample
@@ -417,19 +417,21 @@ class Engine:
                 return act
         now_us = self.clock.monotonic_us()
         try:
-            level = current_level(Sample(self.host, now_us), self.policy, self.state, trigger)
+            fresh = recheck(Sample(self.host, now_us), self.policy, self.state, trigger)
         except BaseException:  # the tick fails (and is reported); the pinned victim's fd must not leak
             if pidfd is not None:
                 os.close(pidfd)
             raise
-        if level is None:
+        if fresh is None:
             if pidfd is not None:
                 os.close(pidfd)
             act.victim = None
             return self._not_done(act, "recovered", "the condition cleared before the kill")
+        level = fresh.level
         if level == KILL and action == "term":
             action = "kill"
-        trigger = replace(trigger, level=level)  # report the level acted on, after the re-check
+        # report the level acted on, after the re-check, and the reading that showed it
+        trigger = replace(trigger, level=level, reason=fresh.reason, values=fresh.values)
         act.trigger, act.action = trigger, action
 
         started: Union[Outcome, Kill]
@@ -477,14 +479,18 @@ class Engine:
         its victim reaches the KILL level: the machine's shortage is answered by the victim
         already chosen, not by a second one (_actionable makes nested scopes wait for it)."""
         for scope, flight in list(self.flights.items()):
-            escalate = any(t.level == KILL and _holds(t.scope, flight) for t in assessment.triggers)
+            escalating = next(
+                (t for t in assessment.triggers if t.level == KILL and _holds(t.scope, flight)), None
+            )
+            escalate = escalating is not None
             outcome = flight.kill.step(now_us, escalate)
             if outcome is None:
                 continue
             del self.flights[scope]
             act = Act(flight.trigger, flight.victim, flight.action)
-            if escalate and flight.action == "term" and "SIGKILL" in outcome.signals:
-                act.trigger = replace(flight.trigger, level=KILL)
+            if escalating is not None and flight.action == "term" and "SIGKILL" in outcome.signals:
+                reason = f"{flight.trigger.reason}; SIGKILL at once when {escalating.reason}"
+                act.trigger = replace(flight.trigger, level=KILL, reason=reason)
             self._ended(act, outcome)
             result.finished.append(act)
 
