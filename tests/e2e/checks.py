@@ -89,6 +89,36 @@ def bystanders_alive(result: Any) -> list[str]:
     return failures
 
 
+def only_in(result: Any, prefixes: tuple[str, ...]) -> list[str]:
+    """Every kill guardian made hit a process in one of these cgroups."""
+    outside = [e for e in kills(result) if not str(e.get("GUARDIAN_VICTIM_CGROUP", "")).startswith(prefixes)]
+    return [
+        f"guardian killed outside {prefixes}: {e.get('GUARDIAN_VICTIM_COMM')} in {e.get('GUARDIAN_VICTIM_CGROUP')} "
+        f"({e.get('MESSAGE')})"
+        for e in outside
+    ]
+
+
+def largest_before_trigger(result: Any, prefixes: tuple[str, ...], name: str = "oom-scores.txt") -> list[str]:
+    """The scenario's premise: in the snapshot guest.sh's sample_memory took just before the
+    TERM line (one line per process: oom_score pid cgroup comm), the process with the highest
+    oom_score, the kernel's and the size-based daemons' choice, is in one of these cgroups."""
+    rows = []
+    for line in result.text(name).splitlines():
+        parts = line.split(maxsplit=3)
+        if len(parts) == 4 and parts[0].isdigit():
+            rows.append((int(parts[0]), parts[1], parts[2], parts[3]))
+    if not rows:
+        return [f"{name}: no snapshot of the processes before the trigger (MemAvailable never got that low?)"]
+    rows.sort(reverse=True)
+    if not rows[0][2].startswith(prefixes):
+        top = "; ".join(f"{r[3]} ({r[1]}, {r[2]}): {r[0]}" for r in rows[:4])
+        return [
+            f"the scenario's premise failed: the largest process before the trigger is not in {prefixes}: {top}"
+        ]
+    return []
+
+
 def first_victim(
     result: Any, *, comm: Optional[str] = None, cgroup: Optional[str] = None, scope: Optional[str] = None
 ) -> list[str]:

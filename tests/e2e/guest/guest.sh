@@ -96,7 +96,7 @@ start_daemon() {
 bench_begin() {
     systemd-run -q --unit=e2e-watch --slice=e2e.slice -p OOMScoreAdjust=-1000 \
         /usr/bin/python3 "$E2E_SHARE/lib/watch.py" "$E2E_RESULTS/watch.json" \
-        /sys/fs/cgroup/system.slice /sys/fs/cgroup/kubepods.slice /sys/fs/cgroup/e2e.slice
+        /sys/fs/cgroup/system.slice /sys/fs/cgroup/kubepods.slice /sys/fs/cgroup/user.slice /sys/fs/cgroup/e2e.slice
     systemd-run -q --unit=e2e-probe --slice=e2e.slice /usr/bin/python3 "$E2E_SHARE/lib/probe.py" "$E2E_RESULTS/probe.json"
     wait_until 30 test -s "$E2E_RESULTS/probe.json" || e2e_log "the latency probe did not start"
     wait_until 30 test -s "$E2E_RESULTS/watch.json" || e2e_log "the process watcher did not start"
@@ -184,6 +184,45 @@ start_bystander() {
     systemd-run --unit="$unit" -p MemorySwapMax=0 "$@" $(hog_cmd 200 $((mib << 20)))
     wait_until 60 sh -c "[ \$(cat /sys/fs/cgroup/system.slice/$unit.service/memory.current 2>/dev/null || echo 0) -ge $((mib * 900 * 1024)) ]" ||
         e2e_log "$unit did not reach $mib MiB"
+}
+
+# sample_memory OUT SNAPSHOT PCT CGROUP...: until killed, every 0.5 s a line to OUT: the uptime,
+# MemAvailable (KiB) and each CGROUP's memory.current (bytes; "-" while it has none; CGROUP is
+# relative to /sys/fs/cgroup). The first time MemAvailable is at or below PCT % of MemTotal, one
+# line per process to SNAPSHOT: oom_score, pid, cgroup, comm (who is largest just before a line).
+# Shell builtins only, but for sleep, so it keeps up under pressure. Run it in the background
+# (sample_memory ... & sampler=$!) and kill "$sampler" at the end.
+sample_memory() {
+    local out=$1 snapshot=$2 pct=$3 key value total=0 avail=0 up line cg cur taken=0 p score comm cgroup
+    shift 3
+    while :; do
+        while read -r key value _; do
+            case $key in
+            MemTotal:) total=$value ;;
+            MemAvailable:)
+                avail=$value
+                break
+                ;;
+            esac
+        done </proc/meminfo
+        read -r up _ </proc/uptime
+        line="$up $avail"
+        for cg in "$@"; do
+            { read -r cur <"/sys/fs/cgroup/$cg/memory.current"; } 2>/dev/null || cur=-
+            line+=" $cur"
+        done
+        echo "$line" >>"$out"
+        if [ "$taken" = 0 ] && [ $((avail * 100)) -le $((total * pct)) ]; then
+            taken=1
+            for p in /proc/[0-9]*; do
+                { read -r score <"$p/oom_score" && read -r cgroup <"$p/cgroup" && read -r comm <"$p/comm"; } 2>/dev/null ||
+                    continue
+                echo "$score ${p#/proc/} ${cgroup#0::} $comm"
+            done >"$snapshot"
+            e2e_log "MemAvailable $avail KiB: oom_score of every process in $(basename "$snapshot")"
+        fi
+        sleep 0.5
+    done
 }
 
 # use_policy FILE: make FILE guardian's policy (checked first) and reload the service; returns
