@@ -408,7 +408,16 @@ def parse_scorers(table: Table) -> dict[str, float]:
 # ASCII digits only: Python's \d and float() also take other scripts' digits ("\u0665%", an
 # Arabic-Indic five, would be 5%), and IGNORECASE without ASCII lets "K" match the Kelvin sign.
 _NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
-_SIZE = re.compile(rf"\s*{_NUMBER}\s*([KMGT]?)(i?B)?\s*", re.IGNORECASE | re.ASCII)
+# A size carries its unit: "512M" / "512MiB" (powers of 1024) or "4096B". A bare number would be
+# ambiguous (earlyoom's -m 10 means 10 %), and so would "4GB" (10^9 or 2^30?): both are refused
+# with the spellings that say what was meant.
+_SIZE = re.compile(rf"\s*{_NUMBER}\s*(?:([KMGT])(iB)?|(B))\s*", re.IGNORECASE | re.ASCII)
+_SI_SIZE = re.compile(rf"\s*{_NUMBER}\s*([KMGT])B\s*", re.IGNORECASE | re.ASCII)
+_BARE = re.compile(rf"\s*{_NUMBER}\s*", re.ASCII)
+UNITS_TEXT = (
+    'a percentage ("10%") or a size with its unit: K, M, G, T (powers of 1024; "512M" and '
+    '"512MiB" are the same) or B for bytes ("4096B")'
+)
 _PCT = re.compile(rf"\s*{_NUMBER}\s*%\s*", re.ASCII)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _EXACT = decimal.Context(prec=64, traps=[decimal.InvalidOperation])
@@ -422,17 +431,17 @@ def _size_bytes(number: str, unit: str) -> int:
 
 
 def parse_amount(table: Table, name: str) -> Optional[Amount]:
-    """``"10%"``, ``"512M"``/``"512MiB"``/``"1.5G"`` (powers of 1024), or an integer of bytes."""
+    """``"10%"``, ``"512M"``/``"512MiB"``/``"1.5G"`` (powers of 1024), or ``"4096B"``."""
     if not table.has(name):
         return None
     value = table.raw(name)
-    expected = 'expected a percentage ("10%") or a size ("512M", or bytes)'
+    expected = f"expected {UNITS_TEXT}"
     size: Optional[int] = None
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value < 0:
             raise table.error(name, f"{expected}, got {_show(value)}: a size cannot be negative")
-        size = value if value <= MAX_BYTES else MAX_BYTES + 1
-    elif isinstance(value, str):
+        raise table.error(name, _bare(value))
+    if isinstance(value, str):
         m = _PCT.fullmatch(value)
         if m:
             pct = float(m.group(1))  # ASCII digits: a float at worst inf, which fails below
@@ -441,7 +450,16 @@ def parse_amount(table: Table, name: str) -> Optional[Amount]:
             return Amount(pct=pct)
         m = _SIZE.fullmatch(value)
         if m:
-            size = _size_bytes(m.group(1), m.group(2))
+            size = _size_bytes(m.group(1), m.group(2) or "")
+        elif (si := _SI_SIZE.fullmatch(value)) is not None:
+            n, unit = si.group(1), si.group(2).upper()
+            raise table.error(
+                name,
+                f"{_show(value)} is ambiguous ({unit}B is 1000^n bytes to some tools, 1024^n to "
+                f"others): write '{n}{unit}' or '{n}{unit}iB' (powers of 1024)",
+            )
+        elif _BARE.fullmatch(value):
+            raise table.error(name, _bare(value.strip()))
     if size is None:
         raise table.error(name, f"{expected}, got {_show(value)}")
     if size > MAX_BYTES:
@@ -449,6 +467,17 @@ def parse_amount(table: Table, name: str) -> Optional[Amount]:
             name, f"{_show(value)} is more memory than any machine has (at most 4T x 1024 = 2^52 bytes)"
         )
     return Amount(bytes=size)
+
+
+def _bare(value: object) -> str:
+    """Why a number without a unit is refused, with the spellings it could have meant."""
+    n = value if isinstance(value, str) else _show(value)
+    if len(n) > 40:
+        n = n[:40] + "..."
+    return (
+        f"{n} has no unit, so it is ambiguous: write '{n}%' for a percentage, '{n}M' for {n} MiB, "
+        f"or '{n}B' for bytes"
+    )
 
 
 def parse_levels(table: Table) -> Levels:

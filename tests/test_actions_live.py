@@ -6,10 +6,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from support.arena import Arena
+from support.freezer import Freezer
 from support.kills import allow, drive, now_us
 
 from guardian.actions import Killer, Outcome
@@ -86,34 +88,38 @@ def test_pidfd_opened_before_reuse_cannot_reach_the_new_process(live_host: Host)
 
 
 def test_term_then_kill_after_grace_with_mrelease(arena: Arena, live_host: Host) -> None:
-    """SIGTERM ignored, SIGKILL after the grace, then process_mrelease. The reap races the
-    victim's own exit (a victim that has torn down its memory before the syscall makes it fail
-    with ESRCH; on a loaded machine a small one often wins), so each victim holds 160 MiB, inside
-    the test's own confined cgroup, and of ten at least one must have been reaped by guardian
-    (under load, with a VM beside it, five all lost the race once in three runs)."""
-    mreleased = []
-    for _ in range(10):
-        stubborn = arena.spawn(
-            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-            "x = bytearray(160 << 20); x[::4096] = b's' * len(x[::4096]); print('ready', flush=True); "
-            "time.sleep(600)"
+    """SIGTERM ignored, SIGKILL after the grace, then process_mrelease. A victim left to run
+    races the reap: it may tear down its own memory first (then the call fails with ESRCH, and
+    under load it often wins). So the victim, holding 160 MiB inside the test's own confined
+    cgroup, is frozen (cgroup v1 freezer) once it ignores SIGTERM: it cannot exit, the reap
+    must take its memory, and it dies once the test thaws it."""
+    stubborn = arena.spawn(
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "x = bytearray(160 << 20); x[::4096] = b's' * len(x[::4096]); print('ready', flush=True); "
+        "time.sleep(600)"
+    )
+    assert stubborn.stdout is not None and stubborn.stdout.readline() == b"ready\n"
+    freezer = Freezer(live_host)
+    try:
+        kill = Killer(live_host).start_process(
+            read_process(live_host, stubborn.pid), "TERM", 0.3, allow, now_us()
         )
-        assert stubborn.stdout is not None and stubborn.stdout.readline() == b"ready\n"
+        assert not isinstance(kill, Outcome)
+        freezer.freeze(stubborn.pid)  # SIGTERM is sent; from here on it cannot run
+        thaw = threading.Timer(2.5, freezer.thaw)  # let the frozen victim die, well after the reap
+        thaw.start()
         try:
-            outcome = drive(
-                Killer(live_host).start_process(
-                    read_process(live_host, stubborn.pid), "TERM", 0.3, allow, now_us()
-                )
-            )
-            assert outcome.signals == ["SIGTERM", "SIGKILL"]
-            assert outcome.result == "killed"
-            mreleased.append(outcome.mreleased)
+            outcome = drive(kill)
         finally:
-            stubborn.kill()
-            assert stubborn.wait(timeout=10) == -signal.SIGKILL
-        if mreleased[-1]:
-            break
-    assert any(mreleased), "process_mrelease never reaped a SIGKILLed victim"
+            thaw.cancel()
+        assert outcome.signals == ["SIGTERM", "SIGKILL"]
+        assert outcome.result == "killed"
+        assert outcome.mreleased, "process_mrelease did not reap a SIGKILLed victim that could not exit"
+        assert stubborn.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        freezer.cleanup()
+        stubborn.kill()
+        stubborn.wait(timeout=10)
 
 
 def test_escalation_during_grace(live_host: Host) -> None:

@@ -79,7 +79,7 @@ BROKEN = [
     ("grace_s = -1\n", "grace_s: expected a number from 0 to 600, got -1"),
     ("cooldown = 5\n", "cooldown: unknown key (known here: avoid, cgroup, cooldown_s, dry_run, grace_s, hysteresis_pct, ignore, machine, plugins, poll, prefer, protect, scorers, self_oom_score_adj)"),
     ("[machine]\nmem_available = { term = '110%' }\n", 'machine.mem_available.term: expected a percentage from 0 to 100, got "110%"'),
-    ("[machine]\nmem_available = { term = 'lots' }\n", 'machine.mem_available.term: expected a percentage ("10%") or a size ("512M", or bytes), got "lots"'),
+    ("[machine]\nmem_available = { term = 'lots' }\n", 'machine.mem_available.term: expected a percentage ("10%") or a size with its unit: K, M, G, T (powers of 1024; "512M" and "512MiB" are the same) or B for bytes ("4096B"), got "lots"'),
     ("[machine]\nmem_available = { term = '5%', kill = '10%' }\n", "machine.mem_available.kill: the KILL level (10%) must not be above the TERM level (5%)"),
     ("[machine]\nswap_free = { term = '1G', kill = '5%' }\n", "machine.swap_free.kill: give term and kill in the same unit (both % or both sizes)"),
     ("[machine]\nmem_available = { trem = '5%' }\n", "machine.mem_available.trem: unknown key (known here: kill, term)"),
@@ -102,7 +102,7 @@ BROKEN = [
     ("[[prefer]]\ncomm = 'a{99999999999}'\n", "prefer[0].comm: bad regular expression: bad repetition count {99999999999}: RE2 counts up to 1000 (RE2 syntax, no backreferences or lookaround: https://github.com/google/re2/wiki/Syntax)"),
     ("[[prefer]]\ncmdline = '(?!x)'\n", "prefer[0].cmdline: bad regular expression: invalid perl operator: (?! (RE2 syntax, no backreferences or lookaround: https://github.com/google/re2/wiki/Syntax)"),
     ("x = " + "[" * 3000 + "]" * 3000 + "\n", "line 1: arrays, tables and inline tables nested more than 32 deep"),
-    ("[poll]\nfill_rate = 0\n", "poll.fill_rate: expected at least 1M (1048576 bytes) per second, got 0"),
+    ("[poll]\nfill_rate = 0\n", "poll.fill_rate: 0 has no unit, so it is ambiguous: write '0%' for a percentage, '0M' for 0 MiB, or '0B' for bytes"),
     ("self_oom_score_adj = 1000\n", "self_oom_score_adj: expected an integer from -1000 to 0, got 1000"),
     ("[scorers]\nkernel_badness = 1\nnot_a_scorer = 1\n", "scorers.not_a_scorer: no scorer named 'not_a_scorer' (available: cause, cgroup_largest, example_swap, kernel_badness, kubelet_qos, rules)"),
 ]  # fmt: skip

@@ -458,20 +458,26 @@ def test_globs_run_on_re2(glob: str, path: str, matches: bool) -> None:
 # --- values that must be refused ---------------------------------------------------------------
 
 REFUSED = [
-    ("[poll]\nfill_rate = 0", "poll.fill_rate: expected at least 1M (1048576 bytes) per second, got 0"),
+    ("[poll]\nfill_rate = 0", "poll.fill_rate: 0 has no unit, so it is ambiguous: write '0%' for a percentage, '0M' for 0 MiB, or '0B' for bytes"),
+    ("[poll]\nfill_rate = '0B'", 'poll.fill_rate: expected at least 1M (1048576 bytes) per second, got "0B"'),
     ("[poll]\nfill_rate = '0.0001K'", 'poll.fill_rate: expected at least 1M (1048576 bytes) per second, got "0.0001K"'),
     ("[poll]\nfill_rate = '512K'", 'poll.fill_rate: expected at least 1M (1048576 bytes) per second, got "512K"'),
-    ("[machine]\nmem_available = { term = 18446744073709551616 }", "machine.mem_available.term: 18446744073709551616 is more memory than any machine has (at most 4T x 1024 = 2^52 bytes)"),
+    ("[machine]\nmem_available = { term = '18446744073709551616B' }", 'machine.mem_available.term: "18446744073709551616B" is more memory than any machine has (at most 4T x 1024 = 2^52 bytes)'),
+    ("[machine]\nmem_available = { term = 10, kill = 5 }", "machine.mem_available.term: 10 has no unit, so it is ambiguous: write '10%' for a percentage, '10M' for 10 MiB, or '10B' for bytes"),
+    ("[machine]\nmem_available = { term = '10' }", "machine.mem_available.term: 10 has no unit, so it is ambiguous: write '10%' for a percentage, '10M' for 10 MiB, or '10B' for bytes"),
+    ("[machine]\nmem_available = { term = 2.5 }", "machine.mem_available.term: 2.5 has no unit, so it is ambiguous: write '2.5%' for a percentage, '2.5M' for 2.5 MiB, or '2.5B' for bytes"),
+    ("[machine]\nmem_available = { term = '4 GB' }", "machine.mem_available.term: \"4 GB\" is ambiguous (GB is 1000^n bytes to some tools, 1024^n to others): write '4G' or '4GiB' (powers of 1024)"),
+    ("[[cgroup]]\nmatch = 'a'\nmin_headroom = { term = '10mb' }", "cgroup[0].min_headroom.term: \"10mb\" is ambiguous (MB is 1000^n bytes to some tools, 1024^n to others): write '10M' or '10MiB' (powers of 1024)"),
     ("[[cgroup]]\nmatch = 'a'\nmin_headroom = { term = '4097T' }", 'cgroup[0].min_headroom.term: "4097T" is more memory than any machine has (at most 4T x 1024 = 2^52 bytes)'),
-    ("[machine]\nmem_available = { term = -1 }", 'machine.mem_available.term: expected a percentage ("10%") or a size ("512M", or bytes), got -1: a size cannot be negative'),
+    ("[machine]\nmem_available = { term = -1 }", 'machine.mem_available.term: expected a percentage ("10%") or a size with its unit: K, M, G, T (powers of 1024; "512M" and "512MiB" are the same) or B for bytes ("4096B"), got -1: a size cannot be negative'),
     ("self_oom_score_adj = -999.9", "self_oom_score_adj: expected an integer from -1000 to 0, got -999.9"),
     ("self_oom_score_adj = -1000.0", "self_oom_score_adj: expected an integer from -1000 to 0, got -1000"),
     ("self_oom_score_adj = 1000", "self_oom_score_adj: expected an integer from -1000 to 0, got 1000"),
     ("self_oom_score_adj = 1", "self_oom_score_adj: expected an integer from -1000 to 0, got 1"),
     ("self_oom_score_adj = true", "self_oom_score_adj: expected an integer from -1000 to 0, got true"),
-    ("[machine]\nmem_available = { term = '\u0665%' }", 'machine.mem_available.term: expected a percentage ("10%") or a size ("512M", or bytes), got "\u0665%"'),
-    ("[machine]\nmem_available = { term = '\uff15G' }", 'machine.mem_available.term: expected a percentage ("10%") or a size ("512M", or bytes), got "\uff15G"'),
-    ("[machine]\nmem_available = { term = '1\u212a' }", 'machine.mem_available.term: expected a percentage ("10%") or a size ("512M", or bytes), got "1\u212a"'),
+    ("[machine]\nmem_available = { term = '\u0665%' }", 'machine.mem_available.term: expected a percentage ("10%") or a size with its unit: K, M, G, T (powers of 1024; "512M" and "512MiB" are the same) or B for bytes ("4096B"), got "\u0665%"'),
+    ("[machine]\nmem_available = { term = '\uff15G' }", 'machine.mem_available.term: expected a percentage ("10%") or a size with its unit: K, M, G, T (powers of 1024; "512M" and "512MiB" are the same) or B for bytes ("4096B"), got "\uff15G"'),
+    ("[machine]\nmem_available = { term = '1\u212a' }", 'machine.mem_available.term: expected a percentage ("10%") or a size with its unit: K, M, G, T (powers of 1024; "512M" and "512MiB" are the same) or B for bytes ("4096B"), got "1\u212a"'),
     ("[plugins]\ndirectory = 'plugins.d'", 'plugins.directory: "plugins.d": expected an absolute path to a directory'),
 ]  # fmt: skip
 
@@ -485,7 +491,7 @@ def test_values_guardian_must_refuse(text: str, message: str) -> None:
 
 def test_sizes_are_exact_and_ascii() -> None:
     policy = parse_policy(
-        "[machine]\nmem_available = { term = '1.5G', kill = ' 512 MiB ' }\nswap_free = { term = 4096, kill = '1k' }\n"
+        "[machine]\nmem_available = { term = '1.5G', kill = ' 512 MiB ' }\nswap_free = { term = '4096B', kill = '1k' }\n"
         "[poll]\nfill_rate = '1M'\n",
         SRC,
     )

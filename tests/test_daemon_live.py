@@ -19,6 +19,7 @@ import pytest
 from support.arena import Arena, GuardianProcess, hog_program
 from support.secure import root_only_dir, secure_base
 
+from guardian.config import UNITS_TEXT
 from guardian.host import Host
 from guardian.report import MSG_DRY_RUN, MSG_KILL, MSG_POLICY_LOADED, MSG_POLICY_REJECTED
 
@@ -223,8 +224,7 @@ def test_sighup_with_a_broken_policy_keeps_the_old_one(big_arena: Arena, tmp_pat
         g.wait_for("READY=1")  # reload finished
         (rejected,) = decisions(g, MSG_POLICY_REJECTED)
         assert rejected["GUARDIAN_POLICY_ERROR"] == (
-            f'{g.policy_path}: machine.mem_available.term: expected a percentage ("10%") or a size '
-            '("512M", or bytes), got "lots"'
+            f'{g.policy_path}: machine.mem_available.term: expected {UNITS_TEXT}, got "lots"'
         )
         # the old policy still acts
         hog = start(big_arena, hog_program(100, big_arena.usage_file, LIMIT - TERM_HEADROOM))
