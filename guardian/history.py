@@ -84,6 +84,19 @@ class History(Generic[K]):
         if complete:
             self.recorded_us = now_us
 
+    def discount(self, keys: Iterable[K], freed_bytes: int, before_us: int) -> None:
+        """Take ``freed_bytes`` out of the readings of ``keys`` taken before ``before_us``: a
+        victim guardian killed held them, and its death is not the survivors shrinking (without
+        this, the group that caused the shortage would look steady right after each kill, and
+        a steady bystander would be next)."""
+        for key in keys:
+            readings = self._readings.get(key)
+            if readings is None:
+                continue
+            for i, (t, used) in enumerate(readings):
+                if t < before_us:
+                    readings[i] = (t, max(0, used - freed_bytes))
+
     def growth(self, key: K, now_us: int, current_bytes: int) -> Optional[Growth]:
         """The growth of ``key`` up to ``current_bytes`` at ``now_us``; None without an earlier
         reading."""

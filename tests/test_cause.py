@@ -11,6 +11,7 @@ from typing import Any, Optional
 import pytest
 from fixtures.builder import FakeRoot
 from support.clock import FakeClock
+from support.fakekill import RecordingKiller
 from support.sinks import MemorySink
 
 from guardian.cli import build_parser, cmd_rank
@@ -492,3 +493,49 @@ def test_the_engine_records_the_processes_of_a_warm_watched_group(tmp_path: Path
     (act,) = engine.tick().started
     assert act.victim is not None and act.victim.candidate.process is not None
     assert act.victim.candidate.process.comm == "app1"
+
+
+def test_after_a_kill_the_group_that_grows_is_still_the_cause(tmp_path: Path) -> None:
+    """Seen in the steady-and-growers scenario: a worker's death made its group's memory use
+    drop, its growth read as none, and the steady db (the largest) was chosen next. The
+    victim's memory is taken out of the history of its cgroup and the cgroups above it."""
+    root, _ = build(tmp_path, {"db": [400], "workers": [60, 60, 60, 60, 60]})
+    set_available_kb(root, TOTAL_KB // 2)
+    set_current(root, "workers", 150)
+    policy = parse_policy("grace_s = 1\ncooldown_s = 1\n[scorers]\ncause = 1.0\n", "test.toml")
+    plugins = make_plugin_manager(None, entry_points=False)
+    sink, clock = MemorySink(), FakeClock()
+    engine = Engine(Host(root), Loaded(policy, plugins, Selector(policy, plugins)), Reporter(sink), clock)
+    killer = RecordingKiller(engine.killer)
+    engine.killer = killer
+    engine.tick()  # calm: workers hold 150 MiB
+    clock.advance(5)
+    set_current(root, "workers", 250)
+    engine.tick()
+    clock.advance(5)
+    set_current(root, "workers", 350)  # 20 MiB/s
+    set_available_kb(root, TOTAL_KB * 8 // 100)  # the TERM line
+    (first,) = engine.tick().started
+    assert first.victim is not None and first.victim.candidate.cgroup == "/system.slice/workers.service"
+    victim = first.victim.candidate.process
+    assert victim is not None
+    # it dies: the workers' group drops by its 60 MiB, the survivors grow on (+30 MiB in 3 s)
+    killer.kills[victim.pid].finish()
+    (root / f"proc/{victim.pid}").rename(root / f"proc/.gone-{victim.pid}")
+    set_current(root, "workers", 350 - 60 + 30)
+    clock.advance(3)
+    engine.tick()  # the kill ends; the cooldown holds the TERM level while memory recovers
+    clock.advance(2)
+    set_current(root, "workers", 350 - 60 + 50)
+    (second,) = engine.tick().started  # the cooldown is over, memory is still short
+    assert second.victim is not None and second.victim.candidate.cgroup == "/system.slice/workers.service"
+    assert "grows +" in second.victim.notes["cause"]
+
+
+def test_history_discount_touches_only_earlier_readings_and_never_goes_negative() -> None:
+    history = UsageHistory()
+    history.record(0, {"/a": 100 * MiB, "/a/b": 30 * MiB})
+    history.record(int(2e6), {"/a": 120 * MiB, "/a/b": 50 * MiB})
+    history.discount(["/a", "/a/b", "/unknown"], 40 * MiB, before_us=int(2e6))
+    assert list(history._readings["/a"]) == [(0, 60 * MiB), (int(2e6), 120 * MiB)]
+    assert list(history._readings["/a/b"]) == [(0, 0), (int(2e6), 50 * MiB)]

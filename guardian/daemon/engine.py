@@ -33,8 +33,8 @@ from guardian.clock import Clock
 from guardian.config import Policy
 from guardian.daemon.wakeups import Armed, PsiKey, UsageLine, Wake, WakePlan, plan
 from guardian.errors import GuardianError
-from guardian.history import Histories
-from guardian.host import Host
+from guardian.history import Histories, process_usage
+from guardian.host import Host, cgroup_ancestors
 from guardian.kinds import KillAction, NotDone, OutcomeResult
 from guardian.loaded import Loaded
 from guardian.policy import KILL, Assessment, PolicyState, Trigger, assess, recheck
@@ -504,6 +504,19 @@ class Engine:
         if outcome.result in ENDED:
             self.kills += outcome.result != "dry-run"
             self._start_cooldown(act.trigger)
+        if outcome.result in ("terminated", "killed"):
+            self._forget_victim(act.victim, outcome)
+
+    def _forget_victim(self, victim: Ranked, outcome: Outcome) -> None:
+        """The victim's memory is gone: out of the history of its cgroup and of every cgroup
+        above it, so that growth there is the survivors' (history.History.discount)."""
+        candidate = victim.candidate
+        killed = set(outcome.pids)
+        freed = sum(process_usage(p) for p in candidate.processes if p.pid in killed)
+        if candidate.cgroup and freed:
+            self.history.cgroups.discount(
+                cgroup_ancestors(candidate.cgroup), freed, self.clock.monotonic_us()
+            )
 
     def _start_cooldown(self, trigger: Trigger) -> None:
         now = self.clock.monotonic_us()
