@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from guardian import __version__
 from guardian.clock import Clock
-from guardian.config import Policy, PolicyError, load_policy
+from guardian.config import BUILT_IN, Policy, PolicyError, builtin_policy, load_policy
 from guardian.daemon.engine import Engine
 from guardian.daemon.service import Service
 from guardian.errors import GuardianError, Unavailable
@@ -155,7 +155,7 @@ def load_policy_for(args: argparse.Namespace, host: Host) -> Policy:
     if args.policy:
         return load_policy(args.policy)
     default = host.policy_path()
-    return load_policy(default) if os.path.exists(default) else Policy()
+    return load_policy(default) if os.path.exists(default) else builtin_policy()
 
 
 def plugins_for(policy: Policy, host: Host) -> Plugins:
@@ -265,14 +265,15 @@ def cmd_rank(args: argparse.Namespace, clock: Clock) -> int:
 
 def cmd_check(args: argparse.Namespace, clock: Clock) -> int:
     host = Host(args.root)
-    path = args.policy or host.policy_path()
+    path = args.policy or (host.policy_path() if os.path.exists(host.policy_path()) else None)
     loaded = load(host, path, dry_run=False)
+    name = path or BUILT_IN
     if loaded.plugins.errors:
         # the policy would run without these plugins, and a reload would be rejected: say so
         for error in loaded.plugins.errors:
-            print(f"guardian check: {shown(path)}: {shown(error)}", file=sys.stderr)
+            print(f"guardian check: {shown(name)}: {shown(error)}", file=sys.stderr)
         return EXIT_CONFIG
-    print(f"{shown(path)}: valid: {shown(summarize(loaded.policy))}")
+    print(f"{shown(name)}: valid: {shown(summarize(loaded.policy))}")
     return EXIT_OK
 
 

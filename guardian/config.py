@@ -23,6 +23,8 @@ import dataclasses
 import datetime
 import decimal
 import errno
+import functools
+import importlib.resources
 import math
 import os
 import re
@@ -882,3 +884,15 @@ def _file_kind(mode: int) -> str:
 def load_policy(path: str) -> Policy:
     """The policy in the file at ``path``; raises nothing but PolicyError."""
     return _guarded(path, lambda: policy_from_text(read_policy_text(path), path))
+
+
+BUILT_IN = "built-in defaults"
+
+
+@functools.lru_cache(maxsize=1)
+def builtin_policy() -> Policy:
+    """The policy guardian runs without a policy file: the shipped one, read from the package
+    (guardian/default_policy.toml, which etc/guardian.toml links to), so that the two cannot
+    differ."""
+    text = importlib.resources.files("guardian").joinpath("default_policy.toml").read_text("utf-8")
+    return policy_from_text(text, BUILT_IN)

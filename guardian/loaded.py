@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from guardian.config import Policy, PolicyError, load_policy
+from guardian.config import BUILT_IN, Policy, PolicyError, builtin_policy, load_policy
 from guardian.host import Host
 from guardian.plugins import Plugins, make_plugin_manager
 from guardian.selection import Selector
@@ -26,9 +26,9 @@ class Loaded:
 
 def load(host: Host, path: Optional[str], dry_run: bool = False) -> Loaded:
     """Policy + plugins + selector. Raises PolicyError and nothing else."""
-    source = path or "<defaults>"
+    source = path or BUILT_IN
     try:
-        policy = load_policy(path) if path else Policy()
+        policy = load_policy(path) if path else builtin_policy()
         if dry_run:
             policy = replace(policy, dry_run=True)
         plugins = make_plugin_manager(

@@ -3,6 +3,8 @@ messages and exit code 78."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import sys
@@ -10,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+import guardian
 from guardian.cli import EXIT_CONFIG, EXIT_OK, main
-from guardian.config import glob_to_regex, load_policy
+from guardian.config import BUILT_IN, builtin_policy, glob_to_regex, load_policy
 from guardian.rules import FIELDS, Pattern
 
 if sys.version_info >= (3, 11):
@@ -20,6 +23,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SHIPPED = Path(__file__).parent.parent / "etc" / "guardian.toml"
+V2 = Path(__file__).parent / "fixtures" / "v2-systemd"
 
 
 def test_shipped_policy_is_valid(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -29,6 +33,22 @@ def test_shipped_policy_is_valid(capsys: pytest.CaptureFixture[str], tmp_path: P
     policy = load_policy(str(SHIPPED))
     assert policy.machine.psi is not None and not policy.dry_run
     assert [r.match for r in policy.cgroups] == ["system.slice/*.service"]
+
+
+def test_built_in_defaults_are_the_shipped_policy(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """One source: with no policy file guardian runs the shipped one, sshd protected and all."""
+    assert builtin_policy() == dataclasses.replace(load_policy(str(SHIPPED)), source=BUILT_IN)
+    assert SHIPPED.resolve() == Path(guardian.__file__).parent / "default_policy.toml"
+    # check and rank without --policy, on a root without /etc/guardian.toml: the built-in policy
+    assert main(["check", "--root", str(tmp_path)]) == EXIT_OK
+    assert capsys.readouterr().out.startswith("built-in defaults: valid: machine: MemAvailable 10%/5%")
+    assert main(["rank", "--json", "--interval", "0", "--root", str(V2)]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    assert report["weights"] == {"cause": 1.0, "rules": 1.0}
+    service = "/system.slice/sshd.service"
+    sshd = [e for e in report["excluded"] if e["cgroup"] == service]
+    assert sshd and sshd[0]["reason"].startswith("protected by policy protect[0]")
+    assert all(c["cgroup"] != service for c in report["candidates"])  # (users' sessions are not it)
 
 
 def keys_of(value: object, prefix: str = "") -> set[str]:

@@ -21,7 +21,7 @@ import time
 import traceback
 from typing import Optional, Union
 
-from guardian.config import PolicyError
+from guardian.config import BUILT_IN, PolicyError
 from guardian.daemon.engine import Engine
 from guardian.daemon.wakeups import Waiter
 from guardian.host import Host
@@ -100,7 +100,7 @@ class Service:
             try:
                 result = load(host, path, dry_run)
                 if result.plugins.errors:
-                    raise PolicyError(path or "<defaults>", "", "; ".join(result.plugins.errors))
+                    raise PolicyError(path or BUILT_IN, "", "; ".join(result.plugins.errors))
             except PolicyError as exc:
                 result = exc
             self._loaded = result
@@ -122,7 +122,7 @@ class Service:
             engine.replace_policy(result)
             engine.reporter.policy_loaded(result.policy.source, summarize(result.policy))
         elif result is not None:
-            engine.reporter.policy_rejected(self.policy_path or "<defaults>", str(result))
+            engine.reporter.policy_rejected(self.policy_path or BUILT_IN, str(result))
         self.notifier.send(READY="1", STATUS=self.status())
         if self._reload_again:
             self._reload_again = False
@@ -164,7 +164,10 @@ class Service:
         }
         old_wakeup = signal.set_wakeup_fd(self._pipe_w, warn_on_full_buffer=False)
         protect_self(engine.host, engine.policy.self_oom_score_adj, engine.reporter)
-        engine.reporter.lifecycle(f"started: {summarize(engine.policy)}", pid=str(os.getpid()))
+        engine.reporter.lifecycle(
+            f"started: policy {self.policy_path or BUILT_IN}: {summarize(engine.policy)}",
+            pid=str(os.getpid()),
+        )
         for error in engine.loaded.plugins.errors:
             engine.reporter.lifecycle(error, PRIORITY_WARNING)
         now = engine.clock.monotonic_us()
