@@ -572,3 +572,19 @@ def test_the_recheck_reports_the_reading_that_showed_the_level(tmp_path: Path) -
     assert act.trigger.reason.startswith("MemAvailable 491.5 MiB (3.0%)")
     assert act.trigger.reason.endswith("at or below 5%")
     assert act.trigger.values["mem_available_pct"] == 3.0
+
+
+def test_a_dry_run_keeps_its_cooldown_at_the_kill_level(tmp_path: Path) -> None:
+    """A dry run frees nothing, so memory stays at the KILL level: without a cooldown at both
+    levels it reported the same "would kill" every second."""
+    root = machine(tmp_path, available_kb=int(16 * GiB_KB * 0.03))
+    g, sink, clock = guardian_for(
+        root, "dry_run = true\ncooldown_s = 10\n" + POLICY.replace("cooldown_s = 10\n", "")
+    )
+    assert victim_comm(g.tick()) is not None
+    for _ in range(8):  # 9.6 s at the KILL level
+        clock.advance(1.2)
+        assert not g.tick().started
+    clock.advance(1.0)
+    assert victim_comm(g.tick()) is not None  # the cooldown is over: decided again
+    assert len([e for e in sink.events if e["MESSAGE_ID"] == MSG_DRY_RUN]) == 2

@@ -92,6 +92,10 @@ class Cooldown:
     scope: Optional[str]
     since_us: int
     until_us: int
+    # a dry run's: nothing was freed, so memory cannot show the kill and a KILL level that stays
+    # is no sign that it was not enough; it holds at both levels, as a real kill's cooldown would
+    # have while memory recovered (else a dry run reported the same victim every SETTLE_S)
+    both_levels: bool = False
 
 
 @dataclass(frozen=True)
@@ -325,7 +329,7 @@ class Engine:
             if c.key != trigger.key and c.scope != trigger.scope:
                 continue
             settled = now_us - c.since_us >= SETTLE_S * 1e6
-            if trigger.level != KILL or not settled:
+            if trigger.level != KILL or not settled or c.both_levels:
                 return True
         return False
 
@@ -520,9 +524,8 @@ class Engine:
 
     def _start_cooldown(self, trigger: Trigger) -> None:
         now = self.clock.monotonic_us()
-        self.cooldowns.append(
-            Cooldown(trigger.key, trigger.scope, now, now + int(self.policy.cooldown_s * 1e6))
-        )
+        until = now + int(self.policy.cooldown_s * 1e6)
+        self.cooldowns.append(Cooldown(trigger.key, trigger.scope, now, until, self.policy.dry_run))
 
     def _abandon(self, why: str) -> None:
         """End every kill in flight without another signal, and report each as abandoned."""
