@@ -48,6 +48,7 @@ from guardian.kernel import process_mrelease
 from guardian.kinds import Level, OutcomeResult
 from guardian.records import Process
 from guardian.sources.processes import parse_stat, parse_status, process_state, read_process
+from guardian.text import counted
 
 KILL_WAIT_S = 10.0  # after SIGKILL (or cgroup.kill), how long a victim may take to be gone
 GROUP_PASSES = 10  # kill-each passes over a group whose members keep forking
@@ -426,7 +427,13 @@ class GroupKill:
                 self._kill_each(fresh)
         if now_us >= self.deadline_us:
             self.outcome.detail = "; ".join(
-                filter(None, [self.outcome.detail, f"{len(left)} processes still there after the wait"])
+                filter(
+                    None,
+                    [
+                        self.outcome.detail,
+                        f"{counted(len(left), 'process', 'processes')} still there after the wait",
+                    ],
+                )
             )
             return self._finish("alive", now_us)
         return None

@@ -36,7 +36,7 @@ from guardian.report import QueuedSink, Reporter, default_sink
 from guardian.sample import Sample
 from guardian.selection import Selector
 from guardian.sources.psi import read_pressure, stall_rate
-from guardian.status import build_status, render_status
+from guardian.status import build_status, render_status, with_top
 from guardian.text import shown
 
 EXIT_OK = 0
@@ -52,6 +52,16 @@ def _add_root(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="read the machine under DIR instead of / (a fixture tree, a chroot)",
     )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {value}")
+    return value
 
 
 def _non_negative_float(text: str) -> float:
@@ -86,8 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure the live memory stall rate over this many seconds (0: skip; default 0.5)",
     )
     status.add_argument(
-        "--top", type=int, default=10, metavar="N", help="cgroups shown per table (default 10)"
+        "--top",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="cgroups shown per table, and in --json the N closest to trouble (default 10)",
     )
+    status.add_argument("--wide", action="store_true", help="print cgroup paths whole (tables only)")
     _add_root(status)
 
     rank = sub.add_parser(
@@ -109,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="process",
         help="rank processes (default) or cgroups for a group kill",
     )
-    rank.add_argument("--top", type=int, metavar="N", help="show only the first N candidates")
+    rank.add_argument("--top", type=_positive_int, metavar="N", help="show only the first N candidates")
+    rank.add_argument(
+        "--wide", action="store_true", help="print cgroup paths and scorer names whole (tables only)"
+    )
     rank.add_argument(
         "--interval",
         type=_non_negative_float,
@@ -212,7 +230,9 @@ def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
     host = Host(args.root)
     live = measure_live_stall(host, clock, args.interval)
     report = build_status(Sample(host, clock.monotonic_us()), live)
-    write_out(json_text(report) if args.json else render_status(report, top=args.top))
+    write_out(
+        json_text(with_top(report, args.top)) if args.json else render_status(report, args.top, args.wide)
+    )
     return EXIT_OK
 
 
@@ -257,7 +277,7 @@ def cmd_rank(args: argparse.Namespace, clock: Clock) -> int:
             report["explanation"] = explanation
         write_out(json_text(report))
     else:
-        write_out(render_rank(report, explanation))
+        write_out(render_rank(report, explanation, wide=args.wide))
     for error in plugins.errors:
         print(f"guardian rank: {shown(error)}", file=sys.stderr)
     return EXIT_OK
@@ -274,6 +294,13 @@ def cmd_check(args: argparse.Namespace, clock: Clock) -> int:
             print(f"guardian check: {shown(name)}: {shown(error)}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"{shown(name)}: valid: {shown(summarize(loaded.policy))}")
+    for i, rule in enumerate(loaded.policy.cgroups):
+        prefix, depth = rule.walk()
+        if not any(rule.matches(path) for path in host.cgroups_below(prefix, depth)):
+            print(
+                f"note: cgroup[{i}].match {shown(repr(rule.match))} matches no cgroup here now "
+                "(it applies to matching groups as they appear)"
+            )
     return EXIT_OK
 
 

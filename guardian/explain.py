@@ -15,9 +15,9 @@ from guardian.candidates import Candidate
 from guardian.errors import GuardianError
 from guardian.host import Host
 from guardian.isolation import PluginFailure
-from guardian.ranking import Ranked, Ranking
+from guardian.ranking import Ranked, Ranking, kernel_pages
 from guardian.sources.processes import read_oom_score
-from guardian.text import human_bytes, shown
+from guardian.text import counted, human_bytes, middle, shown
 
 Report = dict[str, Any]
 
@@ -48,7 +48,9 @@ def _opt(text: Optional[str]) -> Optional[str]:
 def _who(candidate: Candidate) -> str:
     if candidate.process is not None:
         return f"pid {candidate.process.pid} ({shown(candidate.process.comm)})"
-    return f"cgroup {shown(candidate.cgroup or '/')} ({len(candidate.members)} processes)"
+    return (
+        f"cgroup {shown(candidate.cgroup or '/')} ({counted(len(candidate.members), 'process', 'processes')})"
+    )
 
 
 def candidate_entry(host: Host, r: Ranked) -> dict[str, Any]:
@@ -120,9 +122,14 @@ def explain(ranking: Ranking) -> list[str]:
                 lines.append(f"  ahead of {_who(second.candidate)} (total {number(second.total)}) by: {why}")
                 lines.extend(f"    {name}: {note}" for name, note in second.notes.items())
             else:
-                lines.append(
-                    f"  tied with {_who(second.candidate)}; the newer process goes first, as in the kernel"
+                mine, theirs = kernel_pages(top.candidate, ctx), kernel_pages(second.candidate, ctx)
+                why = (
+                    f"the kernel's own badness in pages decides ({mine} vs {theirs} pages), as "
+                    "oom_badness() compares pages, not oom_score points"
+                    if mine != theirs
+                    else "the newer process goes first, as in the kernel"
                 )
+                lines.append(f"  tied with {_who(second.candidate)} on total; {why}")
     by_reason: dict[tuple[str, str], list[Candidate]] = {}
     for exclusion in ranking.excluded:
         by_reason.setdefault((exclusion.reason, exclusion.by), []).append(exclusion.candidate)
@@ -167,30 +174,34 @@ def build_rank_report(
     }
 
 
-def render_rank(report: Report, explanation: Optional[list[str]] = None) -> str:
+def render_rank(report: Report, explanation: Optional[list[str]] = None, wide: bool = False) -> str:
+    """The table: long cgroup paths and scorer names lose their middle (marked), unless ``wide``."""
     out: list[str] = []
     names = list(report["weights"])
-    head = f"{'pid':>7} {'comm':15} {'cgroup':40} {'rss':>10} {'adj':>5}"
+    paths = [c["cgroup"] or "-" for c in report["candidates"]]
+    cgroup_w = 52 if report["mode"] == "cgroup" else 40
+    if wide:
+        cgroup_w = max([cgroup_w, *map(len, paths)])
+    score_w = {n: max(10, len(n)) if wide else 14 for n in names}
+    head = f"{'pid':>7} {'comm':15} {'cgroup':{cgroup_w}} {'rss':>10} {'adj':>5}"
     if report["mode"] == "cgroup":
-        head = f"{'cgroup':52} {'procs':>5} {'rss':>10}"
-    out.append(head + "".join(f" {n[:14]:>14}" for n in names) + f" {'total':>10}")
-    for c in report["candidates"]:
+        head = f"{'cgroup':{cgroup_w}} {'procs':>5} {'rss':>10}"
+    out.append(head + "".join(f" {middle(n, score_w[n]):>{score_w[n]}}" for n in names) + f" {'total':>10}")
+    for c, path in zip(report["candidates"], paths):
         if c["kind"] == "process":
             row = (
-                f"{c['pid']:>7} {c['comm'][:15]:15} {(c['cgroup'] or '-')[-40:]:40} "
+                f"{c['pid']:>7} {c['comm'][:15]:15} {middle(path, cgroup_w):{cgroup_w}} "
                 f"{human_bytes(c['rss_bytes']):>10} {c['oom_score_adj']:>5}"
             )
         else:
-            row = f"{(c['cgroup'] or '/')[-52:]:52} {len(c['pids']):>5} {human_bytes(c['rss_bytes']):>10}"
+            row = f"{middle(path, cgroup_w):{cgroup_w}} {len(c['pids']):>5} {human_bytes(c['rss_bytes']):>10}"
         for n in names:
-            row += f" {number(c['scores'].get(n), '.1f'):>14}"
+            row += f" {number(c['scores'].get(n), '.1f'):>{score_w[n]}}"
         out.append(row + f" {number(c['total'], '.1f'):>10}")
     if not report["candidates"]:
         out.append("(no candidates)")
     for f in report["failures"]:
         out.append(PluginFailure(f["plugin"], f["hook"], f["reason"]).describe())
-    for e in report["plugin_errors"]:
-        out.append(f"plugin error: {e}")
     if explanation:
         out.append("")
         out.extend(explanation)

@@ -15,6 +15,7 @@ from guardian.config import BUILT_IN, Policy, PolicyError, builtin_policy, load_
 from guardian.host import Host
 from guardian.plugins import Plugins, make_plugin_manager
 from guardian.selection import Selector
+from guardian.text import counted
 
 
 @dataclass
@@ -53,7 +54,8 @@ def summarize(policy: Policy) -> str:
             + (f", PSI {m.psi.kind} {m.psi.stall_pct:g}%/{m.psi.duration_s:g}s" if m.psi else "")
         )
     if policy.cgroups:
-        parts.append(f"{len(policy.cgroups)} cgroup rules ({', '.join(r.match for r in policy.cgroups)})")
+        rules = counted(len(policy.cgroups), "cgroup rule")
+        parts.append(f"{rules} ({', '.join(r.match for r in policy.cgroups)})")
     parts.append("scorers " + ", ".join(f"{k} x{v:g}" for k, v in policy.scorers.items()))
     if policy.dry_run:
         parts.append("DRY RUN")

@@ -12,9 +12,10 @@ make some candidate's total overflow (weight 1000 x a score of 1e306) is left ou
 ranking as a failure, rather than clamped, so that no order rests on a number that lost its
 meaning. Scorers are added in the policy's ``[scorers]`` order, so that is the one blamed.
 
-Order: total descending; ties go to the newest process, as in the kernel's
-select_bad_process() (an equal score replaces the current choice, and tasks are visited in
-creation order), then to the higher pid.
+Order: total descending; equal totals go to the larger oom_badness() in pages (the kernel's own
+resolution: two processes a few hundred KiB apart share an oom_score point, never a page
+count), then to the newest process, as in the kernel's select_bad_process() (an equal score
+replaces the current choice, and tasks are visited in creation order), then to the higher pid.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, get_args
 
-from guardian.badness import process_oom_score
+from guardian.badness import badness_points, eligible, process_oom_score
 from guardian.candidates import Candidate, Exclusion
 from guardian.config import Policy
 from guardian.history import Growth
@@ -231,7 +232,7 @@ class Ranker:
                 for c in candidates
             ]
         ranked = [Ranked(c, per_candidate[i], totals[i]) for i, c in enumerate(candidates)]
-        ranked.sort(key=_order)
+        ranked.sort(key=lambda r: _order(r, context))
         ranked[:EXPLAINED] = self._notes(context, ranked[:EXPLAINED], failures)
         return Ranking(
             context=context,
@@ -277,9 +278,23 @@ class Ranker:
 EXPLAINED = 2  # the first candidate and its runner-up
 
 
-def _order(r: Ranked) -> tuple[float, int, int]:
+def kernel_pages(candidate: Candidate, context: RankContext) -> int:
+    """The candidate's oom_badness() in pages (a group: its worst member's), the kernel's own
+    resolution for breaking ties."""
+    return max(
+        (
+            badness_points(p, context.page_size, context.totalpages)
+            for p in candidate.processes
+            if eligible(p)
+        ),
+        default=-(1 << 62),
+    )
+
+
+def _order(r: Ranked, context: RankContext) -> tuple[float, int, int, int]:
     p = r.candidate.process
+    pages = kernel_pages(r.candidate, context)
     if p is not None:
-        return (-r.total, -p.starttime_ticks, -p.pid)
+        return (-r.total, -pages, -p.starttime_ticks, -p.pid)
     newest = max((m.starttime_ticks for m in r.candidate.members), default=0)
-    return (-r.total, -newest, 0)
+    return (-r.total, -pages, -newest, 0)

@@ -334,7 +334,9 @@ class CgroupMemory:
         return self.max_bytes - self.current_bytes
 
     @property
-    def usage_ratio(self) -> Optional[float]:
+    def usage_pct(self) -> Optional[float]:
+        """memory.current as a percentage of memory.max (0..100, above 100 briefly after a
+        limit is lowered); None without a limit."""
         if self.max_bytes is None or self.current_bytes is None or self.max_bytes <= 0:
             return None
-        return self.current_bytes / self.max_bytes
+        return 100.0 * self.current_bytes / self.max_bytes

@@ -16,7 +16,7 @@ from guardian.errors import Malformed, Unavailable
 from guardian.records import CgroupMemory, Pressure, PsiLine, StallRate
 from guardian.sample import Sample
 from guardian.sources.psi import RESOURCES
-from guardian.text import human_bytes, shown
+from guardian.text import human_bytes, middle, shown
 
 Report = dict[str, Any]
 
@@ -52,7 +52,7 @@ def _cgroup_entry(path: str, memory: Optional[CgroupMemory], pressure: Optional[
         "max_bytes": memory.max_bytes if memory else None,
         "high_bytes": memory.high_bytes if memory else None,
         "headroom_bytes": memory.headroom_bytes if memory else None,
-        "usage_ratio": memory.usage_ratio if memory else None,
+        "usage_pct": memory.usage_pct if memory else None,
         "swap_current_bytes": memory.swap_current_bytes if memory else None,
         "oom_group": memory.oom_group if memory else None,
         "events": {shown(k): v for k, v in memory.events.items()} if memory else {},
@@ -64,7 +64,7 @@ def _cgroup_entry(path: str, memory: Optional[CgroupMemory], pressure: Optional[
 def concern(entry: dict[str, Any]) -> float:
     """How close a cgroup is to trouble, 0..1: the larger of its usage/limit and its memory
     some-avg10 stall fraction. Used to order the cgroup list."""
-    usage = entry["usage_ratio"] or 0.0
+    usage = (entry["usage_pct"] or 0.0) / 100.0
     pressure = entry["pressure"]
     stall = pressure["some"]["avg10"] / 100.0 if pressure else 0.0
     return float(max(usage, stall))
@@ -197,7 +197,13 @@ def _pct(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.2f}%"
 
 
-def render_status(report: Report, top: int = 10) -> str:
+def with_top(report: Report, top: int) -> Report:
+    """The report with only the ``top`` cgroups closest to trouble (``cgroups_total`` says how
+    many there were): what ``status --json --top N`` prints."""
+    return {**report, "cgroups": report["cgroups"][:top], "cgroups_total": len(report["cgroups"])}
+
+
+def render_status(report: Report, top: int = 10, wide: bool = False) -> str:
     out: list[str] = []
     mem = report["memory"]
     out.append(
@@ -258,16 +264,17 @@ def render_status(report: Report, top: int = 10) -> str:
         )
 
     groups = report["cgroups"]
-    limited = [g for g in groups if g["usage_ratio"] is not None]
-    limited.sort(key=lambda g: -g["usage_ratio"])
+    limited = [g for g in groups if g["usage_pct"] is not None]
+    limited.sort(key=lambda g: -g["usage_pct"])
+    width = max([50] + [len(g["path"]) for g in groups]) if wide else 50
     if limited:
         out.append("")
         out.append("closest to their limit:")
-        out.append(f"  {'cgroup':50} {'current':>10} {'limit':>10} {'headroom':>10}  events")
+        out.append(f"  {'cgroup':{width}} {'current':>10} {'limit':>10} {'headroom':>10}  events")
         for g in limited[:top]:
             events = " ".join(f"{k}={v}" for k, v in g["events"].items() if v)
             out.append(
-                f"  {g['path'][-50:]:50} {human_bytes(g['current_bytes']):>10} "
+                f"  {middle(g['path'], width):{width}} {human_bytes(g['current_bytes']):>10} "
                 f"{human_bytes(g['max_bytes']):>10} {human_bytes(g['headroom_bytes']):>10}  {events}"
             )
     pressured = [g for g in groups if g["pressure"] is not None]
@@ -275,11 +282,11 @@ def render_status(report: Report, top: int = 10) -> str:
     if pressured:
         out.append("")
         out.append("most memory pressure:")
-        out.append(f"  {'cgroup':50} {'some avg10':>10} {'full avg10':>10}")
+        out.append(f"  {'cgroup':{width}} {'some avg10':>10} {'full avg10':>10}")
         for g in pressured[:top]:
             full = g["pressure"]["full"]
             out.append(
-                f"  {g['path'][-50:]:50} {g['pressure']['some']['avg10']:>10.2f} "
+                f"  {middle(g['path'], width):{width}} {g['pressure']['some']['avg10']:>10.2f} "
                 f"{(full['avg10'] if full else 0.0):>10.2f}"
             )
     if report["unavailable"]:

@@ -5,7 +5,8 @@ surrogate escapes (``os.fsdecode``), so a path read from /proc/PID/cgroup still 
 directory. Such text must not reach a terminal, a log line or journald as it is: a newline in a
 comm would start a forged line, and a lone surrogate cannot even be encoded as UTF-8.
 ``shown()`` is the one way to turn it into printable text. ``human_bytes()`` is the one way
-sizes are printed.
+sizes are printed, ``middle()`` the one way a long name is shortened for a table, ``counted()``
+the one way a count is said.
 """
 
 from __future__ import annotations
@@ -43,3 +44,23 @@ def human_bytes(n: Optional[int]) -> str:
             return f"{sign}{value:.0f} {unit}" if unit == "B" else f"{sign}{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+ELLIPSIS = "\u2026"
+
+
+def middle(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters: the middle cut out and marked, so that both
+    ends stay (a cgroup path's slice and its unit, a pod's QoS class and its container)."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return ELLIPSIS[:width]
+    head = (width - 1) // 3
+    tail = width - 1 - head
+    return text[:head] + ELLIPSIS + text[len(text) - tail :]
+
+
+def counted(n: int, singular: str, plural: Optional[str] = None) -> str:
+    """``1 process``, ``2 processes``, ``0 cgroup rules``."""
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"

@@ -182,7 +182,7 @@ def test_v2_systemd_cgroups() -> None:
     nginx = cg.read_cgroup_memory(h, "/system.slice/nginx.service")
     assert nginx.source == "v2"
     assert nginx.max_bytes == 512 * MiB and nginx.high_bytes == 480 * MiB
-    assert nginx.usage_ratio is not None and nginx.usage_ratio > 0.95
+    assert nginx.usage_pct is not None and nginx.usage_pct > 95
     assert nginx.events["high"] == 1375 and nginx.events["max"] == 42
     assert nginx.events["oom_group_kill"] == 0
     assert nginx.swap_current_bytes == (30720 + 28672) * 1024

@@ -223,7 +223,10 @@ def test_hybrid_process_is_attributed_to_its_v1_memory_cgroup() -> None:
 
 
 def test_status_lists_the_pods_cgroups(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["status", "--json", "--interval", "0", "--root", str(K8S)], clock=FakeClock()) == EXIT_OK
+    assert (
+        main(["status", "--json", "--interval", "0", "--top", "1000", "--root", str(K8S)], clock=FakeClock())
+        == EXIT_OK
+    )
     report = json.loads(capsys.readouterr().out)
     listed = {e["path"] for e in report["cgroups"]}
     for p in TRUTH["pods"]:

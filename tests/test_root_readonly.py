@@ -67,6 +67,8 @@ def run_daemon(root: Path, policy: Path, tmp_path: Path) -> None:
         daemon.send_signal(signal.SIGTERM)
         _, stderr = daemon.communicate(timeout=30)
         assert daemon.returncode == 0, stderr.decode()
+        # whatever the policy says, a run under --root signals nothing, and says so at start
+        assert b"DRY RUN (--root " in stderr, stderr.decode()[:2000]
     finally:
         if daemon.poll() is None:
             daemon.kill()

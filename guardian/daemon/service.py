@@ -164,9 +164,11 @@ class Service:
         }
         old_wakeup = signal.set_wakeup_fd(self._pipe_w, warn_on_full_buffer=False)
         protect_self(engine.host, engine.policy.self_oom_score_adj, engine.reporter)
+        summary = summarize(engine.policy)
+        if engine.killer.dry_run and not engine.policy.dry_run:
+            summary += f"; DRY RUN (--root {engine.host.root}: its pids are not this machine's)"
         engine.reporter.lifecycle(
-            f"started: policy {self.policy_path or BUILT_IN}: {summarize(engine.policy)}",
-            pid=str(os.getpid()),
+            f"started: policy {self.policy_path or BUILT_IN}: {summary}", pid=str(os.getpid())
         )
         for error in engine.loaded.plugins.errors:
             engine.reporter.lifecycle(error, PRIORITY_WARNING)

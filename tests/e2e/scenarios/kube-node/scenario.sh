@@ -11,7 +11,8 @@ set -u
 start_daemon || exit 1
 if is_guardian; then
     cp /etc/guardian.toml /tmp/policy.toml
-    sed -i 's/^kernel_badness = 1.0$/kubelet_qos = 1.0\nkernel_badness = 1.0/' /tmp/policy.toml
+    sed -i 's/^cause = 1.0$/kubelet_qos = 1.0\ncause = 1.0/' /tmp/policy.toml
+    grep -q '^kubelet_qos = 1.0$' /tmp/policy.toml || { e2e_log "the policy names no kubelet_qos"; exit 1; }
     use_policy /tmp/policy.toml || exit 1
 fi
 capacity=$(awk '/^MemTotal:/ {print $2 * 1024}' /proc/meminfo)
