@@ -83,7 +83,7 @@ class GroupCause:
         )
         size = (
             f"frees ~{human_bytes(self.size_bytes)} of {human_bytes(self.scope_bytes)} "
-            f"({self.size_points:.0f}; {usage})"
+            f"(a {self.size_points / 10:.1f} % share: {self.size_points:.0f} points; {usage})"
         )
         if self.growth is None:
             grows = "growth unknown (no earlier reading), counted 0"
@@ -91,7 +91,7 @@ class GroupCause:
             grows = (
                 f"grows {self.growth.bytes_per_s / 1e6:+.1f} MB/s over {self.growth.span_s:.1f} s, "
                 f"counted {human_bytes(self.growth_bytes)} in {GROWTH_HORIZON_S:.0f} s "
-                f"({self.growth_points:.0f})"
+                f"({self.growth_points:.0f} points)"
             )
         return f"group {shown(self.path)} {size}; {grows}"
 
