@@ -319,10 +319,21 @@ class Plugins:
             if name not in available:
                 known = ", ".join(sorted(available)) or "none"
                 raise PolicyError(
-                    policy.source, f"scorers.{name}", f"no scorer named {name!r} (available: {known})"
+                    policy.source,
+                    f"scorers.{name}",
+                    f"no scorer named {name!r} (available: {known})" + self.problems(),
                 )
             chosen.append((available[name], weight))
         return chosen
+
+    def problems(self) -> str:
+        """The plugins refused or failing so far, as the tail of an error about a name that no
+        plugin has: a refused plugin (insecure, raised at import) is often the one that would
+        have had it, and "no scorer named X" alone sends the operator looking in the wrong
+        place. Empty when every plugin loaded."""
+        if not self.errors:
+            return ""
+        return "; plugin problems that may explain it: " + "; ".join(self.errors)
 
     def exclude(
         self, candidates: Sequence[Candidate], context: RankContext, budget_ms: float

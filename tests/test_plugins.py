@@ -429,6 +429,33 @@ def test_unknown_scorer_in_policy_is_a_policy_error() -> None:
     )
 
 
+def test_a_scorer_of_a_refused_plugin_is_rejected_with_the_refusal(
+    plugin_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check, rank, the daemon's start and its reload all say why the scorer is missing."""
+    from guardian.loaded import load
+
+    os.chown(plugin_dir / "constant.py", 1000, 1000)
+    put(plugin_dir / "raises.py", "raise RuntimeError('half-written plugin')\n")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f"[scorers]\nconstant = 1.0\n[plugins]\ndirectory = {str(plugin_dir)!r}\nentry_points = false\n"
+    )
+    expected = (
+        f"{policy}: scorers.constant: no scorer named 'constant' "
+        "(available: cause, cgroup_largest, kernel_badness, kubelet_qos, rules); "
+        f"plugin problems that may explain it: refused plugin {plugin_dir}/constant.py: owned by "
+        f"uid 1000, not root; refused plugin {plugin_dir}/raises.py: import failed: RuntimeError: "
+        "half-written plugin"
+    )
+    for command in ("check", "rank", "run"):
+        assert main([command, "--policy", str(policy), "--root", str(tmp_path)]) == EXIT_CONFIG
+        assert capsys.readouterr().err == f"guardian {command}: {expected}\n"
+    with pytest.raises(PolicyError) as info:  # what a SIGHUP reload runs
+        load(Host(str(tmp_path)), str(policy))
+    assert str(info.value) == expected
+
+
 def test_duplicate_scorer_name_is_reported() -> None:
     class Dup:
         @hookspecs.hookimpl
