@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from guardian.badness import process_oom_score
 from guardian.candidates import Candidate, memory_cgroup
-from guardian.config import Policy
+from guardian.config import PluginSettings, Policy
 from guardian.errors import Unavailable
 from guardian.gain import Gain, expected_gain, worth_a_look
 from guardian.history import Growth
@@ -38,6 +38,7 @@ __all__ = [
     "Growth",
     "MemInfo",
     "PluginFailure",
+    "PluginSettings",
     "Policy",
     "Pressure",
     "ProcCgroups",

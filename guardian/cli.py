@@ -143,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check",
         help="validate a policy without running it",
-        description="Validate a policy file (and that the scorers it names exist) without running it. "
-        "Exit 0 when valid, 78 with file, key and reason when not.",
+        description="Validate a policy file (and that the scorers and plugin settings it names exist) "
+        "without running it, and list the plugins that can keep candidates from being killed "
+        "(guardian_exclude). Exit 0 when valid, 78 with file, key and reason when not.",
     )
     _add_policy(check)
     _add_root(check)
@@ -294,6 +295,10 @@ def cmd_check(args: argparse.Namespace, clock: Clock) -> int:
             print(f"guardian check: {shown(name)}: {shown(error)}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"{shown(name)}: valid: {shown(summarize(loaded.policy))}")
+    # an installed package can change who may be killed without a line of the policy changing
+    hooks = loaded.plugins.exclude_hooks()
+    listed = ", ".join(info.describe() for info in hooks) or "none"
+    print(f"{shown(name)}: plugins that can keep candidates from being killed (guardian_exclude): {listed}")
     for i, rule in enumerate(loaded.policy.cgroups):
         prefix, depth = rule.walk()
         if not any(rule.matches(path) for path in host.cgroups_below(prefix, depth)):

@@ -38,6 +38,7 @@ from typing import Any, Callable, Optional, TypeVar, cast, get_args
 
 from guardian.errors import GuardianError
 from guardian.kinds import PsiKind, RuleAction
+from guardian.records import frozen_value
 from guardian.rules import FIELDS, RE2_SYNTAX, Pattern, PatternError, Rule, RuleKind
 from guardian.text import shown
 
@@ -95,6 +96,12 @@ class PluginSettings:
     entry_points: bool = True  # load plugins from the "guardian" entry-point group
     directory: Optional[str] = None  # plugin directory; None: the default under the Host root
     budget_ms: float = 250.0  # per scorer, per ranking
+    # [plugins.settings.NAME]: plugin name -> its own table, as TOML gave it and read-only
+    # (tables are read-only mappings, arrays tuples): every plugin sees every plugin's settings
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "settings", frozen_value(self.settings))
 
 
 @dataclass(frozen=True)
@@ -655,9 +662,29 @@ def parse_plugins(table: Table) -> PluginSettings:
         entry_points=table.boolean("entry_points", default.entry_points),
         directory=directory,
         budget_ms=table.number("budget_ms", default.budget_ms, 1, 60_000),
+        settings=parse_plugin_settings(table.table("settings")),
     )
+    for name in sorted(set(table.data) - table.used):
+        if isinstance(table.data[name], dict):  # [plugins.NAME]: meant as a plugin's settings
+            raise table.error(
+                name, f"unknown key; a plugin's own settings go in a [plugins.settings.{name}] table"
+            )
     table.finish()
     return settings
+
+
+def parse_plugin_settings(table: Table) -> dict[str, Mapping[str, Any]]:
+    """``[plugins.settings.NAME]`` tables, one per plugin, passed on as they are: what a plugin
+    accepts is the plugin's to check. Whether NAME is a loaded plugin is known only once the
+    plugins are loaded (guardian/plugins.py: Plugins.check_settings)."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for name in list(table.data):
+        value = table.raw(name)
+        if not isinstance(value, dict):
+            expected = f"expected a table of that plugin's settings ([{table.key(name)}])"
+            raise table.error(name, f"{expected}, got {_type_name(value)}")
+        found[name] = value
+    return found
 
 
 def _directory_problem(path: str) -> Optional[str]:

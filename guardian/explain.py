@@ -90,6 +90,8 @@ def explain(ranking: Ranking) -> list[str]:
         f"scale: totalpages {ctx.totalpages} ({shown(ctx.totalpages_source)}); "
         f"scorers and weights: {', '.join(f'{k} x{number(v)}' for k, v in ranking.weights.items())}"
     )
+    asked = ", ".join(ranking.exclude_hooks) or "none (no plugin implements guardian_exclude)"
+    lines.append(f"plugins asked to exclude candidates (guardian_exclude): {asked}")
     for failure in ranking.failures:
         lines.append(failure.describe())
     if ranking.fallback:

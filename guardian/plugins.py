@@ -38,7 +38,7 @@ import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import pluggy
 
@@ -229,7 +229,16 @@ def _trial_register(plugin: object, name: str) -> None:
         trial.check_pending()
     except Exception as exc:  # pluggy's verdict: an unknown hook, arguments the hook lacks
         raise Refusal(f"cannot register: {exception_text(exc)}") from None
-    for caller in trial.get_hookcallers(plugin) or []:
+    callers = trial.get_hookcallers(plugin) or []
+    if not callers:
+        # an entry point that names a function, a class or a misspelt attribute: it would load,
+        # do nothing and say nothing
+        hooks = ", ".join(name for name in dir(hookspecs) if name.startswith("guardian_"))
+        raise Refusal(
+            f"implements no guardian hook: a plugin is a module, or an object, whose attributes "
+            f"include @hookimpl functions named after a hook ({hooks})"
+        )
+    for caller in callers:
         for impl in caller.get_hookimpls():
             if impl.hookwrapper or getattr(impl, "wrapper", False):
                 raise Refusal(
@@ -266,6 +275,30 @@ def _offered(answer: object, plugin: str) -> list[Union[Offered, str]]:
     return found
 
 
+@dataclass(frozen=True)
+class PluginInfo:
+    """A loaded plugin: the ``name`` its ``[plugins.settings.NAME]`` table goes by (a built-in's
+    module name, an entry point's name, a plugin file's name without ``.py``), the name pluggy
+    registered it under (``entrypoint:NAME``, ``file:PATH``: what reports call it), and where
+    it came from, for the operator."""
+
+    name: str
+    registered: str
+    source: str
+
+    def describe(self) -> str:
+        return f"{shown(self.name)} ({shown(self.source)})"
+
+
+class Exclusions(NamedTuple):
+    """What the plugins' ``guardian_exclude`` hooks made of one ranking's candidates."""
+
+    kept: list[Candidate]
+    excluded: list[Exclusion]
+    failures: list[PluginFailure]
+    asked: list[str]  # the registered names of the plugins asked, in the order asked
+
+
 @dataclass
 class Plugins:
     """A plugin manager plus what could not be loaded, and why. Every call into plugin code
@@ -274,6 +307,26 @@ class Plugins:
     manager: pluggy.PluginManager
     errors: list[str] = field(default_factory=list)
     isolation: Isolation = field(default_factory=Isolation)
+    loaded: list[PluginInfo] = field(default_factory=list)  # in the order registered
+
+    def check_settings(self, policy: Policy) -> None:
+        """Every ``[plugins.settings.NAME]`` names a loaded plugin: settings for a plugin that
+        is not there (misspelt, uninstalled, refused) would silently do nothing."""
+        names = sorted({info.name for info in self.loaded})
+        for name in policy.plugins.settings:
+            if name not in names:
+                raise PolicyError(
+                    policy.source,
+                    f"plugins.settings.{name}",
+                    f"no plugin named {name!r} is loaded (loaded: {', '.join(names)})" + self.problems(),
+                )
+
+    def exclude_hooks(self) -> list[PluginInfo]:
+        """The loaded plugins that implement ``guardian_exclude``, in the order they are asked:
+        each of them can keep any candidate from being killed."""
+        by_name = {info.registered: info for info in self.loaded}
+        asked = [impl.plugin_name for impl in call_order(self.manager.hook.guardian_exclude)]
+        return [by_name.get(name, PluginInfo(name, name, "registered")) for name in asked]
 
     def scorers(self, policy: Policy) -> dict[str, Offered]:
         """Every scorer any plugin offers, by name. Each plugin's ``guardian_scorers`` is called
@@ -319,14 +372,23 @@ class Plugins:
             if name not in available:
                 known = ", ".join(sorted(available)) or "none"
                 raise PolicyError(
-                    policy.source, f"scorers.{name}", f"no scorer named {name!r} (available: {known})"
+                    policy.source,
+                    f"scorers.{name}",
+                    f"no scorer named {name!r} (available: {known})" + self.problems(),
                 )
             chosen.append((available[name], weight))
         return chosen
 
-    def exclude(
-        self, candidates: Sequence[Candidate], context: RankContext, budget_ms: float
-    ) -> tuple[list[Candidate], list[Exclusion], list[PluginFailure]]:
+    def problems(self) -> str:
+        """The plugins refused or failing so far, as the tail of an error about a name that no
+        plugin has: a refused plugin (insecure, raised at import) is often the one that would
+        have had it, and "no scorer named X" alone sends the operator looking in the wrong
+        place. Empty when every plugin loaded."""
+        if not self.errors:
+            return ""
+        return "; plugin problems that may explain it: " + "; ".join(self.errors)
+
+    def exclude(self, candidates: Sequence[Candidate], context: RankContext, budget_ms: float) -> Exclusions:
         """Ask every plugin's ``guardian_exclude`` about every candidate, in pluggy's order.
 
         Budget: each plugin gets ``budget_ms`` for its answers about all of one ranking's
@@ -337,7 +399,9 @@ class Plugins:
         budget_s = budget_ms / 1000.0
         reasons: list[list[tuple[str, str]]] = [[] for _ in candidates]
         failures: list[PluginFailure] = []
+        asked: list[str] = []
         for impl in call_order(self.manager.hook.guardian_exclude):
+            asked.append(impl.plugin_name)
             answers: list[Optional[str]] = []
 
             def work(impl: pluggy.HookImpl = impl, answers: list[Optional[str]] = answers) -> None:
@@ -359,10 +423,12 @@ class Plugins:
                 excluded.append(Exclusion(candidate, "; ".join(r for _, r in given), given[0][0]))
             else:
                 kept.append(candidate)
-        return kept, excluded, failures
+        return Exclusions(kept, excluded, failures, asked)
 
 
-def _register(plugins: Plugins, name: str, label: str, load: Callable[[], object], budget_s: float) -> None:
+def _register(
+    plugins: Plugins, name: str, label: str, load: Callable[[], object], budget_s: float, info: PluginInfo
+) -> None:
     """Load a plugin object and register it, or record why not."""
 
     def work() -> object:
@@ -378,6 +444,8 @@ def _register(plugins: Plugins, name: str, label: str, load: Callable[[], object
         plugins.manager.register(result.value, name=name)
     except Exception as exc:  # a name already taken; the trial passed the rest of pluggy's checks
         plugins.errors.append(f"refused plugin {label}: {exception_text(exc)}")
+        return
+    plugins.loaded.append(info)
 
 
 def _load_directory(plugins: Plugins, directory: str, budget_s: float) -> None:
@@ -409,7 +477,8 @@ def _load_directory(plugins: Plugins, directory: str, budget_s: float) -> None:
         label = shown(path)
         name = module_name(path)
         load = functools.partial(_exec_file, os.path.join(real, entry), name)
-        _register(plugins, f"file:{label}", label, load, budget_s)
+        info = PluginInfo(entry[: -len(".py")], f"file:{label}", f"file {label}")
+        _register(plugins, f"file:{label}", label, load, budget_s, info)
         if plugins.manager.get_plugin(f"file:{label}") is None and sys.modules.get(name) is not None:
             # refused after its module was made (or still stuck importing): not a plugin
             sys.modules.pop(name, None)
@@ -427,9 +496,19 @@ def _entry_points() -> list[metadata.EntryPoint]:
     return sorted(found, key=lambda ep: ep.name)
 
 
+def _entry_point_source(ep: metadata.EntryPoint) -> str:
+    """``entry point NAME = "VALUE" (package DIST VERSION)``: which installed package put it there."""
+    source = f'entry point {ep.name} = "{ep.value}"'
+    dist = getattr(ep, "dist", None)  # Python 3.10+
+    if dist is not None:
+        source += f" (package {dist.metadata['Name']} {dist.version})"
+    return source
+
+
 def _load_entry_points(plugins: Plugins, budget_s: float) -> None:
     for ep in _entry_points():
-        _register(plugins, f"entrypoint:{ep.name}", f"{ep.name} ({ep.value})", ep.load, budget_s)
+        info = PluginInfo(ep.name, f"entrypoint:{ep.name}", _entry_point_source(ep))
+        _register(plugins, f"entrypoint:{ep.name}", f"{ep.name} ({ep.value})", ep.load, budget_s, info)
 
 
 def make_plugin_manager(
@@ -444,7 +523,9 @@ def make_plugin_manager(
     manager = _new_manager()
     plugins = Plugins(manager)
     for name in DEFAULT_PLUGINS:
-        manager.register(importlib.import_module(name), name=name.rsplit(".", 1)[1])
+        short = name.rsplit(".", 1)[1]
+        manager.register(importlib.import_module(name), name=short)
+        plugins.loaded.append(PluginInfo(short, short, f"built-in {name}"))
     if entry_points and not os.environ.get(DISABLE_AUTOLOAD_ENV):
         _load_entry_points(plugins, import_budget_s)
     if plugin_dir is not None:
@@ -453,7 +534,8 @@ def make_plugin_manager(
         # a module's own name, else its type's: no attribute lookup that could run plugin code
         what = obj.__name__ if isinstance(obj, types.ModuleType) else type(obj).__name__
         name = f"extra:{i}:{what}"
-        _register(plugins, name, name, functools.partial(_itself, obj), import_budget_s)
+        info = PluginInfo(what, name, "given to make_plugin_manager")
+        _register(plugins, name, name, functools.partial(_itself, obj), import_budget_s, info)
     _check_pending(plugins)
     return plugins
 
@@ -468,4 +550,5 @@ def _check_pending(plugins: Plugins) -> None:
         except pluggy.PluginValidationError as exc:
             name = plugins.manager.get_name(exc.plugin) or type(exc.plugin).__name__
             plugins.manager.unregister(exc.plugin)
+            plugins.loaded = [info for info in plugins.loaded if info.registered != name]
             plugins.errors.append(f"refused plugin {name}: {exc}")

@@ -124,6 +124,7 @@ class Ranking:
     weights: Mapping[str, float]
     elapsed_us: int = 0
     fallback: str = ""  # why the order is the kernel's own, when no scorer gave one
+    exclude_hooks: tuple[str, ...] = ()  # the plugins whose guardian_exclude was asked
 
     @property
     def top(self) -> Optional[Ranked]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -22,6 +22,16 @@ V = TypeVar("V")
 def frozen_mapping(values: Mapping[K, V]) -> Mapping[K, V]:
     """A read-only copy of ``values`` (the copy detaches it from whoever built it)."""
     return MappingProxyType(dict(values))
+
+
+def frozen_value(value: Any) -> Any:
+    """A TOML value read-only all the way down: tables as read-only mappings, arrays as tuples
+    (strings, numbers, booleans and dates are immutable already)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: frozen_value(item) for key, item in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(frozen_value(item) for item in value)
+    return value
 
 
 def _freeze(record: object, name: str) -> None:

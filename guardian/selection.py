@@ -33,9 +33,8 @@ from guardian.config import Policy
 from guardian.errors import ParseError, Unavailable
 from guardian.history import Growth, Histories, process_key, process_usage
 from guardian.host import CgroupLayout, Host, cgroup_ancestors, cgroup_path
-from guardian.isolation import PluginFailure
 from guardian.kinds import Mode
-from guardian.plugins import Plugins
+from guardian.plugins import Exclusions, Plugins
 from guardian.ranking import RankContext, Ranker, Ranking
 from guardian.records import Process
 from guardian.rules import Facts
@@ -169,6 +168,7 @@ class Selector:
         self.plugins = plugins
         # one Isolation for a plugin's exclude hook and its scorers: a plugin stuck in one is
         # not started in the other while that run lasts
+        plugins.check_settings(policy)
         self.ranker = Ranker(plugins.resolve(policy), policy.plugins.budget_ms, plugins.isolation)
 
     @property
@@ -266,11 +266,11 @@ class Selector:
     def _finish(
         self, context: RankContext, candidates: list[Candidate], excluded: list[Exclusion]
     ) -> Ranking:
-        candidates, hook_excluded, hook_failures = self._plugin_exclusions(candidates, context)
-        ranking = self.ranker.rank(context, candidates, [*excluded, *hook_excluded])
-        if hook_failures:
-            ranking = replace(ranking, failures=(*ranking.failures, *hook_failures))
-        return ranking
+        hooks = self._plugin_exclusions(candidates, context)
+        ranking = self.ranker.rank(context, hooks.kept, [*excluded, *hooks.excluded])
+        return replace(
+            ranking, failures=(*ranking.failures, *hooks.failures), exclude_hooks=tuple(hooks.asked)
+        )
 
     def _with_oom_group(
         self,
@@ -318,7 +318,5 @@ class Selector:
 
         return guard
 
-    def _plugin_exclusions(
-        self, candidates: list[Candidate], context: RankContext
-    ) -> tuple[list[Candidate], list[Exclusion], list[PluginFailure]]:
+    def _plugin_exclusions(self, candidates: list[Candidate], context: RankContext) -> Exclusions:
         return self.plugins.exclude(candidates, context, self.policy.plugins.budget_ms)

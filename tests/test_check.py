@@ -83,7 +83,7 @@ def test_every_policy_key_is_documented_in_the_shipped_file() -> None:
         "cgroup.psi.duration_s", "cgroup.events", "cgroup.action",
         "scorers", "protect", "protect.unit", "ignore", "ignore.comm", "prefer", "prefer.cmdline",
         "prefer.points", "avoid", "avoid.comm", "avoid.points", "avoid.user_unit", "avoid.uid",
-        "plugins", "plugins.entry_points", "plugins.directory", "plugins.budget_ms",
+        "plugins", "plugins.entry_points", "plugins.directory", "plugins.budget_ms", "plugins.settings",
         "poll", "poll.min_interval_s", "poll.max_interval_s", "poll.fill_rate",
     }  # fmt: skip
     missing = sorted(k for k in known - documented if k.rsplit(".", 1)[-1] not in uncommented)

@@ -129,7 +129,7 @@ entry_points = false
         ),
         (
             "[plugins]\ndir = '/x'\n",
-            f"{SRC}: plugins.dir: unknown key (known here: budget_ms, directory, entry_points)",
+            f"{SRC}: plugins.dir: unknown key (known here: budget_ms, directory, entry_points, settings)",
         ),
         (
             "[scorers\n",

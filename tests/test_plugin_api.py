@@ -8,12 +8,20 @@ import dataclasses
 import importlib.util
 import inspect
 import re
+import sys
+import types
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
 from guardian import api
-from guardian.config import Policy
+from guardian.config import Policy, parse_policy
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.9/3.10 only
+    import tomli as tomllib
 
 ROOT = Path(__file__).parent.parent
 DOCS = ROOT / "docs" / "plugin_hooks.md"
@@ -140,14 +148,50 @@ def test_the_docs_examples_import_only_the_api() -> None:
     assert imports == {"guardian.api"}
 
 
-def test_the_example_plugin_of_this_tree_scores_through_the_api() -> None:
+def load_example() -> types.ModuleType:
     spec = importlib.util.spec_from_file_location("guardian_example_scorer_under_test", EXAMPLE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    scorers = module.guardian_scorers()
+    return module
+
+
+def test_the_example_plugin_of_this_tree_scores_through_the_api() -> None:
+    scorers = load_example().guardian_scorers(Policy())
     assert [s.name for s in scorers] == ["example_swap"]
     assert isinstance(scorers[0], api.Scorer)
+
+
+def test_the_example_plugin_reads_its_settings() -> None:
+    module = load_example()
+    policy = parse_policy("[plugins.settings.example_swap]\npoints = 500\n", "policy.toml")
+    [scorer] = module.guardian_scorers(policy)
+    assert scorer.points == 500.0
+    for bad in ("points = 3000", "points = true", "point = 5"):
+        with pytest.raises(ValueError, match=r"^\[plugins.settings.example_swap\] point"):
+            module.guardian_scorers(parse_policy(f"[plugins.settings.example_swap]\n{bad}\n", "p"))
+
+
+def code_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
+
+
+def test_the_docs_show_the_example_plugin_as_it_is() -> None:
+    """The first example of the docs is the example plugin's code (after its docstring)."""
+    source = EXAMPLE.read_text()
+    assert code_blocks("python")[0] == source[source.index("from collections.abc import") :]
+
+
+def test_the_docs_show_the_example_pyproject_as_it_is_and_it_is_installed() -> None:
+    """The pyproject.toml the docs show is the example's; the installed example has the entry
+    point it declares (scripts/setup.sh installs it), pointing at a module with hooks."""
+    pyproject = (EXAMPLE.parent / "pyproject.toml").read_text()
+    assert pyproject in code_blocks("toml")
+    declared = tomllib.loads(pyproject)["project"]["entry-points"]["guardian"]
+    assert declared == {"example_swap": "guardian_example_scorer"}
+    installed = {ep.name: ep for ep in metadata.distribution("guardian-example-scorer").entry_points}
+    assert {name: ep.value for name, ep in installed.items() if ep.group == "guardian"} == declared
+    assert hasattr(installed["example_swap"].load(), "guardian_scorers")
 
 
 def test_policy_is_the_one_plugins_receive() -> None:

@@ -429,6 +429,33 @@ def test_unknown_scorer_in_policy_is_a_policy_error() -> None:
     )
 
 
+def test_a_scorer_of_a_refused_plugin_is_rejected_with_the_refusal(
+    plugin_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check, rank, the daemon's start and its reload all say why the scorer is missing."""
+    from guardian.loaded import load
+
+    os.chown(plugin_dir / "constant.py", 1000, 1000)
+    put(plugin_dir / "raises.py", "raise RuntimeError('half-written plugin')\n")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f"[scorers]\nconstant = 1.0\n[plugins]\ndirectory = {str(plugin_dir)!r}\nentry_points = false\n"
+    )
+    expected = (
+        f"{policy}: scorers.constant: no scorer named 'constant' "
+        "(available: cause, cgroup_largest, kernel_badness, kubelet_qos, rules); "
+        f"plugin problems that may explain it: refused plugin {plugin_dir}/constant.py: owned by "
+        f"uid 1000, not root; refused plugin {plugin_dir}/raises.py: import failed: RuntimeError: "
+        "half-written plugin"
+    )
+    for command in ("check", "rank", "run"):
+        assert main([command, "--policy", str(policy), "--root", str(tmp_path)]) == EXIT_CONFIG
+        assert capsys.readouterr().err == f"guardian {command}: {expected}\n"
+    with pytest.raises(PolicyError) as info:  # what a SIGHUP reload runs
+        load(Host(str(tmp_path)), str(policy))
+    assert str(info.value) == expected
+
+
 def test_duplicate_scorer_name_is_reported() -> None:
     class Dup:
         @hookspecs.hookimpl
@@ -483,3 +510,220 @@ def test_every_hook_has_a_documentation_section() -> None:
     sections = set(re.findall(r"^## (guardian_\w+)$", DOCS.read_text(), flags=re.MULTILINE))
     assert sorted(set(hooks) - sections) == []
     assert sorted(sections - set(hooks)) == []  # no docs for hooks that do not exist
+
+
+# --- per-plugin settings: [plugins.settings.NAME] ---------------------------------------------
+
+READS_SETTINGS = """
+from guardian.api import Scorer, hookimpl
+
+class Setting(Scorer):
+    name = "setting"
+    def __init__(self, points):
+        self.points = points
+    def score(self, candidate, context):
+        table = context.policy.plugins.settings["reader"]
+        return float(self.points + len(table["names"]) + table["nested"]["bonus"])
+
+@hookimpl
+def guardian_scorers(policy):
+    table = policy.plugins.settings["reader"]
+    return [Setting(table["points"])]
+"""
+
+
+def settings_policy(tmp_path: Path, plugin_dir: Path, settings: str) -> Path:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f"[scorers]\nsetting = 1.0\n[plugins]\ndirectory = {str(plugin_dir)!r}\nentry_points = false\n"
+        + settings
+    )
+    return policy
+
+
+def test_a_plugins_settings_reach_it_read_only(plugin_dir: Path, tmp_path: Path) -> None:
+    from guardian.loaded import load
+
+    put(plugin_dir / "reader.py", READS_SETTINGS)
+    policy = settings_policy(
+        tmp_path,
+        plugin_dir,
+        "[plugins.settings.reader]\npoints = 10\nnames = ['a', 'b']\nnested = { bonus = 0.5 }\n",
+    )
+    loaded = load(Host(str(tmp_path)), str(policy))
+    assert loaded.plugins.errors == []
+    [(offered, _weight)] = loaded.selector.ranker.scorers
+    assert offered.scorer.score(None, types.SimpleNamespace(policy=loaded.policy)) == 12.5  # type: ignore[arg-type]
+    table = loaded.policy.plugins.settings["reader"]
+    assert table["names"] == ("a", "b")
+    with pytest.raises(TypeError):
+        table["points"] = 11  # type: ignore[index]
+    with pytest.raises(TypeError):
+        table["nested"]["bonus"] = 2  # type: ignore[index]
+    with pytest.raises(TypeError):
+        loaded.policy.plugins.settings["other"] = {}  # type: ignore[index]
+
+
+def test_settings_for_a_plugin_that_is_not_loaded_are_rejected(
+    plugin_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put(plugin_dir / "reader.py", READS_SETTINGS)
+    policy = settings_policy(
+        tmp_path,
+        plugin_dir,
+        "[plugins.settings.reader]\npoints = 1\nnames = []\nnested = { bonus = 0 }\n"
+        "[plugins.settings.raeder]\npoints = 2\n",
+    )
+    assert main(["check", "--policy", str(policy), "--root", str(tmp_path)]) == EXIT_CONFIG
+    assert capsys.readouterr().err == (
+        f"guardian check: {policy}: plugins.settings.raeder: no plugin named 'raeder' is loaded "
+        "(loaded: cause, cgroup_largest, constant, kernel_badness, kubelet_qos, reader, rules)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            "[plugins.reader]\npoints = 1\n",
+            "plugins.reader: unknown key; a plugin's own settings go in a [plugins.settings.reader] table",
+        ),
+        (
+            "[plugins.settings]\nreader = 1\n",
+            "plugins.settings.reader: expected a table of that plugin's settings "
+            "([plugins.settings.reader]), got a number",
+        ),
+        ("[plugins]\nsettings = []\n", "plugins.settings: expected a table, got an array"),
+    ],
+)
+def test_plugin_settings_are_tables_under_plugins_settings(text: str, error: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "policy.toml")
+    assert str(info.value) == f"policy.toml: {error}"
+
+
+# --- exclude hooks are listed: an installed package can change who may be killed ----------------
+
+SPARES_NGINX = """
+from guardian.api import hookimpl
+
+@hookimpl
+def guardian_exclude(candidate, context):
+    if candidate.process is not None and candidate.process.comm == "nginx":
+        return "the site keeps nginx"
+    return None
+"""
+
+ENTRY_POINT_MODULE = "guardian_test_entry_point_plugin"
+
+
+class EntryPointPlugin:
+    """An object an entry point's ``module:attribute`` value names."""
+
+    @hookspecs.hookimpl
+    def guardian_exclude(self, candidate: object, context: object) -> None:
+        return None
+
+
+@pytest.fixture
+def entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One installed entry point, ``spare = "guardian_test_entry_point_plugin:PLUGIN"``."""
+    from importlib import metadata
+
+    from guardian import plugins
+
+    monkeypatch.setitem(sys.modules, ENTRY_POINT_MODULE, types.SimpleNamespace(PLUGIN=EntryPointPlugin()))
+    found = [metadata.EntryPoint("spare", f"{ENTRY_POINT_MODULE}:PLUGIN", "guardian")]
+    monkeypatch.setattr(plugins, "_entry_points", lambda: found)
+    monkeypatch.delenv("GUARDIAN_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+
+
+@pytest.fixture
+def spares_policy(plugin_dir: Path, tmp_path: Path, entry_point: None) -> Path:
+    """A policy whose plugins include two exclude hooks: a file's and an entry point's."""
+    put(plugin_dir / "spares.py", SPARES_NGINX)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f"[plugins]\ndirectory = {str(plugin_dir)!r}\n")
+    return policy
+
+
+def test_check_lists_every_plugin_that_can_exclude(
+    spares_policy: Path, plugin_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = spares_policy
+    assert main(["check", "--policy", str(policy), "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == (
+        f"{policy}: plugins that can keep candidates from being killed (guardian_exclude): "
+        f"spares (file {plugin_dir}/spares.py), "
+        f'spare (entry point spare = "{ENTRY_POINT_MODULE}:PLUGIN"), '
+        "cgroup_largest (built-in guardian.scorers.cgroup_largest)"
+    )
+
+
+def test_rank_explain_names_the_exclude_hooks_asked(
+    spares_policy: Path, plugin_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = spares_policy
+    root = Path(__file__).parent / "fixtures" / "v2-systemd"
+    argv = ["rank", "--explain", "--interval", "0", "--policy", str(policy), "--root", str(root)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        "plugins asked to exclude candidates (guardian_exclude): "
+        f"file:{plugin_dir}/spares.py, entrypoint:spare, cgroup_largest"
+    ) in out
+    spared = [line for line in out if "the site keeps nginx" in line]
+    assert spared and all(line.endswith(f"[file:{plugin_dir}/spares.py]") for line in spared)
+
+
+def test_an_entry_point_that_names_no_hooks_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value naming the hook function itself (or a class, a typo'd attribute holding
+    something else) would load, do nothing and say nothing."""
+    from importlib import metadata
+
+    from guardian import plugins
+
+    module = types.SimpleNamespace(PLUGIN=EntryPointPlugin(), hook=EntryPointPlugin.guardian_exclude)
+    monkeypatch.setitem(sys.modules, ENTRY_POINT_MODULE, module)
+    found = [
+        metadata.EntryPoint("object", f"{ENTRY_POINT_MODULE}:PLUGIN", "guardian"),
+        metadata.EntryPoint("function", f"{ENTRY_POINT_MODULE}:hook", "guardian"),
+    ]
+    monkeypatch.setattr(plugins, "_entry_points", lambda: found)
+    monkeypatch.delenv("GUARDIAN_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    loaded = make_plugin_manager(None)
+    assert [info.name for info in loaded.exclude_hooks()] == ["object", "cgroup_largest"]
+    assert loaded.errors == [
+        f"refused plugin function ({ENTRY_POINT_MODULE}:hook): implements no guardian hook: a plugin "
+        "is a module, or an object, whose attributes include @hookimpl functions named after a hook "
+        "(guardian_exclude, guardian_scorers)"
+    ]
+
+
+def test_the_worked_example_of_the_docs_runs_as_written(
+    secure: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The docs' worked example, the plugin file and the policy as printed, on a recorded host."""
+    text = DOCS.read_text()
+    section = text[text.index("## A worked example") : text.index("## What a plugin can read")]
+    plugin, policy_text = re.findall(r"```(?:python|toml)\n(.*?)```", section, flags=re.DOTALL)
+    directory = mkdir(secure / "plugins.d")
+    put(directory / "site.py", plugin)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(policy_text + f"\n[plugins]\ndirectory = {str(directory)!r}\n")
+    root = Path(__file__).parent / "fixtures" / "v2-systemd"
+    assert main(["check", "--policy", str(policy), "--root", str(root)]) == 0
+    assert f"site (file {directory}/site.py)" in capsys.readouterr().out
+    argv = ["rank", "--json", "--explain", "--interval", "0", "--policy", str(policy), "--root", str(root)]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["plugin_errors"] == [] and report["failures"] == []
+    assert report["weights"]["site_private"] == 0.5
+    scores = {c["comm"]: c["scores"]["site_private"] for c in report["candidates"]}
+    assert 0 < scores["bash"] < scores["firefox"] < 1000
+    assert all(c["uid"] != 114 for c in report["candidates"])
+    spared = [e for e in report["excluded"] if e["by"] == f"file:{directory}/site.py"]
+    assert {e["comm"] for e in spared} == {"postgres"}
+    assert spared[0]["reason"].startswith("uid 114 is spared by the site policy")
+    assert any(line.startswith("  site_private: ") and "alone" in line for line in report["explanation"])
