@@ -3,17 +3,21 @@ loop nor drops a decision."""
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
 import re
 import threading
 from collections.abc import Mapping
+from pathlib import Path
+from typing import get_args
 
 from support.sinks import MemorySink
 
 from guardian.actions import Outcome
 from guardian.candidates import Candidate
+from guardian.kinds import NotDone, OutcomeResult
 from guardian.policy import Trigger
 from guardian.ranking import Ranked
 from guardian.records import ProcCgroups, Process
@@ -25,6 +29,11 @@ from guardian.report import (
     Reporter,
     StderrSink,
 )
+
+ROOT = Path(__file__).parent.parent
+PACKAGE = ROOT / "guardian"
+README = ROOT / "README.md"
+CATALOG = ROOT / "packaging" / "guardian.catalog"
 
 EVIL_COMM = "x\nguardian: killed pid 1 (systemd)"
 EVIL_CGROUP = os.fsdecode(b"/user.slice/a b GUARDIAN_OUTCOME=killed GUARDIAN_VICTIM_PID=1 \xff\x1b[2J")
@@ -173,13 +182,52 @@ def test_a_sink_that_raises_does_not_end_the_sender() -> None:
 
 def test_every_outcome_is_documented() -> None:
     """The outcomes are Literal types (guardian/kinds.py): a new one cannot drift out of the
-    README's GUARDIAN_OUTCOME row."""
-    from pathlib import Path
-    from typing import get_args
-
-    from guardian.kinds import NotDone, OutcomeResult
-
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    README's GUARDIAN_OUTCOME row, nor out of the journal catalog, which names each one quoted
+    or at the start of a line of its table."""
+    readme, catalog = README.read_text(), CATALOG.read_text()
     (row,) = [line for line in readme.splitlines() if line.startswith("| `GUARDIAN_OUTCOME` |")]
-    missing = [v for v in (*get_args(OutcomeResult), *get_args(NotDone)) if f"`{v}`" not in row]
-    assert missing == []
+    outcomes = (*get_args(OutcomeResult), *get_args(NotDone))
+    assert [v for v in outcomes if f"`{v}`" not in row] == []
+    named = [v for v in outcomes if re.search(rf'"{v}"|^ +{v} ', catalog, re.MULTILINE)]
+    assert [v for v in outcomes if v not in named] == []
+
+
+def emitted_fields() -> set[str]:
+    """Every GUARDIAN_* journal field guardian can send, read from the code: the keys that
+    guardian/report.py puts in a field mapping (a family such as GUARDIAN_SCORE_<SCORER> as its
+    prefix and "<"), and the GUARDIAN_<KEYWORD> of every keyword passed to Reporter.lifecycle()."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse((PACKAGE / "report.py").read_text())):
+        keys: list[ast.expr] = []
+        if isinstance(node, ast.Dict):
+            keys = [k for k in node.keys if k is not None]
+        elif isinstance(node, ast.Subscript):
+            keys = [node.slice]
+        for key in keys:
+            if isinstance(key, ast.Constant) and str(key.value).startswith("GUARDIAN_"):
+                found.add(str(key.value))
+            elif isinstance(key, ast.JoinedStr) and isinstance(key.values[0], ast.Constant):
+                prefix = str(key.values[0].value)
+                if prefix.startswith("GUARDIAN_"):
+                    found.add(f"{prefix}<")
+    for source in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "lifecycle":
+                found |= {f"GUARDIAN_{k.arg.upper()}" for k in node.keywords if k.arg and k.arg != "priority"}
+    return found
+
+
+def test_every_field_is_documented() -> None:
+    """README's field table and the journal catalog name every field guardian can send, so a
+    reader of ``journalctl -o verbose`` (or of the JSON lines) can look each one up."""
+    fields = emitted_fields()
+    # the scan sees what it must: plain keys, the families, and lifecycle's keywords
+    assert {"GUARDIAN_OUTCOME", "GUARDIAN_SCORE_<", "GUARDIAN_DROPPED", "GUARDIAN_PID"} <= fields
+    assert "GUARDIAN_LOG_FORMAT" not in fields  # an environment variable, not a field
+    readme, catalog = README.read_text(), CATALOG.read_text()
+    (section,) = re.findall(r"^## What guardian reports\n(.*?)^## ", readme, re.MULTILINE | re.DOTALL)
+    for name, text in (("README.md", section), ("packaging/guardian.catalog", catalog)):
+        # a family as GUARDIAN_SCORE_<SCORER>, a field whole (GUARDIAN_VICTIM_PID in _PIDS is not it)
+        named = {f: rf"\b{f}[A-Z]+>" if f.endswith("<") else rf"\b{f}(?![A-Z0-9_])" for f in fields}
+        missing = sorted(f for f, pattern in named.items() if not re.search(pattern, text))
+        assert missing == [], f"{name} does not name {missing}"
