@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Callable, Optional, Protocol, TextIO
 
 from guardian.actions import Outcome
+from guardian.config import PolicyError
 from guardian.kinds import KillAction, NotDone
 from guardian.policy import Trigger
 from guardian.ranking import Ranked
@@ -200,8 +201,20 @@ class QueuedSink:
 
 def default_sink(journal_socket: str, log_format: Optional[str] = None) -> Sink:
     """journald when its socket exists and systemd-python is installed, else stderr (plain, or
-    JSON lines with GUARDIAN_LOG_FORMAT=json, which also bypasses journald)."""
+    JSON lines with GUARDIAN_LOG_FORMAT=json, which also bypasses journald).
+
+    Any other value is refused: a misspelt "jsn" that fell back to journald would leave a log
+    shipper reading stderr with nothing, and the operator would learn it only when a kill went
+    unrecorded. The error is a configuration error like an invalid policy (exit 78, which the
+    unit does not restart in a loop)."""
     log_format = log_format if log_format is not None else os.environ.get("GUARDIAN_LOG_FORMAT", "")
+    if log_format not in ("", "json"):
+        raise PolicyError(
+            "GUARDIAN_LOG_FORMAT",
+            "",
+            f'{json.dumps(log_format)} is no log format: use "json" (JSON lines on stderr), or leave '
+            "it unset or empty (journald where it runs, else plain lines on stderr)",
+        )
     if log_format == "json":
         return JsonLinesSink()
     if os.path.exists(journal_socket):

@@ -13,10 +13,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import get_args
 
+import pytest
+from support.bounds import guardian_bounded
 from support.sinks import MemorySink
 
 from guardian.actions import Outcome
 from guardian.candidates import Candidate
+from guardian.config import PolicyError
 from guardian.kinds import NotDone, OutcomeResult
 from guardian.policy import Trigger
 from guardian.ranking import Ranked
@@ -28,6 +31,7 @@ from guardian.report import (
     QueuedSink,
     Reporter,
     StderrSink,
+    default_sink,
 )
 
 ROOT = Path(__file__).parent.parent
@@ -124,6 +128,28 @@ def test_the_json_sink_is_one_valid_line() -> None:
     event = json.loads(line)
     assert event["GUARDIAN_VICTIM_PID"] == "4242" and event["GUARDIAN_OUTCOME"] == "terminated"
     assert event["GUARDIAN_VICTIM_CGROUP"].endswith("\\xff\\x1b[2J")
+
+
+def test_an_unknown_log_format_is_refused(tmp_path: Path) -> None:
+    """GUARDIAN_LOG_FORMAT=jsn fell back to journald without a word; it names the accepted
+    values instead."""
+    assert isinstance(default_sink(str(tmp_path / "none"), "json"), JsonLinesSink)
+    assert isinstance(default_sink(str(tmp_path / "none"), ""), StderrSink)
+    for wrong in ("jsn", "JSON", "plain"):
+        with pytest.raises(PolicyError) as caught:
+            default_sink(str(tmp_path / "none"), wrong)
+        assert str(caught.value) == (
+            f'GUARDIAN_LOG_FORMAT: "{wrong}" is no log format: use "json" (JSON lines on stderr), '
+            "or leave it unset or empty (journald where it runs, else plain lines on stderr)"
+        )
+
+
+def test_run_with_an_unknown_log_format_exits_78(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At start, before the daemon runs: exit 78, which the unit does not restart in a loop."""
+    monkeypatch.setenv("GUARDIAN_LOG_FORMAT", "jsn")
+    out = guardian_bounded(["run", "--root", str(ROOT / "tests" / "fixtures" / "v2-systemd")], timeout_s=60)
+    assert out.returncode == 78, out.stderr
+    assert out.stderr.decode().startswith('guardian run: GUARDIAN_LOG_FORMAT: "jsn" is no log format')
 
 
 class Gate:
