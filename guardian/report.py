@@ -5,6 +5,9 @@ fields, so ``journalctl MESSAGE_ID=7291c848aa2b4d64ad479ace240749f7 -o json`` li
 with its victim, trigger, the values that crossed and each scorer's score. Without journald the
 same message and fields go to stderr, one line per event.
 
+Fields keep their type (a pid is an int, a list of pids a tuple) until a sink writes them:
+journald has only strings (``field_text``), while a JSON line gives numbers as JSON numbers.
+
 Nothing here may hold up the loop. libsystemd's sd_journal_send() writes to a blocking datagram
 socket: a journald that stops reading (stalled, itself short of memory) would stall the daemon
 in the middle of an episode. The daemon therefore reports through a ``QueuedSink``: one sender
@@ -19,13 +22,16 @@ than one field, so a process cannot forge a line or a field.
 from __future__ import annotations
 
 import collections
+import datetime
 import json
+import math
 import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Mapping
-from typing import Callable, Optional, Protocol, TextIO
+from typing import Callable, Optional, Protocol, TextIO, Union
 
 from guardian.actions import Outcome
 from guardian.config import PolicyError
@@ -43,11 +49,37 @@ MSG_LIFECYCLE = "8614d6fccaca40658d1eb8dcdae3a3e6"
 
 PRIORITY_ERR, PRIORITY_WARNING, PRIORITY_NOTICE, PRIORITY_INFO = 3, 4, 5, 6
 
-Fields = dict[str, str]
+# a field's value: text, a number, or a list of pids
+Field = Union[str, int, float, tuple[int, ...]]
+Fields = dict[str, Field]
 
 
 class Sink(Protocol):
-    def send(self, message: str, fields: Mapping[str, str]) -> None: ...
+    def send(self, message: str, fields: Mapping[str, Field]) -> None: ...
+
+
+def field_text(value: Field) -> str:
+    """A field as journald holds it (journald has only strings): a number as Python writes it
+    (``repr`` of a float is the shortest text that reads back as the same float; "inf" for one
+    that overflowed), a list of pids comma-separated."""
+    if isinstance(value, tuple):
+        return ",".join(str(pid) for pid in value)
+    return value if isinstance(value, str) else repr(value)
+
+
+JsonValue = Union[str, int, float, list[int], None]
+
+
+def _json_value(value: Field) -> JsonValue:
+    """A field in a JSON line: text escaped, a number as a JSON number (null for one beyond the
+    floats, as ``rank --json`` writes it: JSON has no infinity), a list of pids as an array."""
+    if isinstance(value, str):
+        return shown(value)
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 _BARE = re.compile(r"[A-Za-z0-9_./:@,+%-]*")
@@ -66,10 +98,12 @@ class StderrSink:
     def __init__(self, stream: Optional[TextIO] = None) -> None:
         self.stream = stream
 
-    def send(self, message: str, fields: Mapping[str, str]) -> None:
+    def send(self, message: str, fields: Mapping[str, Field]) -> None:
         stream = self.stream or sys.stderr
         extra = " ".join(
-            f"{k}={_quoted(shown(v))}" for k, v in fields.items() if k not in ("MESSAGE", "PRIORITY")
+            f"{k}={_quoted(shown(field_text(v)))}"
+            for k, v in fields.items()
+            if k not in ("MESSAGE", "PRIORITY")
         )
         # the message too, when it could be read as more than the message (a cgroup name with
         # "] [GUARDIAN_OUTCOME=..." in it): a reader splits at " [" and finds only guardian's fields
@@ -82,14 +116,35 @@ class StderrSink:
 
 class JsonLinesSink:
     """One JSON object per event on stderr (GUARDIAN_LOG_FORMAT=json): for containers and log
-    shippers without journald, and for tests that read decisions back exactly."""
+    shippers without journald, and for tests that read decisions back exactly.
 
-    def __init__(self, stream: Optional[TextIO] = None) -> None:
+    Each line starts with when it was written, as journald would stamp it: TIMESTAMP (ISO 8601,
+    UTC, microseconds) and MONOTONIC_USEC (CLOCK_MONOTONIC, the clock of GUARDIAN_DETECTED_USEC,
+    so the difference is the time from detection to report). Numbers are JSON numbers; MESSAGE_ID
+    and PRIORITY stay the strings they are in journald."""
+
+    def __init__(
+        self,
+        stream: Optional[TextIO] = None,
+        realtime_ns: Callable[[], int] = time.time_ns,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
         self.stream = stream
+        self.realtime_ns = realtime_ns
+        self.monotonic_ns = monotonic_ns
 
-    def send(self, message: str, fields: Mapping[str, str]) -> None:
+    def send(self, message: str, fields: Mapping[str, Field]) -> None:
         stream = self.stream or sys.stderr
-        event = {k: shown(v) for k, v in {"MESSAGE": message, **fields}.items()}
+        seconds, ns = divmod(self.realtime_ns(), 1_000_000_000)
+        written = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).replace(
+            microsecond=ns // 1000
+        )
+        event: dict[str, JsonValue] = {
+            "TIMESTAMP": written.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "MONOTONIC_USEC": self.monotonic_ns() // 1000,
+            "MESSAGE": shown(message),
+        }
+        event.update((k, _json_value(v)) for k, v in fields.items())
         stream.write(json.dumps(event) + "\n")
         stream.flush()
 
@@ -102,15 +157,17 @@ class JournalSink:
 
         self._journal = journal
 
-    def send(self, message: str, fields: Mapping[str, str]) -> None:
+    def send(self, message: str, fields: Mapping[str, Field]) -> None:
         # journald takes any bytes in a field, but a str with surrogate escapes cannot be
         # encoded by systemd-python: shown() keeps it valid UTF-8 and one line
         self._journal.send(
-            shown(message), SYSLOG_IDENTIFIER="guardian", **{k: shown(v) for k, v in fields.items()}
+            shown(message),
+            SYSLOG_IDENTIFIER="guardian",
+            **{k: shown(field_text(v)) for k, v in fields.items()},
         )
 
 
-def is_record(fields: Mapping[str, str]) -> bool:
+def is_record(fields: Mapping[str, Field]) -> bool:
     """Decisions and policy changes are records: never dropped. The rest is informational."""
     return fields.get("MESSAGE_ID") != MSG_LIFECYCLE
 
@@ -124,21 +181,21 @@ class QueuedSink:
     many is sent once the queue has room again."""
 
     def __init__(
-        self, inner: Sink, capacity: int = 256, keep: Callable[[Mapping[str, str]], bool] = is_record
+        self, inner: Sink, capacity: int = 256, keep: Callable[[Mapping[str, Field]], bool] = is_record
     ) -> None:
         self.inner = inner
         self.capacity = capacity
         self.keep = keep
         self.dropped = 0
         self._reported_drops = 0
-        self._queue: collections.deque[tuple[str, Mapping[str, str]]] = collections.deque()
+        self._queue: collections.deque[tuple[str, Mapping[str, Field]]] = collections.deque()
         self._cond = threading.Condition()
         self._busy = False
         self._closed = False
         self._thread = threading.Thread(target=self._main, name="guardian-report", daemon=True)
         self._thread.start()
 
-    def send(self, message: str, fields: Mapping[str, str]) -> None:
+    def send(self, message: str, fields: Mapping[str, Field]) -> None:
         with self._cond:
             if len(self._queue) >= self.capacity:
                 for i, (_, queued) in enumerate(self._queue):
@@ -173,7 +230,7 @@ class QueuedSink:
                         {
                             "MESSAGE_ID": MSG_LIFECYCLE,
                             "PRIORITY": str(PRIORITY_WARNING),
-                            "GUARDIAN_DROPPED": str(drops),
+                            "GUARDIAN_DROPPED": drops,
                         },
                     )
             except Exception:  # a sink that fails must not end the sender; the event is lost
@@ -234,7 +291,7 @@ class Reporter:
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
 
-    def _send(self, message: str, message_id: str, priority: int, fields: Mapping[str, str]) -> None:
+    def _send(self, message: str, message_id: str, priority: int, fields: Mapping[str, Field]) -> None:
         self.sink.send(message, {"MESSAGE_ID": message_id, "PRIORITY": str(priority), **fields})
 
     def decision(self, trigger: Trigger, victim: Ranked, action: KillAction, outcome: Outcome) -> None:
@@ -246,35 +303,35 @@ class Reporter:
             "GUARDIAN_LEVEL": trigger.level,
             "GUARDIAN_SCOPE": trigger.scope or "/",
             "GUARDIAN_REASON": trigger.reason,
-            "GUARDIAN_VALUES": " ".join(f"{k}={v}" for k, v in trigger.values.items()),
+            "GUARDIAN_VALUES": " ".join(f"{k}={field_text(v)}" for k, v in trigger.values.items()),
             "GUARDIAN_OUTCOME": outcome.result,
             "GUARDIAN_SIGNALS": ",".join(outcome.signals),
-            "GUARDIAN_TOTAL": f"{victim.total:g}",
-            "GUARDIAN_DETECTED_USEC": str(trigger.detected_us),
+            "GUARDIAN_TOTAL": victim.total,
+            "GUARDIAN_DETECTED_USEC": trigger.detected_us,
             "GUARDIAN_VICTIM_CGROUP": c.cgroup or "/",
-            "GUARDIAN_VICTIM_RSS_BYTES": str(c.rss_bytes),
+            "GUARDIAN_VICTIM_RSS_BYTES": c.rss_bytes,
         }
         for name, value in trigger.values.items():
-            fields[f"GUARDIAN_VALUE_{_field_name(name)}"] = str(value)
+            fields[f"GUARDIAN_VALUE_{_field_name(name)}"] = value
         for name, score in victim.scores.items():
-            fields[f"GUARDIAN_SCORE_{_field_name(name)}"] = f"{score:g}"
+            fields[f"GUARDIAN_SCORE_{_field_name(name)}"] = score
         for name, note in victim.notes.items():  # shown() already, by the ranking
             fields[f"GUARDIAN_WHY_{_field_name(name)}"] = note
         if c.process is not None:
-            fields["GUARDIAN_VICTIM_PID"] = str(c.process.pid)
+            fields["GUARDIAN_VICTIM_PID"] = c.process.pid
             fields["GUARDIAN_VICTIM_COMM"] = c.process.comm
-            fields["GUARDIAN_VICTIM_OOM_SCORE_ADJ"] = str(c.process.oom_score_adj)
+            fields["GUARDIAN_VICTIM_OOM_SCORE_ADJ"] = c.process.oom_score_adj
             who = f"pid {c.process.pid} ({shown(c.process.comm)})"
         if action == "group-kill":  # a cgroup, or a process's memory.oom.group group: all its members
-            fields["GUARDIAN_VICTIM_PIDS"] = ",".join(str(p) for p in outcome.pids)
+            fields["GUARDIAN_VICTIM_PIDS"] = tuple(outcome.pids)
             group = f"cgroup {shown(c.kill_group or c.cgroup or '/')} ({len(outcome.pids)} processes)"
             who = group if c.process is None else f"{group}, the memory.oom.group of {who}"
         if c.kill_group:
             fields["GUARDIAN_KILL_GROUP"] = c.kill_group
         if outcome.spared:
-            fields["GUARDIAN_SPARED_PIDS"] = ",".join(str(p) for p in outcome.spared)
+            fields["GUARDIAN_SPARED_PIDS"] = tuple(outcome.spared)
         if outcome.mreleased:
-            fields["GUARDIAN_MRELEASED"] = "1"
+            fields["GUARDIAN_MRELEASED"] = 1
         if outcome.detail:
             fields["GUARDIAN_DETAIL"] = outcome.detail
         rss = f"{c.rss_bytes / (1 << 20):.0f} MiB"
@@ -322,5 +379,5 @@ class Reporter:
             {"GUARDIAN_POLICY": source, "GUARDIAN_POLICY_ERROR": error},
         )
 
-    def lifecycle(self, message: str, priority: int = PRIORITY_INFO, **extra: str) -> None:
+    def lifecycle(self, message: str, priority: int = PRIORITY_INFO, **extra: Field) -> None:
         self._send(message, MSG_LIFECYCLE, priority, {f"GUARDIAN_{k.upper()}": v for k, v in extra.items()})

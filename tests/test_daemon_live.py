@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 from support.arena import Arena, GuardianProcess, hog_program
@@ -80,7 +80,7 @@ def wait_dead(child: subprocess.Popen[bytes], timeout: float = 60) -> Optional[i
 
 def decisions(
     g: GuardianProcess, message_id: str, count: int = 1, timeout_s: float = 10
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     """guardian's events with ``message_id``, once there are ``count`` of them (reports come from
     a sender thread, just after the decision) or the timeout has passed."""
     deadline = time.monotonic() + timeout_s
@@ -105,7 +105,7 @@ def test_hog_dies_by_guardians_hand_before_the_kernel(big_arena: Arena, tmp_path
         assert big_arena.oom_kills() == 0
         kills = decisions(g, MSG_KILL)
         assert kills, g.events()
-        assert kills[0]["GUARDIAN_VICTIM_PID"] == str(hog.pid)
+        assert kills[0]["GUARDIAN_VICTIM_PID"] == hog.pid
         assert kills[0]["GUARDIAN_TRIGGER"].endswith(":headroom")
         assert kills[0]["GUARDIAN_SCOPE"] == big_arena.name
     finally:
@@ -127,7 +127,7 @@ def test_group_kill_takes_every_process(big_arena: Arena, live_host: Host, tmp_p
         assert kill["GUARDIAN_ACTION"] == "group-kill"
         v1 = live_host.cgroup_layout().memory_controller == "v1"
         assert kill["GUARDIAN_SIGNALS"] == ("SIGKILL" if v1 else "cgroup.kill")
-        assert set(kill["GUARDIAN_VICTIM_PIDS"].split(",")) == {str(c.pid) for c in [hog, *members]}
+        assert set(kill["GUARDIAN_VICTIM_PIDS"]) == {c.pid for c in [hog, *members]}
     finally:
         assert g.stop() == 0
 
@@ -163,7 +163,7 @@ def test_hybrid_group_kill_never_reaches_the_cgroup2_namesake(
             for child in (hog, member):
                 assert wait_dead(child, timeout=30) == -signal.SIGKILL
             (kill,) = decisions(g, MSG_KILL)
-            assert set(kill["GUARDIAN_VICTIM_PIDS"].split(",")) == {str(hog.pid), str(member.pid)}
+            assert set(kill["GUARDIAN_VICTIM_PIDS"]) == {hog.pid, member.pid}
             assert sentinel.poll() is None, "the protected process in the cgroup2 namesake died"
         finally:
             assert g.stop() == 0
@@ -185,7 +185,7 @@ def test_dry_run_reports_and_signals_nothing(big_arena: Arena, tmp_path: Path) -
         while not decisions(g, MSG_DRY_RUN) and time.monotonic() < deadline:
             time.sleep(0.1)
         (decision,) = decisions(g, MSG_DRY_RUN)[:1]
-        assert decision["GUARDIAN_VICTIM_PID"] == str(hog.pid)
+        assert decision["GUARDIAN_VICTIM_PID"] == hog.pid
         assert decision["GUARDIAN_OUTCOME"] == "dry-run"
         assert decision["MESSAGE"].startswith("dry run: would ")
         time.sleep(1)
@@ -210,7 +210,7 @@ def test_protected_largest_process_survives(big_arena: Arena, tmp_path: Path) ->
         assert precious.poll() is None, "the protected process died"
         assert big_arena.oom_kills() == 0
         time.sleep(0.2)
-        assert decisions(g, MSG_KILL)[0]["GUARDIAN_VICTIM_PID"] == str(hog.pid)
+        assert decisions(g, MSG_KILL)[0]["GUARDIAN_VICTIM_PID"] == hog.pid
     finally:
         assert g.stop() == 0
 
@@ -285,7 +285,7 @@ kernel_badness = 1.0
         assert wait_dead(hog, timeout=30) is not None
         assert arena.oom_kills() == 0, "the kernel got there first"
         time.sleep(0.2)
-        assert decisions(g, MSG_KILL)[0]["GUARDIAN_VICTIM_PID"] == str(hog.pid)
+        assert decisions(g, MSG_KILL)[0]["GUARDIAN_VICTIM_PID"] == hog.pid
     finally:
         if arena is not None:
             arena.cleanup()
@@ -326,7 +326,7 @@ def test_a_second_group_is_acted_on_during_the_first_victims_grace_period(
         assert second.oom_kills() == 0 and first.oom_kills() == 0
         kills = decisions(g, MSG_KILL)
         assert [k["GUARDIAN_SCOPE"] for k in kills] == [second.name], kills
-        assert kills[0]["GUARDIAN_VICTIM_PID"] == str(hog.pid)
+        assert kills[0]["GUARDIAN_VICTIM_PID"] == hog.pid
     finally:
         code = g.stop()
         first.cleanup()

@@ -4,8 +4,10 @@ loop nor drops a decision."""
 from __future__ import annotations
 
 import ast
+import datetime
 import io
 import json
+import math
 import os
 import re
 import threading
@@ -27,6 +29,7 @@ from guardian.records import ProcCgroups, Process
 from guardian.report import (
     MSG_KILL,
     MSG_LIFECYCLE,
+    Field,
     JsonLinesSink,
     QueuedSink,
     Reporter,
@@ -126,7 +129,8 @@ def test_the_json_sink_is_one_valid_line() -> None:
     hostile_decision(Reporter(JsonLinesSink(out)))
     (line,) = out.getvalue().splitlines()
     event = json.loads(line)
-    assert event["GUARDIAN_VICTIM_PID"] == "4242" and event["GUARDIAN_OUTCOME"] == "terminated"
+    assert event["GUARDIAN_VICTIM_PID"] == 4242 and event["GUARDIAN_OUTCOME"] == "terminated"
+    assert event["GUARDIAN_VICTIM_OOM_SCORE_ADJ"] == 0
     assert event["GUARDIAN_VICTIM_CGROUP"].endswith("\\xff\\x1b[2J")
 
 
@@ -152,6 +156,72 @@ def test_run_with_an_unknown_log_format_exits_78(monkeypatch: pytest.MonkeyPatch
     assert out.stderr.decode().startswith('guardian run: GUARDIAN_LOG_FORMAT: "jsn" is no log format')
 
 
+def group_decision(reporter: Reporter, total: float = 712.5) -> None:
+    """A group kill on a cgroup's PSI rule, with a text value beside the numbers."""
+    process = Process(
+        pid=4242, ppid=1, comm="w", state="S", starttime_ticks=1, is_kernel_thread=False, uid=1000,
+        rss_anon_bytes=3 << 20, rss_file_bytes=0, rss_shmem_bytes=0, swap_bytes=0, pte_bytes=0,
+        oom_score_adj=0, cgroup=ProcCgroups(v2="/app.slice", v1={}),
+    )  # fmt: skip
+    values = {"stall_pct": 42.5, "stall_kind": "some", "held_s": 3.0, "current_bytes": 1 << 30}
+    trigger = Trigger(
+        "cgroup[0]", "/app.slice", "psi", "TERM", "group", "stall 42%", values, detected_us=5_000_000
+    )
+    candidate = Candidate(kind="cgroup", cgroup="/app.slice", members=(process,), kill_group="/app.slice")
+    ranked = Ranked(candidate, {"cause": 712.5, "kernel_badness": 3}, total, {"cause": "grows +1 MiB/s"})
+    outcome = Outcome("killed", signals=["SIGKILL"], pids=[4242, 4243], spared=[4244], mreleased=True)
+    reporter.decision(trigger, ranked, "group-kill", outcome)
+
+
+def test_json_lines_carry_a_timestamp_and_numbers_as_numbers() -> None:
+    """A JSON line says when it was written (UTC, to the microsecond, and on the monotonic clock
+    of GUARDIAN_DETECTED_USEC), and a number is a JSON number; text stays text, and journald's
+    own fields stay the strings journald holds."""
+    out = io.StringIO()
+    sink = JsonLinesSink(
+        out, realtime_ns=lambda: 1_700_000_000_123_456_789, monotonic_ns=lambda: 5_250_000_999
+    )
+    group_decision(Reporter(sink))
+    Reporter(sink).lifecycle("stopped", kills=3)
+    kill, stopped = (json.loads(line) for line in out.getvalue().splitlines())
+    assert kill["TIMESTAMP"] == "2023-11-14T22:13:20.123456Z"
+    assert kill["MONOTONIC_USEC"] == 5_250_000
+    assert kill["GUARDIAN_DETECTED_USEC"] == 5_000_000
+    assert kill["GUARDIAN_VICTIM_RSS_BYTES"] == 3 << 20
+    assert kill["GUARDIAN_VALUE_CURRENT_BYTES"] == 1 << 30 and kill["GUARDIAN_VALUE_STALL_PCT"] == 42.5
+    assert kill["GUARDIAN_VALUE_STALL_KIND"] == "some"
+    assert kill["GUARDIAN_SCORE_CAUSE"] == 712.5 and kill["GUARDIAN_SCORE_KERNEL_BADNESS"] == 3
+    assert kill["GUARDIAN_TOTAL"] == 712.5
+    assert kill["GUARDIAN_VICTIM_PIDS"] == [4242, 4243] and kill["GUARDIAN_SPARED_PIDS"] == [4244]
+    assert kill["GUARDIAN_MRELEASED"] == 1
+    assert kill["GUARDIAN_SIGNALS"] == "SIGKILL" and kill["GUARDIAN_WHY_CAUSE"] == "grows +1 MiB/s"
+    assert kill["PRIORITY"] == "4" and kill["MESSAGE_ID"] == MSG_KILL
+    assert stopped["GUARDIAN_KILLS"] == 3
+    readme = README.read_text()
+    assert [k for k in kill if not k.startswith("GUARDIAN_") and f"`{k}`" not in readme] == []
+    datetime.datetime.strptime(stopped["TIMESTAMP"], "%Y-%m-%dT%H:%M:%S.%f%z")
+
+
+def test_journald_receives_every_field_as_text() -> None:
+    """journald has only strings: the same event reaches it (and the plain line) as text, numbers
+    as guardian always wrote them, a list of pids comma-separated."""
+    sink = MemorySink()
+    group_decision(Reporter(sink))
+    (kill,) = sink.events
+    assert all(isinstance(v, str) for v in kill.values()), kill
+    assert kill["GUARDIAN_VICTIM_PIDS"] == "4242,4243" and kill["GUARDIAN_DETECTED_USEC"] == "5000000"
+    assert kill["GUARDIAN_TOTAL"] == "712.5" and kill["GUARDIAN_SCORE_KERNEL_BADNESS"] == "3"
+    assert kill["GUARDIAN_VALUE_HELD_S"] == "3.0" and kill["GUARDIAN_VALUE_STALL_KIND"] == "some"
+    assert kill["GUARDIAN_VALUES"] == "stall_pct=42.5 stall_kind=some held_s=3.0 current_bytes=1073741824"
+
+
+def test_a_total_beyond_floats_is_null_in_json() -> None:
+    """JSON has no infinity: a score that overflowed is null, as in ``rank --json``."""
+    out = io.StringIO()
+    group_decision(Reporter(JsonLinesSink(out)), total=math.inf)
+    assert json.loads(out.getvalue())["GUARDIAN_TOTAL"] is None
+
+
 class Gate:
     """A sink that blocks until opened, like journald that stopped reading."""
 
@@ -160,7 +230,7 @@ class Gate:
         self.inner = MemorySink()
         self.entered = threading.Event()
 
-    def send(self, message: str, fields: Mapping[str, str]) -> None:
+    def send(self, message: str, fields: Mapping[str, Field]) -> None:
         self.entered.set()
         self.open.wait()
         self.inner.send(message, fields)
@@ -192,7 +262,7 @@ def test_a_full_queue_drops_the_oldest_information_never_a_record() -> None:
 
 def test_a_sink_that_raises_does_not_end_the_sender() -> None:
     class Flaky(MemorySink):
-        def send(self, message: str, fields: Mapping[str, str]) -> None:
+        def send(self, message: str, fields: Mapping[str, Field]) -> None:
             if message == "boom":
                 raise OSError("journald went away")
             super().send(message, fields)

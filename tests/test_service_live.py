@@ -27,7 +27,7 @@ from guardian.daemon.service import Service
 from guardian.host import Host
 from guardian.loaded import load
 from guardian.notify import Notifier
-from guardian.report import MSG_KILL, QueuedSink, Reporter
+from guardian.report import MSG_KILL, Field, QueuedSink, Reporter
 
 pytestmark = pytest.mark.live
 
@@ -53,7 +53,7 @@ class StuckLog:
         self.sock.setblocking(True)
         self.blocked = threading.Event()
 
-    def send(self, message: str, fields: Mapping[str, str]) -> None:
+    def send(self, message: str, fields: Mapping[str, Field]) -> None:
         self.blocked.set()
         self.sock.send(json.dumps({"MESSAGE": message, **fields}).encode())
 
@@ -62,7 +62,7 @@ class Tee:
     def __init__(self, *sinks: object) -> None:
         self.sinks = sinks
 
-    def send(self, message: str, fields: Mapping[str, str]) -> None:
+    def send(self, message: str, fields: Mapping[str, Field]) -> None:
         for sink in self.sinks:
             sink.send(message, fields)  # type: ignore[attr-defined]
 

@@ -168,7 +168,7 @@ class Service:
         if engine.killer.dry_run and not engine.policy.dry_run:
             summary += f"; DRY RUN (--root {engine.host.root}: its pids are not this machine's)"
         engine.reporter.lifecycle(
-            f"started: policy {self.policy_path or BUILT_IN}: {summary}", pid=str(os.getpid())
+            f"started: policy {self.policy_path or BUILT_IN}: {summary}", pid=os.getpid()
         )
         for error in engine.loaded.plugins.errors:
             engine.reporter.lifecycle(error, PRIORITY_WARNING)
@@ -227,5 +227,5 @@ class Service:
             for s, h in previous.items():
                 signal.signal(s, h)
             self.notifier.send(STOPPING="1")
-            engine.reporter.lifecycle("stopped", kills=str(engine.kills))
+            engine.reporter.lifecycle("stopped", kills=engine.kills)
         return 0

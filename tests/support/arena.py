@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from guardian.host import CgroupLayout, Host
 
@@ -224,7 +224,7 @@ class GuardianProcess:
                 return message
         raise TimeoutError(f"no {key} from guardian within {timeout_s}s")
 
-    def events(self) -> list[dict[str, str]]:
+    def events(self) -> list[dict[str, Any]]:
         import json
 
         out = []
