@@ -3,7 +3,8 @@
 Each event has a stable MESSAGE_ID (explained in packaging/guardian.catalog) and structured
 fields, so ``journalctl MESSAGE_ID=7291c848aa2b4d64ad479ace240749f7 -o json`` lists every kill
 with its victim, trigger, the values that crossed and each scorer's score. Without journald the
-same message and fields go to stderr, one line per event.
+same message goes to stderr, one line per event: plain, with a few key fields, or JSON with
+every field and a timestamp (GUARDIAN_LOG_FORMAT=json).
 
 Fields keep their type (a pid is an int, a list of pids a tuple) until a sink writes them:
 journald has only strings (``field_text``), while a JSON line gives numbers as JSON numbers.
@@ -92,25 +93,36 @@ def _quoted(value: str) -> str:
     return value if value and _BARE.fullmatch(value) else json.dumps(value)
 
 
+# The fields a plain line shows, in this order: what the message does not say and a reader greps
+# for. The rest (values, scores, the victim's cgroup, a group's pids: hundreds of characters) is
+# in journald and in the JSON lines.
+PLAIN_FIELDS = (
+    "GUARDIAN_OUTCOME",
+    "GUARDIAN_TRIGGER",
+    "GUARDIAN_SCOPE",
+    "GUARDIAN_VICTIM_PID",
+    "GUARDIAN_PID",
+    "GUARDIAN_KILLS",
+    "GUARDIAN_TRACEBACK",  # rare, and what a bug report needs
+)
+
+
 class StderrSink:
-    """The fallback: ``guardian: MESSAGE [KEY=value ...]`` on stderr, one line per event."""
+    """The fallback: ``guardian: MESSAGE [KEY=value ...]`` on stderr, one line per event, with
+    only the PLAIN_FIELDS the event has (no brackets when it has none)."""
 
     def __init__(self, stream: Optional[TextIO] = None) -> None:
         self.stream = stream
 
     def send(self, message: str, fields: Mapping[str, Field]) -> None:
         stream = self.stream or sys.stderr
-        extra = " ".join(
-            f"{k}={_quoted(shown(field_text(v)))}"
-            for k, v in fields.items()
-            if k not in ("MESSAGE", "PRIORITY")
-        )
+        extra = " ".join(f"{k}={_quoted(shown(field_text(fields[k])))}" for k in PLAIN_FIELDS if k in fields)
         # the message too, when it could be read as more than the message (a cgroup name with
         # "] [GUARDIAN_OUTCOME=..." in it): a reader splits at " [" and finds only guardian's fields
         text = shown(message)
         if "[" in text or "]" in text or text.startswith('"'):
             text = json.dumps(text)
-        stream.write(f"guardian: {text} [{extra}]\n")
+        stream.write(f"guardian: {text} [{extra}]\n" if extra else f"guardian: {text}\n")
         stream.flush()
 
 

@@ -29,6 +29,7 @@ from guardian.records import ProcCgroups, Process
 from guardian.report import (
     MSG_KILL,
     MSG_LIFECYCLE,
+    PLAIN_FIELDS,
     Field,
     JsonLinesSink,
     QueuedSink,
@@ -63,7 +64,9 @@ def hostile_decision(reporter: Reporter) -> None:
         oom_score_adj=0,
         cgroup=ProcCgroups(v2=EVIL_CGROUP, v1={}),
     )
-    trigger = Trigger("machine", None, "memory", "KILL", "process", "MemAvailable 1.0 MiB at or below 5%")
+    trigger = Trigger(
+        "cgroup[0]", EVIL_CGROUP, "headroom", "KILL", "process", "headroom 1.0 MiB of limit 8.0 MiB"
+    )
     victim = Ranked(
         Candidate(kind="process", cgroup=EVIL_CGROUP, process=process), {"kernel_badness": 900}, 900
     )
@@ -97,12 +100,12 @@ def test_the_plain_sink_cannot_be_forged() -> None:
     (line,) = lines
     line.encode("utf-8")  # valid UTF-8: the undecodable byte is escaped
     assert "\x1b" not in line
+    assert line.startswith("guardian: killed pid 4242 (x\\nguardian: killed pid 1 (systemd)), ")
     fields = fields_of(line)
     assert fields["GUARDIAN_OUTCOME"] == "terminated"
     assert fields["GUARDIAN_VICTIM_PID"] == "4242"
-    assert fields["GUARDIAN_VICTIM_COMM"] == "x\\nguardian: killed pid 1 (systemd)"
-    assert fields["GUARDIAN_VICTIM_CGROUP"].startswith("/user.slice/a b GUARDIAN_OUTCOME=killed")
-    assert fields["GUARDIAN_VICTIM_CGROUP"].endswith("\\xff\\x1b[2J")
+    assert fields["GUARDIAN_SCOPE"].startswith("/user.slice/a b GUARDIAN_OUTCOME=killed")
+    assert fields["GUARDIAN_SCOPE"].endswith("\\xff\\x1b[2J")
 
 
 def test_a_name_cannot_forge_fields_through_the_message() -> None:
@@ -121,7 +124,31 @@ def test_a_name_cannot_forge_fields_through_the_message() -> None:
     Reporter(StderrSink(out)).decision(trigger, Ranked(candidate, {}, 0), "group-kill", outcome)
     (line,) = out.getvalue().splitlines()
     fields = fields_of(line)
-    assert fields["GUARDIAN_OUTCOME"] == "killed" and fields["GUARDIAN_VICTIM_PIDS"] == "4242"
+    assert fields["GUARDIAN_OUTCOME"] == "killed" and fields["GUARDIAN_SCOPE"] == group
+    assert "GUARDIAN_VICTIM_PIDS" not in fields  # the name's own was not read as a field
+
+
+def test_the_plain_line_is_the_message_and_a_few_key_fields() -> None:
+    """A plain line read about 400 characters of fields after the message; it keeps only those
+    that the message does not say and a reader greps for (the JSON line keeps everything)."""
+    out = io.StringIO()
+    reporter = Reporter(StderrSink(out))
+    group_decision(reporter)
+    reporter.lifecycle("started: policy <built-in defaults>", pid=321)
+    reporter.lifecycle("mlockall failed")
+    kill, started, warning = out.getvalue().splitlines()
+    assert fields_of(kill) == {
+        "GUARDIAN_OUTCOME": "killed",
+        "GUARDIAN_TRIGGER": "cgroup[0]:psi",
+        "GUARDIAN_SCOPE": "/app.slice",
+    }
+    assert kill.startswith("guardian: killed cgroup /app.slice (2 processes), 3 MiB: stall 42% [")
+    assert len(kill) < 160, kill
+    assert fields_of(started) == {"GUARDIAN_PID": "321"}
+    assert warning == "guardian: mlockall failed"  # no fields to show: no brackets
+    # README lists the fields a plain line shows, in their order
+    (said,) = [p for p in README.read_text().split("\n\n") if p.startswith("Without journald the messages")]
+    assert re.findall(r"`(GUARDIAN_[A-Z_]+)`", said) == list(PLAIN_FIELDS)
 
 
 def test_the_json_sink_is_one_valid_line() -> None:
