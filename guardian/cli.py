@@ -5,8 +5,9 @@ Exit codes (documented in README.md, "Exit codes"):
   0   success
   1   a kernel interface guardian needs is missing or unreadable, or another runtime error
   2   usage error (unknown option, bad argument, a --scope that names no cgroup)
-  78  the policy is invalid (EX_CONFIG from sysexits.h; the systemd unit's
-      RestartPreventExitStatus names it so a broken policy is not restarted in a loop)
+  78  the configuration is invalid: the policy, or GUARDIAN_LOG_FORMAT (EX_CONFIG from
+      sysexits.h; the systemd unit's RestartPreventExitStatus names it so a broken
+      configuration is not restarted in a loop)
 """
 
 from __future__ import annotations

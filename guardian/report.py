@@ -39,7 +39,7 @@ from guardian.config import PolicyError
 from guardian.kinds import KillAction, NotDone
 from guardian.policy import Trigger
 from guardian.ranking import Ranked
-from guardian.text import shown
+from guardian.text import counted, shown
 
 MSG_KILL = "7291c848aa2b4d64ad479ace240749f7"
 MSG_DRY_RUN = "4f7a8db32a734063a9e9ae210b8d3af0"
@@ -336,7 +336,8 @@ class Reporter:
             who = f"pid {c.process.pid} ({shown(c.process.comm)})"
         if action == "group-kill":  # a cgroup, or a process's memory.oom.group group: all its members
             fields["GUARDIAN_VICTIM_PIDS"] = tuple(outcome.pids)
-            group = f"cgroup {shown(c.kill_group or c.cgroup or '/')} ({len(outcome.pids)} processes)"
+            members = counted(len(outcome.pids), "process", "processes")
+            group = f"cgroup {shown(c.kill_group or c.cgroup or '/')} ({members})"
             who = group if c.process is None else f"{group}, the memory.oom.group of {who}"
         if c.kill_group:
             fields["GUARDIAN_KILL_GROUP"] = c.kill_group

@@ -123,6 +123,7 @@ def test_a_name_cannot_forge_fields_through_the_message() -> None:
     outcome = Outcome("killed", signals=["cgroup.kill"], pids=[4242])
     Reporter(StderrSink(out)).decision(trigger, Ranked(candidate, {}, 0), "group-kill", outcome)
     (line,) = out.getvalue().splitlines()
+    assert "(1 process)," in line  # and counted right
     fields = fields_of(line)
     assert fields["GUARDIAN_OUTCOME"] == "killed" and fields["GUARDIAN_SCOPE"] == group
     assert "GUARDIAN_VICTIM_PIDS" not in fields  # the name's own was not read as a field
