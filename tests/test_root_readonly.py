@@ -69,6 +69,7 @@ def run_daemon(root: Path, policy: Path, tmp_path: Path) -> None:
         assert daemon.returncode == 0, stderr.decode()
         # whatever the policy says, a run under --root signals nothing, and says so at start
         assert b"DRY RUN (--root " in stderr, stderr.decode()[:2000]
+        assert f"started: policy {policy}: ".encode() in stderr  # which policy file it runs
     finally:
         if daemon.poll() is None:
             daemon.kill()
