@@ -539,3 +539,24 @@ def test_history_discount_touches_only_earlier_readings_and_never_goes_negative(
     history.discount(["/a", "/a/b", "/unknown"], 40 * MiB, before_us=int(2e6))
     assert list(history._readings["/a"]) == [(0, 60 * MiB), (int(2e6), 120 * MiB)]
     assert list(history._readings["/a/b"]) == [(0, 0), (int(2e6), 50 * MiB)]
+
+
+def test_inside_a_small_group_growers_stay_ordered_when_their_growth_exceeds_the_limit(
+    tmp_path: Path,
+) -> None:
+    """In a 300 MiB memcg every worker growing at 5 MB/s projects past the limit; the place
+    inside the group must still order them by what they hold (a clamp made them equal)."""
+    root, _ = build(tmp_path, {"fleet": [30, 45, 60, 66, 68]})
+    (root / "sys/fs/cgroup/system.slice/fleet.service/memory.max").write_text(f"{300 * MiB}\n")
+    scope = "/system.slice/fleet.service"
+    history = Histories()
+    for pid, mib in ((100, 30), (101, 45), (102, 55), (103, 56), (104, 58)):
+        set_anon(root, pid, mib)
+    selector().rank(Sample(Host(root), 0), scope=scope, history=history)
+    for pid, mib in ((100, 30), (101, 45), (102, 60), (103, 66), (104, 68)):
+        set_anon(root, pid, mib)
+    ranking = selector().rank(Sample(Host(root), int(2e6)), scope=scope, history=history)
+    order = [r.candidate.process.comm for r in ranking.ranked if r.candidate.process]
+    assert order[:3] == ["fleet4", "fleet3", "fleet2"]
+    places = [r.scores["cause"] - int(r.scores["cause"]) for r in ranking.ranked]
+    assert all(0 < p < 1 for p in places) and len(set(places)) == len(places)

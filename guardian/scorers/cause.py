@@ -28,6 +28,7 @@ is unknown and counts nothing: size decides.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import ClassVar, Optional
@@ -111,11 +112,14 @@ def _counted(growth: Optional[Growth], freed_share: float, scope_bytes: int) -> 
 
 
 def _within(gain_bytes: int, adj: int, context: RankContext) -> float:
-    """A process's place in its group, in [0, 1): oom_badness() with what a kill frees (and
-    what the process would take in the next minute, where its growth is known) in place of RSS."""
+    """A process's place in its group, in (0, 1): oom_badness() with what a kill frees (and
+    what the process would take in the next minute, where its growth is known) in place of RSS,
+    mapped so that it never saturates: in a small memcg every grower's projection reaches the
+    limit, and a clamp made them all equal (the many-procs run killed a worker that had just
+    stopped growing, then the one still growing)."""
     total = max(context.totalpages, 1)
     points = gain_bytes // context.page_size + adj * (total // 1000)
-    return min(max((points / total + 1.0) / 2.0, 0.0), 0.999)
+    return 0.5 + math.atan(points / total) / math.pi
 
 
 class Cause(Scorer):
