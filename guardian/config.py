@@ -55,7 +55,7 @@ DEFAULT_PREFER_POINTS = 300.0  # earlyoom's --prefer / --avoid adjustment, in oo
 # 52-bit physical addresses). A level above it is always crossed: a typo that kills at once.
 MAX_BYTES = 1 << 52
 
-# The slowest fill rate worth planning for: 1 MiB/s. Polling waits headroom / fill_rate, capped
+# The slowest fill rate worth planning for: 1 MiB/s. Polling waits at most headroom / fill_rate, capped
 # at poll.max_interval_s, so below this any headroom over a few MiB waits the cap anyway, and 0
 # (or "0.0001K", which rounds to 0 bytes) would divide by zero.
 MIN_FILL_RATE = 1 << 20
@@ -194,7 +194,8 @@ class CgroupRule:
 class PollSettings:
     min_interval_s: float = 0.02
     max_interval_s: float = 5.0
-    fill_rate_bytes_per_s: int = 4 << 30  # the fastest growth to plan for (earlyoom: 6000 MiB/s)
+    # the least growth planned for, whatever was measured (pace.py: measured speeds x2 above it)
+    fill_rate_bytes_per_s: int = 256 << 20
 
 
 @dataclass(frozen=True)

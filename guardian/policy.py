@@ -24,11 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Optional, Union
 
 from guardian.config import Levels, Policy, PsiRule
 from guardian.errors import Unavailable
 from guardian.kinds import Condition, Level, RuleAction
+from guardian.pace import MEMORY, SWAP, Pace, bounded_wait, machine_seconds
 from guardian.records import Pressure
 from guardian.sample import Sample
 from guardian.sources.psi import StallMeter
@@ -74,6 +76,7 @@ class PolicyState:
     pgscan: Optional[tuple[int, int]] = None
     last_reclaim_us: Optional[int] = None
     psi_polled_us: Optional[int] = None  # the last tick that read a PSI source
+    pace: Pace = field(default_factory=Pace)  # how fast each line's gap was measured closing
 
 
 PSI_POLL_S = 1.0  # while PSI is read (trigger fired, or no trigger possible), look this often
@@ -331,19 +334,60 @@ def _events(
     return "memory.events " + ", ".join(crossed), values
 
 
-def _interval(sample: Sample, policy: Policy, cgroups: Iterable[str], active: bool) -> float:
-    """Sleep so that memory filling at ``fill_rate`` cannot cross a TERM line unseen
-    (earlyoom's adaptive sleep, main.c: sleep_time_ms), within the policy's bounds."""
-    poll = policy.poll
-    if active:
-        return poll.min_interval_s
-    gaps = []
+def _line(levels: Levels, level: Level, total: int) -> Optional[int]:
+    """The amount at which ``level`` is reached: the TERM line (the KILL one where TERM is not
+    set), or at KILL the KILL line; None when there is none to reach."""
+    amount = (levels.term or levels.kill) if level == TERM else levels.kill
+    return None if amount is None else amount.resolve(total)
+
+
+def machine_lines(sample: Sample, policy: Policy, level: Level = TERM) -> tuple[Optional[int], Optional[int]]:
+    """(MemAvailable, SwapFree) at which ``level`` is reached. The memory condition needs both
+    low, so a SwapFree line of None means memory alone decides (no swap, or swap not judged);
+    (None, None) when the machine's memory is not watched."""
     rule = policy.machine
-    if rule.enabled and rule.mem_available.enabled:
+    if not rule.enabled or not rule.mem_available.enabled:
+        return None, None
+    mem = sample.meminfo
+    line = _line(rule.mem_available, level, mem.total_bytes)
+    if line is None:
+        return None, None
+    swap_line = None
+    if mem.swap_total_bytes and rule.swap_free.enabled:
+        swap_line = _line(rule.swap_free, level, mem.swap_total_bytes)
+    return line, swap_line
+
+
+def next_look(
+    sample: Sample,
+    policy: Policy,
+    state: PolicyState,
+    now_us: int,
+    cgroups: Iterable[str],
+    held: Mapping[Optional[str], Level] = MappingProxyType({}),
+) -> float:
+    """Sleep so that no line is crossed unseen: each gap closing at the speed measured for it
+    (pace.py), within the policy's bounds. ``held`` names the scopes whose condition holds
+    already and cannot be acted on (a kill in flight, a cooldown) and at which level: at TERM
+    what matters there is the KILL line, at KILL no line (the kill's own wake-ups decide)."""
+    poll = policy.poll
+    pace = state.pace
+    floor = poll.fill_rate_bytes_per_s
+    waits = []
+    if policy.machine.enabled and policy.machine.mem_available.enabled:
         mem = sample.meminfo
-        line = rule.mem_available.term or rule.mem_available.kill
-        if line is not None:
-            gaps.append(mem.available_bytes - line.resolve(mem.total_bytes))
+        pace.read(MEMORY, now_us, mem.available_bytes)
+        if mem.swap_total_bytes:
+            pace.read(SWAP, now_us, mem.swap_free_bytes)
+        machine_held = held.get(None)
+        if machine_held != KILL:
+            line, swap_line = machine_lines(sample, policy, KILL if machine_held == TERM else TERM)
+            memory_gap = None if line is None else mem.available_bytes - line
+            swap_gap = None if swap_line is None else mem.swap_free_bytes - swap_line
+            seconds = machine_seconds(pace, now_us, floor, memory_gap, swap_gap)
+            if seconds is not None:
+                waits.append(seconds)
+    watched = []
     for path in cgroups:
         for cg_rule in policy.cgroups:
             if not cg_rule.headroom.enabled or not cg_rule.matches(path):
@@ -354,13 +398,16 @@ def _interval(sample: Sample, policy: Policy, cgroups: Iterable[str], active: bo
                 continue
             if memory.headroom_bytes is None or not memory.max_bytes:
                 continue
-            line = cg_rule.headroom.term or cg_rule.headroom.kill
+            if path not in watched:
+                watched.append(path)
+                pace.read(path, now_us, memory.headroom_bytes)
+            if held.get(path) == KILL:
+                continue
+            line = _line(cg_rule.headroom, KILL if path in held else TERM, memory.max_bytes)
             if line is not None:
-                gaps.append(memory.headroom_bytes - line.resolve(memory.max_bytes))
-    if not gaps:
-        return poll.max_interval_s
-    seconds = max(0, min(gaps)) / poll.fill_rate_bytes_per_s
-    return max(poll.min_interval_s, min(poll.max_interval_s, seconds))
+                waits.append(pace.seconds(path, memory.headroom_bytes - line, now_us, floor))
+    pace.keep([MEMORY, SWAP, *watched])
+    return bounded_wait(waits, poll.min_interval_s, poll.max_interval_s)
 
 
 def _forget_unwatched(state: PolicyState, cgroups: Iterable[str]) -> None:
@@ -404,13 +451,20 @@ def assess(
     # A stall is timed over seconds (duration_s) and memory.events wake the daemon themselves:
     # looking every STALL_POLL_S is exact enough, and 50 full looks a second for as long as
     # pressure lasts would cost a CPU what the latency of everything else pays for.
-    fast = any(t.condition in ("memory", "headroom") for t in triggers)
-    interval = _interval(sample, policy, cgroups, fast)
-    if not fast and (triggers or state.stalled_since_us):
+    interval = next_look(sample, policy, state, now_us, cgroups)  # feeds the pace too
+    if any(t.condition in ("memory", "headroom") for t in triggers):
+        interval = policy.poll.min_interval_s  # the engine sets it again when the scope is held
+    return Assessment(now_us, tuple(triggers), bounded(interval, triggers, state, now_us))
+
+
+def bounded(interval: float, triggers: Collection[Trigger], state: PolicyState, now_us: int) -> float:
+    """The interval, no longer than a stall being timed, a PSI or events condition holding, or
+    a PSI source being read allow."""
+    if any(t.condition not in ("memory", "headroom") for t in triggers) or state.stalled_since_us:
         interval = min(interval, STALL_POLL_S)
     if state.psi_polled_us == now_us:
         interval = min(interval, PSI_POLL_S)
-    return Assessment(now_us, tuple(triggers), interval)
+    return interval
 
 
 def recheck(sample: Sample, policy: Policy, state: PolicyState, trigger: Trigger) -> Optional[Trigger]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-from fixtures.builder import FakeRoot
+from fixtures.builder import FakeRoot, set_meminfo_kb
 from support.clock import FakeClock
 from support.sinks import MemorySink
 
@@ -93,10 +93,7 @@ comm = "^precious$"
 
 
 def set_available(root: Path, pct: float) -> None:
-    meminfo = root / "proc/meminfo"
-    new = f"MemAvailable:   {int(16 * GiB_KB * pct / 100):>8} kB"
-    lines = [new if x.startswith("MemAvailable:") else x for x in meminfo.read_text().splitlines()]
-    meminfo.write_text("\n".join(lines) + "\n")
+    set_meminfo_kb(root, "MemAvailable", int(16 * GiB_KB * pct / 100))
 
 
 def test_decision_fields_and_never_kill(tmp_path: Path) -> None:
@@ -239,6 +236,7 @@ def test_interval_shrinks_with_headroom(tmp_path: Path) -> None:
 def test_a_timed_stall_is_read_every_quarter_second_a_crossed_line_at_once(tmp_path: Path) -> None:
     """Sustained pressure must not make guardian poll flat out: a stall is timed over seconds,
     so it looks every STALL_POLL_S; a crossed memory line gets min_interval_s."""
+    from guardian.daemon.engine import HELD_LOOK_S
     from guardian.policy import STALL_POLL_S
 
     root = machine(tmp_path / "a", available_kb=8 * GiB_KB)
@@ -258,11 +256,15 @@ def test_a_timed_stall_is_read_every_quarter_second_a_crossed_line_at_once(tmp_p
         clock.advance(0.1)
     assert g.state.stalled_since_us  # the stall is being timed
     assert intervals[-1] == STALL_POLL_S
-    tight, _, _ = guardian_for(
-        machine(tmp_path / "b", available_kb=int(16 * GiB_KB * 0.08)),
-        "[poll]\nmin_interval_s = 0.02\n[machine]\nmem_available = { term = '10%', kill = '2%' }\n",
-    )
-    assert tight.tick().interval_s == 0.02  # below the TERM line: KILL may be near
+    # below the TERM line, with the kill started (a dry run here: its cooldown holds the scope),
+    # what matters is the KILL line: looked at as often as it could be reached at the floor
+    # speed (256 MiB/s), and at least every HELD_LOOK_S
+    held = "[poll]\nmin_interval_s = 0.02\n[machine]\nmem_available = { term = '10%', kill = '2%' }\n"
+    tight, _, _ = guardian_for(machine(tmp_path / "b", available_kb=int(16 * GiB_KB * 0.08)), held)
+    result = tight.tick()
+    assert result.started and result.interval_s == HELD_LOOK_S  # 983 MiB above the KILL line
+    tighter, _, _ = guardian_for(machine(tmp_path / "c", available_kb=int(16 * GiB_KB * 0.021)), held)
+    assert tighter.tick().interval_s == pytest.approx(16.4 / 256, abs=0.002)  # 16.4 MiB to go
 
 
 def db_root(tmp_path: Path, helper_adj: int = 0) -> Path:
@@ -334,7 +336,7 @@ def test_an_idle_tick_reads_only_what_it_must(tmp_path: Path) -> None:
     second = Sample(Host(root), 2_000_000)
     assessment = assess(second, policy, state, 2_000_000, quiet_psi=quiet)
     assert second.reads == ["meminfo"]
-    assert assessment.interval_s == pytest.approx(2.6)  # headroom / fill rate: no PSI polling
+    assert assessment.interval_s == 5.0  # 10.4 GiB from the line: the ceiling; no PSI polling
     # the trigger fired (no longer quiet): read PSI, and look again within a second
     third = Sample(Host(root), 3_000_000)
     assert assess(third, policy, state, 3_000_000).interval_s == 1.0
@@ -367,28 +369,33 @@ def test_rules_walk_only_their_subtrees(tmp_path: Path) -> None:
 
 
 def test_idle_fast_path(tmp_path: Path) -> None:
-    """After a calm full tick, a wake-up reads MemAvailable alone; near the line it runs a full
+    """After a calm full tick, a wake-up reads MemAvailable alone; at the line it runs a full
     tick again."""
     root = machine(tmp_path, available_kb=12 * GiB_KB)
-    g, _, clock = guardian_for(root, "[machine]\nmem_available = { term = '10%' }\n")
+    g, _, clock = guardian_for(
+        root, "[poll]\nfill_rate = '4G'\n[machine]\nmem_available = { term = '10%' }\n"
+    )
     assert g.quick(clock.monotonic_us()) is None  # nothing known yet: full tick
     covered(g)  # no watched cgroups here
     g.tick()
     assert g.calm is not None
     total = 16 * GiB_KB * 1024
-    line = int(total * 10 / 100) + int(total * 2 / 100)  # TERM line + 2 % hysteresis
-    assert g.calm.mem_line_bytes == line
+    line = int(total * 10 / 100)  # the TERM line: nothing holds, so no hysteresis
+    assert g.calm.mem_line_bytes == line and g.calm.swap_line_bytes is None  # no swap
     interval = g.quick(clock.monotonic_us())
     assert interval == pytest.approx((12 * GiB_KB * 1024 - line) / (4 << 30))
-    set_available(root, 11)  # inside the hysteresis band: a full tick must look
+    set_available(root, 11)  # 1 % above the line: still the fast path
+    assert g.quick(clock.monotonic_us()) == pytest.approx(total / 100 / (4 << 30), rel=1e-4)
+    set_available(root, 10)  # at the line: a full tick must look
     assert g.quick(clock.monotonic_us()) is None
     set_available(root, 50)
     clock.advance(61)  # a full tick is due now and then anyway
     assert g.quick(clock.monotonic_us()) is None
 
 
-# walker.service's headroom line under a 10 % TERM rule: limit - TERM headroom - 2 % hysteresis
-WALKER_LINE = 250 * MiB - 25 * MiB - 5 * MiB
+# walker.service's headroom line under a 10 % TERM rule: limit - TERM headroom
+WALKER_LINE = 250 * MiB - 25 * MiB
+FLOOR = 256 * MiB  # the shipped [poll] fill_rate: the least speed a gap is planned to close at
 
 
 def walker_root(tmp_path: Path, current_mib: int) -> Path:
@@ -405,7 +412,7 @@ def walker_root(tmp_path: Path, current_mib: int) -> Path:
 
 def test_fast_path_watches_a_cgroup2_limit_through_memory_current(tmp_path: Path) -> None:
     """cgroup2 reports no usage crossing: the fast path reads the watched group's memory.current
-    against its headroom line (less the hysteresis) instead of running a full tick each time."""
+    against its headroom line instead of running a full tick each time."""
     from guardian.sample import Sample
 
     g, _, clock = guardian_for(
@@ -423,7 +430,7 @@ def test_fast_path_watches_a_cgroup2_limit_through_memory_current(tmp_path: Path
         assert [(u.path, u.line_bytes) for u in g.usage_lines] == [(str(current), WALKER_LINE)]
         assert not g.tick().started and g.calm is not None
         interval = g.quick(clock.monotonic_us())
-        assert interval == pytest.approx((WALKER_LINE - 100 * MiB) / (4 << 30))
+        assert interval == pytest.approx((WALKER_LINE - 100 * MiB) / FLOOR)
         current.write_text(f"{WALKER_LINE}\n")  # at the line: a full tick must look
         assert g.quick(clock.monotonic_us()) is None
         current.write_text("")  # unreadable: a full tick sorts it out
@@ -455,7 +462,7 @@ def test_a_group_found_by_a_tick_is_watched_from_the_next_wake_up(tmp_path: Path
         g.tick()
         assert g.calm is not None and g.calm.usage_lines == g.usage_lines
         assert g.quick(clock.monotonic_us()) == pytest.approx(
-            max(g.policy.poll.min_interval_s, (WALKER_LINE - 200 * MiB) / (4 << 30))
+            max(g.policy.poll.min_interval_s, (WALKER_LINE - 200 * MiB) / FLOOR)
         )
     finally:
         waiter.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fixtures.builder import FakeRoot
+from fixtures.builder import FakeRoot, set_meminfo_kb
 from support.clock import FakeClock
 from support.fakekill import RecordingKiller
 from support.sinks import MemorySink
@@ -51,12 +51,7 @@ def build(tmp_path: Path, hog_headroom_pct: float = 8, available_pct: float = 50
 
 
 def set_available(root: Path, pct: float) -> None:
-    meminfo = root / "proc/meminfo"
-    new = f"MemAvailable:   {int(64 * GiB_KB * pct / 100):>8} kB"
-    meminfo.write_text(
-        "\n".join(new if x.startswith("MemAvailable:") else x for x in meminfo.read_text().splitlines())
-        + "\n"
-    )
+    set_meminfo_kb(root, "MemAvailable", int(64 * GiB_KB * pct / 100))
 
 
 def engine_for(root: Path, text: str = POLICY) -> tuple[Engine, RecordingKiller, MemorySink, FakeClock]:

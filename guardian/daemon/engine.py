@@ -35,20 +35,33 @@ from guardian.daemon.wakeups import Armed, PsiKey, UsageLine, Wake, WakePlan, pl
 from guardian.errors import GuardianError
 from guardian.history import Histories, process_usage
 from guardian.host import Host, cgroup_ancestors
-from guardian.kinds import KillAction, NotDone, OutcomeResult
+from guardian.kinds import KillAction, Level, NotDone, OutcomeResult
 from guardian.loaded import Loaded
-from guardian.policy import KILL, Assessment, PolicyState, Trigger, assess, recheck
+from guardian.pace import MEMORY, SWAP, bounded_wait, machine_seconds
+from guardian.policy import (
+    KILL,
+    TERM,
+    Assessment,
+    PolicyState,
+    Trigger,
+    assess,
+    bounded,
+    machine_lines,
+    next_look,
+    recheck,
+)
 from guardian.ranking import Ranked, Ranking
 from guardian.report import PRIORITY_NOTICE, PRIORITY_WARNING, Reporter
 from guardian.sample import Sample
 from guardian.selection import busy_with
-from guardian.sources.meminfo import quick_available
+from guardian.sources.meminfo import quick_field
 from guardian.text import shown
 
 SETTLE_S = 1.0  # after a victim died, KILL-level triggers wait this long for memory to show it
 RESCAN_S = 30.0  # how often the rules' subtrees are rescanned for new cgroups
 PSI_HOLD_S = 5.0  # after a PSI trigger fires, read that source every tick for this long
 CALM_MAX_S = 60.0  # a full tick runs at least this often, however calm
+HELD_LOOK_S = 1.0  # while a low-memory condition holds in a scope that cannot act, look this often
 HISTORY_STEP_S = 2.0  # the usage history is recorded at most this often (full ticks only)
 HISTORY_IDLE_S = 10.0  # and, while a scorer uses it, at least this often however calm
 WARM = 0.5  # a watched cgroup past this share of its limit has its processes recorded too
@@ -101,12 +114,14 @@ class Cooldown:
 @dataclass(frozen=True)
 class Calm:
     """What a full tick that found nothing to do leaves for the idle fast path: the MemAvailable
-    line below which a full tick must run, the memory.current lines of watched cgroups with a
-    limit (cgroup2, where no kernel event reports usage), and when a full tick is due anyway."""
+    and SwapFree lines at which the machine's memory condition holds (both must be reached),
+    the memory.current lines of watched cgroups with a limit (cgroup2, where no kernel event
+    reports usage), and when a full tick is due anyway."""
 
     mem_line_bytes: Optional[int]  # None: the machine rule does not watch memory
     until_us: int
     usage_lines: tuple[UsageLine, ...] = ()
+    swap_line_bytes: Optional[int] = None  # None: memory alone decides (no swap, or not judged)
 
 
 def _nested(a: Optional[str], b: Optional[str]) -> bool:
@@ -233,7 +248,7 @@ class Engine:
         for trigger in self._actionable(assessment, now_us):
             result.started.append(self._start(sample, trigger))
         self.calm = self._calm(sample, assessment, now_us)
-        result.interval_s = self._interval(assessment, now_us)
+        result.interval_s = self._interval(sample, assessment, now_us)
         return result
 
     @property
@@ -259,10 +274,27 @@ class Engine:
             except GuardianError:
                 continue  # gone or unreadable: the next full tick reports what matters
 
-    def _interval(self, assessment: Assessment, now_us: int) -> float:
+    def _interval(self, sample: Sample, assessment: Assessment, now_us: int) -> float:
+        """When to look again. A crossed memory or headroom line that can be acted on is looked
+        at again at once (assess); one whose scope cannot act (a kill in flight, a cooldown)
+        needs a look only when its KILL line could be reached, when the kill or the cooldown
+        is due, and at least every HELD_LOOK_S: polling it every few milliseconds through a
+        victim's grace period would cost a CPU what acting on the next scope pays for."""
         interval = assessment.interval_s
+        lows = [t for t in assessment.triggers if t.condition in ("memory", "headroom")]
+        pending = [t for t in self._actionable(assessment, now_us) if t.condition in ("memory", "headroom")]
+        if lows and not pending:
+            held: dict[Optional[str], Level] = {}
+            for t in lows:  # a scope held at TERM by any rule watches its KILL line
+                held[t.scope] = TERM if TERM in (held.get(t.scope), t.level) else KILL
+            look = next_look(sample, self.policy, self.state, now_us, self.watched, held)
+            interval = bounded(min(look, HELD_LOOK_S), assessment.triggers, self.state, now_us)
         for flight in self.flights.values():
             interval = min(interval, max(0.0, (flight.kill.next_look_us(now_us) - now_us) / 1e6))
+        for c in self.cooldowns:  # a cooldown's end, and the KILL level's settling
+            for at_us in (c.until_us, c.since_us + int(SETTLE_S * 1e6)):
+                if at_us > now_us:
+                    interval = min(interval, (at_us - now_us) / 1e6)
         return max(interval, 0.0)
 
     def _calm(self, sample: Sample, assessment: Assessment, now_us: int) -> Optional[Calm]:
@@ -274,16 +306,12 @@ class Engine:
             return None
         if state.psi_polled_us == now_us:
             return None
-        rule = self.policy.machine
-        line: Optional[int] = None
-        amount = rule.mem_available.term or rule.mem_available.kill
-        if rule.enabled and amount is not None:
-            total = sample.meminfo.total_bytes  # read by this tick already
-            line = amount.resolve(total) + int(total * self.policy.hysteresis_pct / 100)
+        # the lines themselves: no condition holds, so none is on and none has hysteresis
+        line, swap_line = machine_lines(sample, self.policy)
         until = min((self._scanned_us or now_us) + int(RESCAN_S * 1e6), now_us + int(CALM_MAX_S * 1e6))
         if self.keeps_history:
             until = min(until, (self.history.cgroups.recorded_us or now_us) + int(HISTORY_IDLE_S * 1e6))
-        return Calm(line, until, self.usage_lines)
+        return Calm(line, until, self.usage_lines, swap_line)
 
     def quick(self, now_us: int) -> Optional[float]:
         """The idle fast path: with the machine calm at the last full tick, one read of
@@ -296,15 +324,28 @@ class Engine:
         if calm is None or now_us >= calm.until_us:
             return None
         poll = self.policy.poll
-        gaps = []
+        pace = self.state.pace
+        waits = []
         if calm.mem_line_bytes is not None:
             try:
-                available = quick_available(self.host.read_hot(self.host.meminfo_path(), "meminfo"))
+                text = self.host.read_hot(self.host.meminfo_path(), "meminfo")
             except (GuardianError, OSError):
                 return None  # a full tick reads it properly and reports what is wrong
-            if available is None or available <= calm.mem_line_bytes:
+            available = quick_field(text, "MemAvailable")
+            swap_free = None if calm.swap_line_bytes is None else quick_field(text, "SwapFree")
+            if available is None or (calm.swap_line_bytes is not None and swap_free is None):
                 return None
-            gaps.append(available - calm.mem_line_bytes)
+            pace.read(MEMORY, now_us, available)
+            swap_gap = None
+            if swap_free is not None and calm.swap_line_bytes is not None:
+                pace.read(SWAP, now_us, swap_free)
+                swap_gap = swap_free - calm.swap_line_bytes
+            memory_gap = available - calm.mem_line_bytes
+            if memory_gap <= 0 and (swap_gap is None or swap_gap <= 0):
+                return None  # the condition holds: a full tick decides
+            waits.append(
+                machine_seconds(pace, now_us, poll.fill_rate_bytes_per_s, memory_gap, swap_gap) or 0.0
+            )
         for usage in calm.usage_lines:
             try:
                 current = int(self.host.read_hot(usage.path, "cgroup2").strip())
@@ -312,11 +353,11 @@ class Engine:
                 return None  # gone or unreadable: a full tick sorts it out
             if current >= usage.line_bytes:
                 return None
-            gaps.append(usage.line_bytes - current)
-        if not gaps:
-            return poll.max_interval_s
-        seconds = min(gaps) / poll.fill_rate_bytes_per_s
-        return max(poll.min_interval_s, min(poll.max_interval_s, seconds))
+            pace.read(usage.cgroup, now_us, usage.max_bytes - current)
+            waits.append(
+                pace.seconds(usage.cgroup, usage.line_bytes - current, now_us, poll.fill_rate_bytes_per_s)
+            )
+        return bounded_wait(waits, poll.min_interval_s, poll.max_interval_s)
 
     # --- deciding whom to act on ---------------------------------------------------------------
 

@@ -7,6 +7,11 @@ whichever comes first:
 * PSI triggers on /proc/pressure/memory and on watched cgroups' memory.pressure (a 2 s window:
   the finest an opener without CAP_SYS_RESOURCE may ask for), falling back to polling where the
   kernel refuses;
+* a wake-up trigger on the same files, whatever the policy's PSI conditions: 100 ms of "some"
+  stall within 2 s (WAKE_STALL_PCT). Between two looks the interval trusts the speed at which
+  memory was measured filling (pace.py); a burst faster than planned for needs direct reclaim,
+  and reclaim is a memory stall: this trigger brings the next look forward. Nothing is polled
+  for it where the kernel refuses it;
 * memory.events of watched cgroup2 groups (kernfs wakes pollers with POLLPRI on every change);
 * on the v1 memory controller, a usage threshold registered through cgroup.event_control at the
   TERM headroom line of each watched group: an eventfd the kernel signals the moment usage
@@ -38,6 +43,8 @@ from guardian.sample import Sample
 from guardian.sources.psi import PsiTrigger, TriggerRefused, TriggerSpec
 
 PSI_WINDOW_US = 2_000_000
+WAKE_STALL_PCT = 5.0  # the wake-up trigger: 100 ms of "some" stall within the 2 s window
+WAKE = "wake"  # the label of the wake-up triggers' keys: no rule is called that (config.py)
 PsiKey = tuple[str, Optional[str]]  # (rule label or "machine", cgroup path or None)
 
 
@@ -47,16 +54,18 @@ class PsiSource:
     kind: PsiKind
     stall_pct: float
     key: PsiKey
+    wake_only: bool = False  # a wake-up, not a condition: never polled, covers nothing
 
 
 @dataclass(frozen=True)
 class UsageLine:
     """A cgroup2 group's memory.current file and the usage at which a full look must run
-    (cgroup2 has no usage event: the idle fast path reads it)."""
+    (cgroup2 has no usage event: the idle fast path reads it), with its limit."""
 
     path: str
     line_bytes: int
     cgroup: str
+    max_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,13 +143,12 @@ def plan(host: Host, policy: Policy, watched: Sequence[str], sample: Sample) -> 
     usage_lines: list[UsageLine] = []
     needs: dict[str, frozenset[str]] = {}
     covered: dict[str, frozenset[str]] = {}
+    machine_pressure = host.pressure_path("memory")
     if policy.machine.enabled and policy.machine.psi is not None:
         machine_psi = policy.machine.psi
-        psi.append(
-            PsiSource(
-                host.pressure_path("memory"), machine_psi.kind, machine_psi.stall_pct, ("machine", None)
-            )
-        )
+        psi.append(PsiSource(machine_pressure, machine_psi.kind, machine_psi.stall_pct, ("machine", None)))
+    if policy.machine.enabled and policy.machine.mem_available.enabled:
+        psi.append(PsiSource(machine_pressure, "some", WAKE_STALL_PCT, (WAKE, None), wake_only=True))
     layout = host.cgroup_layout()
     for path in watched:
         rules = [r for r in policy.cgroups if r.matches(path)]
@@ -177,10 +185,13 @@ def plan(host: Host, policy: Policy, watched: Sequence[str], sample: Sample) -> 
             elif line >= 0:
                 with contextlib.suppress(Unavailable):
                     limit = sample.cgroup(path).memory.max_bytes or 0
-                    hysteresis = int(limit * policy.hysteresis_pct / 100)
-                    current = f"{host.cgroup_v2_dir(path)}/memory.current"
-                    usage_lines.append(UsageLine(current, line - hysteresis, path))
+                    v2 = host.cgroup_v2_dir(path)
+                    usage_lines.append(UsageLine(f"{v2}/memory.current", line, path, limit))
                     free.add("headroom")
+                    if os.path.exists(f"{v2}/memory.pressure"):
+                        psi.append(
+                            PsiSource(f"{v2}/memory.pressure", "some", WAKE_STALL_PCT, (WAKE, path), True)
+                        )
         needs[path] = frozenset(need)
         covered[path] = frozenset(free)
     return WakePlan(
@@ -234,17 +245,21 @@ class Waiter:
         armed: set[PsiKey] = set()
         for source in wake_plan.psi:
             if not wake_plan.writes:
-                modes[source.path] = "polling: nothing is written under --root"
+                if not source.wake_only:
+                    modes[source.path] = "polling: nothing is written under --root"
                 continue
             stall_us = max(1, min(PSI_WINDOW_US, int(PSI_WINDOW_US * source.stall_pct / 100)))
             try:
                 trigger = PsiTrigger(source.path, TriggerSpec(source.kind, stall_us, PSI_WINDOW_US))
             except TriggerRefused as exc:
-                modes[source.path] = f"polling: {exc.reason}"
+                if not source.wake_only:
+                    modes[source.path] = f"polling: {exc.reason}"
                 continue
-            modes[source.path] = "trigger"
             self._add(trigger.fd, select.POLLPRI, "psi")
             self.triggers[trigger.fd] = (trigger, source.key)
+            if source.wake_only:
+                continue
+            modes[source.path] = "trigger"
             armed.add(source.key)
             if source.key[1] is not None:
                 covered.setdefault(source.key[1], set()).add("psi")

@@ -82,17 +82,22 @@ def parse_meminfo(text: str) -> MemInfo:
     )
 
 
-def quick_available(text: str) -> Optional[int]:
-    """MemAvailable in bytes by two find() calls, for the daemon's idle fast path; None when the
-    line is missing (old kernels: the full parse estimates it)."""
-    start = text.find("MemAvailable:")
-    if start < 0:
-        return None
+def quick_field(text: str, name: str) -> Optional[int]:
+    """One kB line of meminfo in bytes ("MemAvailable", "SwapFree") by two find() calls, for the
+    daemon's idle fast path; None when the line is missing (old kernels: the full parse
+    estimates MemAvailable)."""
+    key = f"{name}:"
+    if text.startswith(key):
+        start = 0
+    else:
+        start = text.find(f"\n{key}") + 1
+        if start == 0:
+            return None
     end = text.find(" kB", start)
     if end < 0:
         return None
     try:
-        return parse_int(text[start + 13 : end].strip()) * 1024
+        return parse_int(text[start + len(name) + 1 : end].strip()) * 1024
     except ValueError:
         return None
 

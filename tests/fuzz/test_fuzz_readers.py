@@ -43,7 +43,7 @@ from guardian.sources.cgroups import (
     parse_memory_value,
     parse_oom_control,
 )
-from guardian.sources.meminfo import parse_meminfo, parse_meminfo_fields, parse_zram_mm_stat, quick_available
+from guardian.sources.meminfo import parse_meminfo, parse_meminfo_fields, parse_zram_mm_stat, quick_field
 from guardian.sources.processes import (
     parse_cmdline,
     parse_oom_score,
@@ -116,7 +116,7 @@ PARSERS: dict[str, tuple[Callable[[str], object], tuple[type[Exception], ...]]] 
     "cgroup_ancestors": (_check_ancestors, ()),
     "parse_meminfo": (parse_meminfo, (ParseError,)),
     "parse_meminfo_fields": (parse_meminfo_fields, (ParseError,)),
-    "quick_available": (quick_available, ()),
+    "quick_field": (lambda t: (quick_field(t, "MemAvailable"), quick_field(t, "SwapFree")), ()),
     "parse_zram_mm_stat": (lambda t: parse_zram_mm_stat("zram0", t[:9], t[9:]), (ParseError,)),
     "parse_flat_keyed": (lambda t: parse_flat_keyed(t, "fuzz"), (ParseError,)),
     "parse_flat_keyed lenient": (lambda t: parse_flat_keyed(t, "fuzz", strict=False), ()),
@@ -164,7 +164,7 @@ def _fixture_texts() -> dict[str, list[str]]:
         add("parse_mountinfo", base / "proc/self/mountinfo")
         add("parse_meminfo", base / "proc/meminfo")
         add("parse_meminfo_fields", base / "proc/meminfo")
-        add("quick_available", base / "proc/meminfo")
+        add("quick_field", base / "proc/meminfo")
         add("parse_vmstat", base / "proc/vmstat")
         add("parse_flat_keyed", base / "proc/vmstat")
         add("parse_pressure", base / "proc/pressure/memory")
