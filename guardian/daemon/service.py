@@ -182,6 +182,7 @@ class Service:
         gc.collect()
         gc.freeze()
         count = 0
+        full = 0  # passes that ran a full tick (the others took the fast path)
         failures = 0  # full ticks in a row that raised
         try:
             while not self.stop and (ticks is None or count < ticks):
@@ -196,6 +197,7 @@ class Service:
                     self.rearm()
                 interval = engine.quick(engine.clock.monotonic_us())
                 if interval is None:
+                    full += 1
                     try:
                         result = engine.tick()
                     except Exception as exc:  # isolated, reported, bounded: see _tick_failed
@@ -227,5 +229,6 @@ class Service:
             for s, h in previous.items():
                 signal.signal(s, h)
             self.notifier.send(STOPPING="1")
-            engine.reporter.lifecycle("stopped", kills=engine.kills)
+            # what the loop cost, in looks: every pass, and those that were full ticks
+            engine.reporter.lifecycle("stopped", kills=engine.kills, looks=count, full_looks=full)
         return 0
