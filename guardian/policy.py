@@ -250,7 +250,7 @@ def _cgroup_triggers(
             group = sample.cgroup(path)
             if rule.headroom.enabled:
                 try:
-                    memory = group.memory
+                    memory = group.usage
                 except Unavailable:
                     memory = None
                 if memory is not None and memory.headroom_bytes is not None and memory.max_bytes:
@@ -292,7 +292,7 @@ def _cgroup_triggers(
             if rule.events is not None:
                 seen_events.add(path)
                 try:
-                    counters: Optional[Mapping[str, int]] = group.memory.events
+                    counters: Optional[Mapping[str, int]] = group.events
                 except Unavailable:
                     counters = None
                 trig = _events(counters, rule.events.limits(), state, path, now_us)
@@ -393,7 +393,7 @@ def next_look(
             if not cg_rule.headroom.enabled or not cg_rule.matches(path):
                 continue
             try:
-                memory = sample.cgroup(path).memory
+                memory = sample.cgroup(path).usage
             except Unavailable:
                 continue
             if memory.headroom_bytes is None or not memory.max_bytes:

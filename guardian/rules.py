@@ -86,6 +86,9 @@ def _utf8(text: str) -> bytes:
     return data[:MAX_MATCH_BYTES]
 
 
+FULLMATCH_KEPT = 4096  # answers a Pattern remembers (about a megabyte at most)
+
+
 class Pattern:
     """A regular expression in RE2 syntax, compiled once; read-only.
 
@@ -93,9 +96,11 @@ class Pattern:
     ``MAX_MATCH_BYTES`` of it are read).
     """
 
-    __slots__ = ("_regexp", "pattern")
+    __slots__ = ("_full", "_regexp", "pattern")
     pattern: str
     _regexp: Any  # re2's compiled expression (the binding is untyped)
+    # fullmatch answers by text: the daemon asks about the same cgroup paths on every look
+    _full: dict[str, bool]
 
     def __init__(self, pattern: str) -> None:
         try:
@@ -114,6 +119,7 @@ class Pattern:
             )
         object.__setattr__(self, "pattern", pattern)
         object.__setattr__(self, "_regexp", regexp)
+        object.__setattr__(self, "_full", {})
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"a Pattern is read-only; cannot set {name}")
@@ -126,8 +132,14 @@ class Pattern:
         return self._regexp.search(_utf8(text)) is not None
 
     def fullmatch(self, text: str) -> bool:
-        """Whether the pattern matches the whole of ``text``."""
-        return self._regexp.fullmatch(_utf8(text)) is not None
+        """Whether the pattern matches the whole of ``text`` (remembered for the last
+        FULLMATCH_KEPT texts asked about)."""
+        known = self._full.get(text)
+        if known is None:
+            if len(self._full) >= FULLMATCH_KEPT:
+                self._full.clear()
+            known = self._full[text] = self._regexp.fullmatch(_utf8(text)) is not None
+        return known
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Pattern) and other.pattern == self.pattern

@@ -89,6 +89,31 @@ class CgroupSample(_Lazy):
     def memory(self) -> CgroupMemory:
         return self._get(self._key("memory"), lambda: cg.read_cgroup_memory(self._host, self.path))
 
+    def _read_memory(self) -> Optional[CgroupMemory]:
+        """The whole memory state when it was read already (or None): what the lighter views
+        below give then, without reading again."""
+        memory = self._memo.get(self._key("memory"))
+        return memory if isinstance(memory, CgroupMemory) else None
+
+    @property
+    def usage(self) -> CgroupMemory:
+        """memory.current and memory.max alone (the rest of the record left empty): what a
+        headroom needs. Everything, where ``memory`` was read already."""
+        memory = self._read_memory()
+        if memory is not None:
+            return memory
+        return self._get(self._key("usage"), lambda: cg.read_cgroup_usage(self._host, self.path))
+
+    @property
+    def events(self) -> Mapping[str, int]:
+        """The memory event counters alone (memory.events, or the v1 counters)."""
+        memory = self._read_memory()
+        if memory is not None:
+            return memory.events
+        return self._get(
+            self._key("memory.events"), lambda: frozen_mapping(cg.read_cgroup_events(self._host, self.path))
+        )
+
     @property
     def pressure(self) -> Pressure:
         return self._get(self._key("memory.pressure"), lambda: read_cgroup_pressure(self._host, self.path))

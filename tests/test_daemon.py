@@ -595,3 +595,37 @@ def test_a_dry_run_keeps_its_cooldown_at_the_kill_level(tmp_path: Path) -> None:
     clock.advance(1.0)
     assert victim_comm(g.tick()) is not None  # the cooldown is over: decided again
     assert len([e for e in sink.events if e["MESSAGE_ID"] == MSG_DRY_RUN]) == 2
+
+
+def test_a_watched_group_costs_the_files_its_conditions_need(tmp_path: Path) -> None:
+    """A tick judging a group's headroom and events reads memory.current, memory.max and
+    memory.events: not the nine files of its whole memory state, for every watched service on
+    every look (most of a full look's CPU in the VM's profile before)."""
+    from guardian.policy import PolicyState, assess
+    from guardian.sample import Sample
+
+    root = walker_root(tmp_path, current_mib=100)
+    policy = parse_policy(
+        "[machine]\nenabled = false\n[[cgroup]]\nmatch = 'system.slice/*.service'\n"
+        "min_headroom = { term = '10%', kill = '4%' }\nevents = { oom_per_s = 0 }\n",
+        "p.toml",
+    )
+    sample = Sample(Host(root), 1_000_000)
+    assess(sample, policy, PolicyState(), 1_000_000, ["/system.slice/walker.service"])
+    assert sample.reads == [
+        "cgroup:/system.slice/walker.service:usage",
+        "cgroup:/system.slice/walker.service:memory.events",
+    ]
+    group = sample.cgroup("/system.slice/walker.service")
+    assert (group.usage.current_bytes, group.usage.max_bytes) == (100 * MiB, 250 * MiB)
+    assert group.memory.high_bytes is None and group.usage is group.memory  # read whole once asked
+
+
+def test_a_pattern_remembers_its_answers_within_a_bound() -> None:
+    from guardian.rules import FULLMATCH_KEPT, Pattern
+
+    pattern = Pattern("system\\.slice/[^/]*\\.service")
+    for i in range(FULLMATCH_KEPT + 10):
+        assert pattern.fullmatch(f"system.slice/s{i}.service")
+        assert not pattern.fullmatch(f"user.slice/s{i}.service")
+    assert len(pattern._full) <= FULLMATCH_KEPT

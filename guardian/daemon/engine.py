@@ -193,7 +193,7 @@ class Engine:
         signature = []
         for path in matched:
             try:
-                signature.append((path, sample.cgroup(path).memory.max_bytes))
+                signature.append((path, sample.cgroup(path).usage.max_bytes))
             except GuardianError:
                 signature.append((path, None))
         changed = signature != self._signature
@@ -268,7 +268,7 @@ class Engine:
         self.history.cgroups.record(now_us, usage, unreadable)
         for path in self.watched:
             try:
-                memory = sample.cgroup(path).memory
+                memory = sample.cgroup(path).usage
                 if memory.max_bytes and (memory.current_bytes or 0) >= WARM * memory.max_bytes:
                     self.history.record_processes(now_us, sample.processes_in(path))
             except GuardianError:

@@ -105,7 +105,7 @@ class Wake:
 def headroom_usage_line(sample: Sample, path: str, rules: Sequence[CgroupRule]) -> Optional[int]:
     """The usage (bytes) at which the widest headroom line of ``rules`` is crossed in the cgroup,
     or None when it has no limit. Raises Unavailable where its memory cannot be read."""
-    memory = sample.cgroup(path).memory
+    memory = sample.cgroup(path).usage
     lines = [r.headroom.term or r.headroom.kill for r in rules if r.headroom.enabled]
     amounts = [line for line in lines if line is not None]
     if not amounts or not memory.max_bytes:
@@ -184,7 +184,7 @@ def plan(host: Host, policy: Policy, watched: Sequence[str], sample: Sample) -> 
                     thresholds.append((host.cgroup_v1_memory_dir(path), line, path))
             elif line >= 0:
                 with contextlib.suppress(Unavailable):
-                    limit = sample.cgroup(path).memory.max_bytes or 0
+                    limit = sample.cgroup(path).usage.max_bytes or 0
                     v2 = host.cgroup_v2_dir(path)
                     usage_lines.append(UsageLine(f"{v2}/memory.current", line, path, limit))
                     free.add("headroom")

@@ -236,6 +236,33 @@ def read_cgroup_memory(host: Host, cgroup: str) -> CgroupMemory:
     raise Unavailable("memory cgroup", "no hierarchy has the memory controller")
 
 
+def read_cgroup_usage(host: Host, cgroup: str) -> CgroupMemory:
+    """memory.current and memory.max alone (v1: usage and limit), the two files a headroom
+    needs, in a CgroupMemory whose other fields are left empty: a tick that judges a watched
+    group's headroom reads two files, not the nine read_cgroup_memory() reads."""
+    controller = host.cgroup_layout().memory_controller
+    if controller == "v2":
+        current = read_v2_value(host, cgroup, "memory.current")
+        max_bytes = _if_present(lambda: read_v2_value(host, cgroup, "memory.max"), None)
+        return CgroupMemory(source="v2", current_bytes=current, max_bytes=max_bytes)
+    if controller == "v1":
+        usage = read_v1_value(host, cgroup, "memory.usage_in_bytes")
+        limit = read_v1_value(host, cgroup, "memory.limit_in_bytes")
+        return CgroupMemory(source="v1", current_bytes=usage, max_bytes=limit)
+    raise Unavailable("memory cgroup", "no hierarchy has the memory controller")
+
+
+def read_cgroup_events(host: Host, cgroup: str) -> dict[str, int]:
+    """The memory event counters alone: memory.events ({} where it is missing), or the v1
+    counters under their v2 names, as read_cgroup_memory() gives them."""
+    controller = host.cgroup_layout().memory_controller
+    if controller == "v2":
+        return _if_present(lambda: read_v2_keyed(host, cgroup, "memory.events"), {})
+    if controller == "v1":
+        return dict(read_v1_memory(host, cgroup).events)
+    raise Unavailable("memory cgroup", "no hierarchy has the memory controller")
+
+
 def read_cgroup_current(host: Host, cgroup: str) -> Optional[int]:
     """The group's memory use alone (memory.current, or v1 memory.usage_in_bytes): the one file
     the usage history needs per group, without the other files read_cgroup_memory() reads."""
