@@ -176,6 +176,25 @@ PY
     echo "/usr/local/bin/e2e-hog $1 ${2:-0} ${3:-}"
 }
 
+# swap_on_zram MIB: MIB MiB of swap on /dev/zram0 (the kernel's zram module with its default
+# compressor; the guest has no other swap). Call it before start_daemon, so that whichever daemon
+# runs sees the swap from its start. What was set up goes to results/swap-setup.txt; returns
+# non-zero when the kernel cannot do it.
+swap_on_zram() {
+    modprobe zram num_devices=1 || return 1
+    wait_until 10 test -w /sys/block/zram0/disksize || return 1
+    echo "$1M" >/sys/block/zram0/disksize || return 1
+    mkswap /dev/zram0 >/dev/null || return 1
+    swapon /dev/zram0 || return 1
+    {
+        echo "comp_algorithm: $(cat /sys/block/zram0/comp_algorithm)"
+        zramctl
+        swapon --show
+        grep -E '^(MemTotal|MemAvailable|SwapTotal|SwapFree):' /proc/meminfo
+    } >"$E2E_RESULTS/swap-setup.txt" 2>&1
+    e2e_log "swap: $1 MiB on /dev/zram0 ($(swapon --show=NAME,SIZE --noheadings))"
+}
+
 # start_bystander UNIT MIB [systemd-run options...]: a service that takes MIB MiB and keeps it;
 # returns once it holds them.
 start_bystander() {
@@ -187,26 +206,27 @@ start_bystander() {
 }
 
 # sample_memory OUT SNAPSHOT PCT CGROUP...: until killed, every 0.5 s a line to OUT: the uptime,
-# MemAvailable (KiB) and each CGROUP's memory.current (bytes; "-" while it has none; CGROUP is
-# relative to /sys/fs/cgroup). The first time MemAvailable is at or below PCT % of MemTotal, one
+# MemAvailable and SwapFree (KiB) and each CGROUP's memory.current (bytes; "-" while it has none;
+# CGROUP is relative to /sys/fs/cgroup). The first time MemAvailable is at or below PCT % of MemTotal, one
 # line per process to SNAPSHOT: oom_score, pid, cgroup, comm (who is largest just before a line).
 # Shell builtins only, but for sleep, so it keeps up under pressure. Run it in the background
 # (sample_memory ... & sampler=$!) and kill "$sampler" at the end.
 sample_memory() {
-    local out=$1 snapshot=$2 pct=$3 key value total=0 avail=0 up line cg cur taken=0 p score comm cgroup
+    local out=$1 snapshot=$2 pct=$3 key value total=0 avail=0 swapfree=0 up line cg cur taken=0 p score comm cgroup
     shift 3
     while :; do
         while read -r key value _; do
             case $key in
             MemTotal:) total=$value ;;
-            MemAvailable:)
-                avail=$value
+            MemAvailable:) avail=$value ;;
+            SwapFree:)
+                swapfree=$value
                 break
                 ;;
             esac
         done </proc/meminfo
         read -r up _ </proc/uptime
-        line="$up $avail"
+        line="$up $avail $swapfree"
         for cg in "$@"; do
             { read -r cur <"/sys/fs/cgroup/$cg/memory.current"; } 2>/dev/null || cur=-
             line+=" $cur"
