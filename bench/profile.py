@@ -15,7 +15,9 @@ What is counted: at each tick py-spy reads guardian's stack; without ``--idle`` 
 sample only when the thread's state is running or runnable (not asleep in poll() or a read that
 waits), so the counts are guardian's busy time, in 1/rate s, and "% of samples" is a share of
 it. Runnable includes waiting for the CPU: a sample innermost in a wait (``Waiter.wait``'s
-poll() line) is guardian woken there but not yet running, not work. ``--idle`` keeps the idle
+poll() line) is guardian inside the system call yet not asleep: woken and not yet back in
+Python, or the kernel's own work for the call (setting up the poll of every fd); no Python
+work, and py-spy cannot tell the two apart. ``--idle`` keeps the idle
 samples too (wall time). ``--nonblocking`` does not stop guardian to read its stack, so a few
 samples may be torn; ``nice -n -20`` lets py-spy take its samples on time against guardian's own
 Nice=-10 (at nice 0 on one vCPU it fell seconds behind and saw guardian mostly asleep).
@@ -162,8 +164,8 @@ def summary(profile: Profile, top: int, window: Optional[Window] = None) -> str:
                 top,
             ),
             table(
-                f"top {top} lines by self samples (a wait such as poll() here is guardian woken or "
-                "preempted there, runnable but not yet running: not work)",
+                f"top {top} lines by self samples (a wait such as poll() here is guardian inside the "
+                "call and not asleep: woken but not yet back in Python, or the kernel's work for it)",
                 profile.self_lines,
                 profile.samples,
                 top,
