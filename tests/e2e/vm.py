@@ -13,6 +13,7 @@ share (mount tag ``e2e``, ``/mnt/e2e`` in the guest) that holds::
     scenario.env       the ``env`` given to run_scenario(), as shell assignments
     run-in-guest.sh    sets E2E_* variables, sources scenario.env, runs scenario/scenario.sh
     guest_timeout_s    how long the guest lets run-in-guest.sh run
+    tools/py-spy       only when profiling (GUARDIAN_E2E_PROFILE): the sampling profiler
     results/           written by the guest
 
 The image's ``guardian-e2e.service`` mounts the share, runs ``run-in-guest.sh`` under a timeout
@@ -30,12 +31,21 @@ Usable from tests and from a benchmark alike (with tests/ on sys.path)::
     failures = scenario.check(result)
 
 By hand: ``python3 tests/e2e/vm.py tests/e2e/scenarios/smoke [RESULTS_DIR]``.
+
+Profiling, for any run: with ``GUARDIAN_E2E_PROFILE=1`` in the host's environment (or
+``profile="cpu"``), the share also holds py-spy (from PyPI's wheel, fetched once into the cache:
+``py_spy_binary()``), and guest.sh's ``start_daemon`` has it sample guardian's main process
+(running or runnable stacks) into ``results/profile.txt`` (py-spy's raw format: one
+``frame;frame;... count`` line per stack) until ``record_outcome``. ``GUARDIAN_E2E_PROFILE=idle``
+keeps the idle stacks too.
+bench/profile.py runs one scenario that way and prints where the time went.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import os
@@ -43,9 +53,11 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -123,8 +135,6 @@ def read_stamp(path: Path) -> dict[str, str]:
 
 
 def recipe_sha256() -> str:
-    import hashlib
-
     return hashlib.sha256(BUILD_SCRIPT.read_bytes()).hexdigest()
 
 
@@ -158,6 +168,75 @@ def qemu_problem() -> Optional[str]:
             f"{' and '.join(missing)} not installed (build_image.sh installs qemu-system-x86 and qemu-utils)"
         )
     return None
+
+
+# --- the profiler (opt-in) ------------------------------------------------------------------------
+
+PROFILE_ENV = "GUARDIAN_E2E_PROFILE"
+PROFILE_MODES = ("cpu", "idle")  # running or runnable stacks only (py-spy's default), or idle ones too
+# py-spy from PyPI: its manylinux wheel holds one static binary, which runs in the guest as it is.
+PY_SPY_VERSION = "0.4.3"
+PY_SPY_WHEEL = f"py_spy-{PY_SPY_VERSION}-py2.py3-none-manylinux1_x86_64.manylinux_2_5_x86_64.whl"
+PY_SPY_WHEEL_SHA256 = "8a4277225f470d394a85cca0cdd944bef87f0097b6f20150a6dd3ac2e92806b8"
+
+
+def profile_mode(value: Optional[str] = None) -> Optional[str]:
+    """The profiling asked for: value, or else GUARDIAN_E2E_PROFILE from the environment. "1" or
+    "cpu": on-CPU stacks; "idle": idle stacks too; unset, "" or "0": none."""
+    if value is None:
+        value = os.environ.get(PROFILE_ENV, "")
+    value = value.strip().lower()
+    if value in ("", "0"):
+        return None
+    if value == "1":
+        return "cpu"
+    if value not in PROFILE_MODES:
+        raise ValueError(f"{PROFILE_ENV}={value!r}: expected 1, cpu or idle")
+    return value
+
+
+def py_spy_from_wheel(wheel: Path, dest: Path) -> Path:
+    """Check the wheel against the pinned sha256 and extract its py-spy binary to dest."""
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if digest != PY_SPY_WHEEL_SHA256:
+        raise RuntimeError(f"{wheel}: sha256 {digest}, expected {PY_SPY_WHEEL_SHA256}")
+    member = f"py_spy-{PY_SPY_VERSION}.data/scripts/py-spy"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, open(part, "wb") as out:
+        shutil.copyfileobj(src, out)
+    part.chmod(0o755)
+    part.replace(dest)
+    return dest
+
+
+def py_spy_binary(cache: Optional[Path] = None) -> Path:
+    """py-spy for the guest, kept in the cache (``tools/py-spy-VERSION/py-spy``); the first call
+    fetches the pinned wheel with pip from the package registry."""
+    dest = (cache or cache_dir()) / "tools" / f"py-spy-{PY_SPY_VERSION}" / "py-spy"
+    if dest.is_file():
+        return dest
+    with tempfile.TemporaryDirectory(prefix="guardian-e2e-py-spy-") as tmp:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--platform",
+                "manylinux_2_5_x86_64",
+                "-d",
+                tmp,
+                f"py-spy=={PY_SPY_VERSION}",
+            ],
+            check=True,
+            timeout=600,
+        )
+        return py_spy_from_wheel(Path(tmp) / PY_SPY_WHEEL, dest)
 
 
 # --- scenarios ---------------------------------------------------------------------------------
@@ -346,7 +425,11 @@ def pack_repo(dest: Path, root: Path = REPO_ROOT) -> int:
     return len(names)
 
 
-def _run_in_guest_sh(name: str) -> str:
+def _run_in_guest_sh(name: str, profile: Optional[str] = None) -> str:
+    profiler = ""
+    if profile:
+        profiler = "export E2E_PROFILER=/mnt/e2e/tools/py-spy\n"
+        profiler += "export E2E_PROFILER_IDLE=1\n" if profile == "idle" else ""
     return f"""#!/bin/bash
 # Written by tests/e2e/vm.py for one run of scenario {name}.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -357,7 +440,7 @@ export E2E_REPO_TAR=/mnt/e2e/repo.tar
 export E2E_SCENARIO=/mnt/e2e/scenario
 export E2E_RESULTS=/mnt/e2e/results
 export E2E_LIB=/mnt/e2e/lib/guest.sh
-set -a
+{profiler}set -a
 . /mnt/e2e/scenario.env
 set +a
 cd "$E2E_SCENARIO"
@@ -423,6 +506,7 @@ def run_scenario(
     guest_timeout_s: Optional[int] = None,
     image: Optional[Image] = None,
     keep_workdir: bool = False,
+    profile: Optional[str] = None,
 ) -> RunResult:
     """Boot a fresh guest, run ``scenario_dir/scenario.sh`` in it, and return what came back.
 
@@ -431,6 +515,8 @@ def run_scenario(
     for a TCG boot and the collection), so a slow scenario still brings back its journal.
     results_dir receives the guest's results/ plus console.log and qemu.json (the command and how
     it ended); the overlay and the share are removed unless keep_workdir (or GUARDIAN_E2E_KEEP=1).
+    profile ("cpu", "idle"; default: GUARDIAN_E2E_PROFILE, see profile_mode()) has guardian
+    sampled by py-spy in the guest, into results/profile.txt.
     """
     scenario_dir = Path(scenario_dir).resolve()
     if not (scenario_dir / "scenario.sh").is_file():
@@ -440,6 +526,8 @@ def run_scenario(
     if guest_timeout_s is None:
         guest_timeout_s = max(30, timeout_s - 90)
     keep_workdir = keep_workdir or os.environ.get("GUARDIAN_E2E_KEEP") == "1"
+    profile = profile_mode(profile)
+    profiler = py_spy_binary() if profile else None
     bad = [k for k in (env or {}) if not k.isidentifier()]
     if bad:
         raise ValueError(f"env names must be shell identifiers: {bad}")
@@ -469,7 +557,10 @@ def run_scenario(
         (share / "scenario.env").write_text(
             "".join(f"{k}={shlex.quote(str(v))}\n" for k, v in (env or {}).items())
         )
-        (share / "run-in-guest.sh").write_text(_run_in_guest_sh(name))
+        (share / "run-in-guest.sh").write_text(_run_in_guest_sh(name, profile))
+        if profiler is not None:
+            (share / "tools").mkdir()
+            shutil.copy2(profiler, share / "tools" / "py-spy")
         (share / "guest_timeout_s").write_text(f"{guest_timeout_s}\n")
         (share / "results").mkdir()
 
@@ -570,7 +661,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # expect.py imports e2e.checks
     raise SystemExit(main())

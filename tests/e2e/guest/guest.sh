@@ -62,8 +62,8 @@ install_guardian() {
 
 # start_daemon: bring up the run's daemon with its defaults (guardian: installed the README's
 # way, with the shipped policy; systemd-oomd: ManagedOOMMemoryPressure=kill on system.slice and
-# kubepods.slice, where the scenarios' workloads run), then the benchmark's instruments
-# (bench_begin). Every scenario starts with it.
+# kubepods.slice, where the scenarios' workloads run), then the profiler if the host asked for
+# one (start_profiler) and the benchmark's instruments (bench_begin). Every scenario starts with it.
 start_daemon() {
     case $E2E_DAEMON in
     guardian) install_guardian || return 1 ;;
@@ -86,7 +86,63 @@ start_daemon() {
         ;;
     esac
     e2e_log "daemon: $E2E_DAEMON $(systemctl is-active "$(daemon_unit)" 2>/dev/null)"
+    start_profiler
     bench_begin
+}
+
+# start_profiler: when the host asked for a profile (GUARDIAN_E2E_PROFILE: E2E_PROFILER is then
+# the py-spy binary in the share) and the daemon is guardian, py-spy samples guardian's main
+# process in the background, E2E_PROFILER_RATE (20) times a second without pausing it, at nice
+# -20 so that its samples come on time against guardian's Nice=-10, into results/profile.txt
+# (py-spy's raw format: "frame;frame;... count" lines, "function (file:line)" frames); running
+# or runnable stacks only, unless E2E_PROFILER_IDLE=1; until stop_profiler.
+# results/profile-window.txt notes when sampling started and ended (uptime), and py-spy's own
+# CPU time. start_daemon calls it. Under TCG a sample costs py-spy about 3 ms of CPU: at 100/s
+# it took a third of one vCPU.
+E2E_PROFILER_PID=""
+start_profiler() {
+    local pid up idle=() rate=${E2E_PROFILER_RATE:-20}
+    [ -n "${E2E_PROFILER:-}" ] && is_guardian || return 0
+    pid=$(systemctl show -p MainPID --value guardian.service)
+    if [ "${pid:-0}" = 0 ]; then
+        e2e_log "profiler: guardian.service has no main process"
+        return 0
+    fi
+    [ "${E2E_PROFILER_IDLE:-}" != 1 ] || idle=(--idle)
+    nice -n -20 "$E2E_PROFILER" record --pid "$pid" --rate "$rate" --format raw --nonblocking \
+        "${idle[@]}" -o "$E2E_RESULTS/profile.txt" >"$E2E_RESULTS/profile.log" 2>&1 &
+    E2E_PROFILER_PID=$!
+    echo -1000 >"/proc/$E2E_PROFILER_PID/oom_score_adj" 2>/dev/null || true # no daemon's victim
+    read -r up _ </proc/uptime
+    echo "start $up guardian $pid rate $rate ${idle[*]:-on-cpu}" >"$E2E_RESULTS/profile-window.txt"
+    e2e_log "profiler: py-spy (pid $E2E_PROFILER_PID) samples guardian (pid $pid)"
+}
+
+# process_gone PID: PID has exited (a child of this shell stays a zombie until waited for)
+process_gone() {
+    local state
+    { read -r _ _ state _ <"/proc/$1/stat"; } 2>/dev/null || return 0
+    [ "$state" = Z ]
+}
+
+# stop_profiler: stop py-spy by its pid (SIGINT: it then writes profile.txt) and wait for it.
+# bench_finish calls it, so the profile is written before the results are collected.
+stop_profiler() {
+    local pid=$E2E_PROFILER_PID up stat
+    [ -n "$pid" ] || return 0
+    E2E_PROFILER_PID=""
+    read -r up _ </proc/uptime
+    # py-spy's own CPU time: utime and stime, fields 14 and 15 (a zombie still has them)
+    { read -r -a stat <"/proc/$pid/stat"; } 2>/dev/null || stat=()
+    echo "end $up profiler_cpu_ticks $((${stat[13]:-0} + ${stat[14]:-0})) clk_tck $(getconf CLK_TCK)" \
+        >>"$E2E_RESULTS/profile-window.txt"
+    kill -INT "$pid" 2>/dev/null
+    if ! wait_until 60 process_gone "$pid"; then
+        e2e_log "profiler: py-spy did not stop on SIGINT; killed, no profile"
+        kill -KILL "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+    e2e_log "profiler: stopped: $(grep -m1 -E 'Samples:|Error' "$E2E_RESULTS/profile.log" 2>/dev/null)"
 }
 
 # bench_begin: start the instruments (in e2e.slice, outside the scenarios' slices): the latency
@@ -125,6 +181,7 @@ bench_finish() {
     daemon_cpu_ns >"$E2E_RESULTS/daemon-cpu-end.txt"
     e2e_log "latency probe: $(systemctl is-active e2e-probe.service) $(systemctl show -p Result --value e2e-probe.service)"
     systemctl stop e2e-probe.service e2e-watch.service 2>/dev/null
+    stop_profiler
 }
 
 # wait_until SECONDS COMMAND...: run COMMAND every 0.2 s until it succeeds; 1 on timeout.
@@ -176,6 +233,25 @@ PY
     echo "/usr/local/bin/e2e-hog $1 ${2:-0} ${3:-}"
 }
 
+# swap_on_zram MIB: MIB MiB of swap on /dev/zram0 (the kernel's zram module with its default
+# compressor; the guest has no other swap). Call it before start_daemon, so that whichever daemon
+# runs sees the swap from its start. What was set up goes to results/swap-setup.txt; returns
+# non-zero when the kernel cannot do it.
+swap_on_zram() {
+    modprobe zram num_devices=1 || return 1
+    wait_until 10 test -w /sys/block/zram0/disksize || return 1
+    echo "$1M" >/sys/block/zram0/disksize || return 1
+    mkswap /dev/zram0 >/dev/null || return 1
+    swapon /dev/zram0 || return 1
+    {
+        echo "comp_algorithm: $(cat /sys/block/zram0/comp_algorithm)"
+        zramctl
+        swapon --show
+        grep -E '^(MemTotal|MemAvailable|SwapTotal|SwapFree):' /proc/meminfo
+    } >"$E2E_RESULTS/swap-setup.txt" 2>&1
+    e2e_log "swap: $1 MiB on /dev/zram0 ($(swapon --show=NAME,SIZE --noheadings))"
+}
+
 # start_bystander UNIT MIB [systemd-run options...]: a service that takes MIB MiB and keeps it;
 # returns once it holds them.
 start_bystander() {
@@ -187,26 +263,27 @@ start_bystander() {
 }
 
 # sample_memory OUT SNAPSHOT PCT CGROUP...: until killed, every 0.5 s a line to OUT: the uptime,
-# MemAvailable (KiB) and each CGROUP's memory.current (bytes; "-" while it has none; CGROUP is
-# relative to /sys/fs/cgroup). The first time MemAvailable is at or below PCT % of MemTotal, one
+# MemAvailable and SwapFree (KiB) and each CGROUP's memory.current (bytes; "-" while it has none;
+# CGROUP is relative to /sys/fs/cgroup). The first time MemAvailable is at or below PCT % of MemTotal, one
 # line per process to SNAPSHOT: oom_score, pid, cgroup, comm (who is largest just before a line).
 # Shell builtins only, but for sleep, so it keeps up under pressure. Run it in the background
 # (sample_memory ... & sampler=$!) and kill "$sampler" at the end.
 sample_memory() {
-    local out=$1 snapshot=$2 pct=$3 key value total=0 avail=0 up line cg cur taken=0 p score comm cgroup
+    local out=$1 snapshot=$2 pct=$3 key value total=0 avail=0 swapfree=0 up line cg cur taken=0 p score comm cgroup
     shift 3
     while :; do
         while read -r key value _; do
             case $key in
             MemTotal:) total=$value ;;
-            MemAvailable:)
-                avail=$value
+            MemAvailable:) avail=$value ;;
+            SwapFree:)
+                swapfree=$value
                 break
                 ;;
             esac
         done </proc/meminfo
         read -r up _ </proc/uptime
-        line="$up $avail"
+        line="$up $avail $swapfree"
         for cg in "$@"; do
             { read -r cur <"/sys/fs/cgroup/$cg/memory.current"; } 2>/dev/null || cur=-
             line+=" $cur"
