@@ -1,10 +1,18 @@
-"""How ``guardian run`` decides, without importing importlib.metadata (and the email and
-zipfile packages behind it), that no installed package offers a guardian plugin. Structural,
-never timed: bench/startup.py measures the CPU time and the memory a start costs.
+"""What ``guardian run`` has imported by the time it says READY=1, and how it decides that no
+installed package offers a plugin. Structural, never timed: bench/startup.py measures the CPU
+time and the memory a start costs.
+
+A start pays for every module it imports, in CPU and, since the daemon locks its memory, in
+RSS. So ``run`` must not import what only another command (``status``, ``rank --explain``), a
+report it has not written yet (json), or a policy file it was not given (importlib.resources)
+needs; nor importlib.metadata, with the email and zipfile packages behind it, unless the policy
+says ``[plugins] entry_points = true`` and an installed package may declare one.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import zipfile
 from importlib import metadata
@@ -13,6 +21,94 @@ from pathlib import Path
 import pytest
 
 from guardian import plugins
+
+FIXTURE = Path(__file__).parent / "fixtures" / "v2-systemd"
+POLICY = Path(__file__).parent.parent / "etc" / "guardian.toml"
+
+# Runs ``guardian run`` and, instead of sending READY=1, prints every module imported so far
+# and leaves. With ``--no-site-packages``, site-packages is taken off sys.path once guardian's
+# own dependencies are imported: no installed package (the example plugin included) can then
+# declare an entry point, as on a machine without guardian plugins.
+CHILD = """
+import os, sys
+args = sys.argv[1:]
+if args[0] == "--no-site-packages":
+    args = args[1:]
+    import guardian, pluggy, re2
+    sys.path[:] = [p for p in sys.path if not p.endswith(("site-packages", "dist-packages"))]
+import guardian.notify
+
+def send(self, **state):
+    if state.get("READY") == "1":
+        sys.stdout.write("\\n".join(sorted(sys.modules)) + "\\n")
+        sys.stdout.flush()
+        os._exit(0)
+    return True
+
+guardian.notify.Notifier.send = send
+from guardian.cli import main
+sys.exit(main(args))
+"""
+
+# Only other commands, later events or other policies need these.
+NOT_AT_START = (
+    "guardian.explain",
+    "guardian.status",
+    "importlib.metadata",
+    "importlib.resources",
+    "email",
+    "zipfile",
+    "json",
+    "psutil",
+    "systemd",
+)
+
+
+def modules_at_ready(tmp_path: Path, policy: Path, *first: str) -> set[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NOTIFY_SOCKET", "GUARDIAN_LOG_FORMAT", "GUARDIAN_DISABLE_PLUGIN_AUTOLOAD")
+    }
+    argv = [*first, "run", "--dry-run", "--root", str(FIXTURE), "--policy", str(policy)]
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return set(out.stdout.split())
+
+
+def test_run_without_entry_points_imports_only_what_it_needs(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[plugins]\nentry_points = false\n")
+    modules = modules_at_ready(tmp_path, policy)
+    assert "guardian.daemon.service" in modules  # the child did get to READY=1
+    assert sorted(modules.intersection(NOT_AT_START)) == []
+    # a policy that names no size needs no decimal arithmetic
+    assert "decimal" not in modules
+
+
+def test_run_with_the_shipped_policy_and_no_plugin_installed(tmp_path: Path) -> None:
+    """entry_points = true, as shipped, on a machine where no package declares a guardian entry
+    point: importlib.metadata is not imported either."""
+    modules = modules_at_ready(tmp_path, POLICY, "--no-site-packages")
+    assert "guardian.daemon.service" in modules
+    assert sorted(modules.intersection(NOT_AT_START)) == []
+
+
+def test_run_with_the_example_plugin_installed_loads_it(tmp_path: Path) -> None:
+    """Where a package does declare one (this venv has the example plugin), the full scan runs."""
+    if not any(ep.name == "example_swap" for ep in metadata.entry_points(group="guardian")):
+        pytest.skip("the example plugin is not installed (scripts/setup.sh installs it)")
+    modules = modules_at_ready(tmp_path, POLICY)
+    assert {"importlib.metadata", "guardian_example_scorer"} <= modules
+
 
 # --- deciding, without importlib.metadata, that no package declares a guardian entry point -------
 
