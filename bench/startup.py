@@ -8,22 +8,24 @@ RssAnon, VmHWM and VmLck from /proc/PID/status, then stops the child. Each subje
 ``--runs`` times (default 10), the subjects taking turns; the table gives the median and the
 largest of each figure.
 
-    .venv/bin/python bench/startup.py [--runs 10] [--rss-after 0.3] [--earlyoom-at 0.5]
+    .venv/bin/python bench/startup.py [--runs 10] [--guardian PATH] [--rss-after 0.3] [--earlyoom-at 0.5]
         [--earlyoom-cmd "/usr/bin/earlyoom --dryrun -r 0 -m 1 -s 1"] [--only NAME ...]
 
 The subjects:
 
 * ``guardian``: this venv's ``guardian run --dry-run --policy etc/guardian.toml`` from the
   repository root, on this machine (the shipped policy: entry-point plugins on). --dry-run,
-  because a benchmark must not kill anything on the machine it measures.
+  because a benchmark must not kill anything on the machine it measures. ``--guardian`` starts
+  another installed copy instead (``python -m venv DIR && DIR/bin/pip install .`` is what
+  scripts/install.sh does, without the example plugin and the editable install of .venv).
 * ``guardian, no entry points``: the same with a copy of the policy that says
   ``[plugins] entry_points = false`` (no importlib.metadata at start).
 * ``guardian, no mlockall``: the shipped policy again, with CAP_IPC_LOCK dropped from the
   child's capability bounding set and RLIMIT_MEMLOCK 0, so guardian's mlockall fails (it warns
   and runs on): the RSS that locking adds is the difference from ``guardian``. Root only.
-* ``python``: the same interpreter, with the same site-packages (so the same ``site`` work),
-  sending READY=1 itself as soon as it runs (``import os, socket``): the floor an interpreter
-  sets before any of guardian is imported.
+* ``python``: the same interpreter (the ``python`` beside ``--guardian``), with the same
+  site-packages (so the same ``site`` work), sending READY=1 itself as soon as it runs
+  (``import os, socket``): the floor an interpreter sets before any of guardian is imported.
 * ``earlyoom``: Debian's earlyoom, where installed, with --dryrun and thresholds (1 % of
   memory and swap) far below anything this machine reaches, so it never acts. earlyoom has no
   READY=1: its CPU and RSS are read ``--earlyoom-at`` seconds after exec (default 0.5), long
@@ -308,8 +310,7 @@ def table(subjects: list[Subject]) -> list[tuple[str, list[str]]]:
 
 
 def subjects_for(args: argparse.Namespace, scratch: str) -> list[Subject]:
-    venv_bin = Path(sys.executable).parent  # not resolved: that would leave the venv
-    guardian = [str(venv_bin / "guardian"), "run", "--dry-run", "--policy"]
+    guardian = [args.guardian, "run", "--dry-run", "--policy"]
     subjects = [
         Subject("guardian", [*guardian, "etc/guardian.toml"], "notify"),
         Subject("guardian, no entry points", [*guardian, no_entry_points_policy(scratch)], "notify"),
@@ -322,7 +323,8 @@ def subjects_for(args: argparse.Namespace, scratch: str) -> list[Subject]:
         )
     else:
         print("not root: guardian's mlockall fails anyway (no CAP_IPC_LOCK); no 'no mlockall' subject")
-    subjects.append(Subject("python", [sys.executable, "-c", BARE_PYTHON], "notify"))
+    python = str(Path(args.guardian).parent / "python")  # the interpreter of guardian's venv
+    subjects.append(Subject("python", [python, "-c", BARE_PYTHON], "notify"))
     earlyoom = shlex.split(args.earlyoom_cmd)
     if earlyoom:
         if Path(earlyoom[0]).exists() or "/" not in earlyoom[0]:
@@ -335,7 +337,14 @@ def subjects_for(args: argparse.Namespace, scratch: str) -> list[Subject]:
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    venv_guardian = Path(sys.executable).parent / "guardian"  # not resolved: that would leave the venv
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument(
+        "--guardian",
+        default=str(venv_guardian),
+        help="the guardian command to start, in a venv whose python is the bare subject "
+        "(default: this venv's, %(default)s)",
+    )
     parser.add_argument("--runs", type=int, default=10, help="measured runs per subject (default 10)")
     parser.add_argument(
         "--rss-after", type=float, default=0.3, help="seconds from READY=1 to the RSS reading (default 0.3)"
