@@ -256,12 +256,21 @@ def table(daemons: list[Daemon]) -> list[tuple[str, list[str]]]:
     return rows
 
 
-def print_table(daemons: list[Daemon], rows: list[tuple[str, list[str]]]) -> None:
+def print_table(names: list[str], rows: list[tuple[str, list[str]]]) -> None:
+    """One column per name (bench/startup.py prints its table with this too)."""
     label_w = max(len(label) for label, _ in rows)
-    widths = [max(len(d.name), *(len(values[i]) for _, values in rows)) for i, d in enumerate(daemons)]
-    print(f"{'':{label_w}}  " + "  ".join(f"{d.name:>{w}}" for d, w in zip(daemons, widths)))
+    widths = [max(len(name), *(len(values[i]) for _, values in rows)) for i, name in enumerate(names)]
+    print(f"{'':{label_w}}  " + "  ".join(f"{name:>{w}}" for name, w in zip(names, widths)))
     for label, values in rows:
         print(f"{label:{label_w}}  " + "  ".join(f"{v:>{w}}" for v, w in zip(values, widths)))
+
+
+def print_machine() -> None:
+    uname = os.uname()
+    print(f"date:      {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    print(f"kernel:    {uname.sysname} {uname.release} {uname.version} {uname.machine}")
+    print(f"CPUs:      {os.cpu_count()} online, {len(os.sched_getaffinity(0))} usable by this process")
+    print(f"python:    {platform.python_version()} ({sys.executable}); SC_CLK_TCK={CLK_TCK}")
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -311,11 +320,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 f"earlyoom: {earlyoom_cmd[0]} not found (apt-get install earlyoom); measuring guardian alone"
             )
 
-    uname = os.uname()
-    print(f"date:      {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(f"kernel:    {uname.sysname} {uname.release} {uname.version} {uname.machine}")
-    print(f"CPUs:      {os.cpu_count()} online, {len(os.sched_getaffinity(0))} usable by this process")
-    print(f"python:    {platform.python_version()} ({sys.executable}); SC_CLK_TCK={CLK_TCK}")
+    print_machine()
     for d in daemons:
         print(f"{d.name + ':':10} {shlex.join(d.cmd)}  (cwd {ROOT})")
     print(f"settle:    {args.settle:g} s after start (startup cost, e.g. imports, is reported apart)")
@@ -352,7 +357,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         for d in daemons:
             d.stop(args.stop_timeout)
 
-    print_table(daemons, table(daemons))
+    print_table([d.name for d in daemons], table(daemons))
     problems = [d for d in daemons if d.error]
     for d in problems:
         print(f"\n{d.name}: {d.error}")

@@ -13,32 +13,26 @@ Exit codes (documented in README.md, "Exit codes"):
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from guardian import __version__
 from guardian.clock import Clock
 from guardian.config import BUILT_IN, Policy, PolicyError, builtin_policy, load_policy
-from guardian.daemon.engine import Engine
-from guardian.daemon.service import Service
 from guardian.errors import GuardianError, Unavailable
-from guardian.explain import build_rank_report, explain, render_rank
-from guardian.history import Histories
 from guardian.host import Host, cgroup_path
-from guardian.loaded import load, summarize
-from guardian.notify import Notifier
-from guardian.plugins import Plugins, make_plugin_manager
-from guardian.records import StallRate
-from guardian.report import QueuedSink, Reporter, default_sink
-from guardian.sample import Sample
-from guardian.selection import Selector
-from guardian.sources.psi import read_pressure, stall_rate
-from guardian.status import build_status, render_status, with_top
 from guardian.text import shown
+
+if TYPE_CHECKING:
+    from guardian.plugins import Plugins
+    from guardian.records import StallRate
+
+# Each command imports what it alone needs, in its own function: ``run`` must not pay at start
+# for what ``status`` and ``rank`` print (explain, status, json), nor they for the daemon.
+# tests/test_startup.py checks what ``run`` has imported by the time it says READY=1.
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -72,9 +66,39 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _columns() -> int:
+    """``shutil.get_terminal_size().columns``, computed the same way (COLUMNS, else the
+    terminal's width, else 80) without importing shutil."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    stdout = sys.__stdout__
+    if columns <= 0 and stdout is not None:
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns
+        except (ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, unchanged but for where the width comes from. argparse builds a
+    formatter for every argument it adds, and its own imports shutil (and zlib, bz2 and lzma
+    behind it: 1.5 ms of every start and their libraries' pages) to ask for the width."""
+
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: Optional[int] = None
+    ) -> None:
+        if width is None:
+            width = _columns() - 2  # argparse, too, takes 2 off the width shutil gives it
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="guardian",
+        formatter_class=HelpFormatter,
         description="Userspace early-OOM guardian: senses memory pressure, ranks and kills "
         "before the kernel OOM killer does, and explains each decision.",
     )
@@ -84,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser(
         "status",
+        formatter_class=HelpFormatter,
         help="memory, swap, overcommit, PSI and the cgroups closest to trouble",
         description="Show memory and swap, overcommit state, memory PSI (kernel averages and "
         "the live stall rate) and the cgroups closest to their limit or under most pressure.",
@@ -108,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rank = sub.add_parser(
         "rank",
+        formatter_class=HelpFormatter,
         help="rank kill candidates, top first, with each scorer's score",
         description="Rank the processes (or cgroups) guardian could kill in a scope, best victim "
         "first, with each scorer's score and the weighted total.",
@@ -143,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser(
         "check",
+        formatter_class=HelpFormatter,
         help="validate a policy without running it",
         description="Validate a policy file (and that the scorers and plugin settings it names exist) "
         "without running it, and list the plugins that can keep candidates from being killed "
@@ -153,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
+        formatter_class=HelpFormatter,
         help="run the daemon",
         description="Watch memory pressure and kill the worst process or cgroup before the kernel's "
         "OOM killer does, as the policy says. SIGHUP reloads the policy; SIGTERM stops.",
@@ -179,12 +207,16 @@ def load_policy_for(args: argparse.Namespace, host: Host) -> Policy:
 
 
 def plugins_for(policy: Policy, host: Host) -> Plugins:
+    from guardian.plugins import make_plugin_manager
+
     directory = policy.plugins.directory or host.plugin_dir()
     return make_plugin_manager(directory, entry_points=policy.plugins.entry_points)
 
 
 def measure_live_stall(host: Host, clock: Clock, interval_s: float) -> Optional[StallRate]:
     """Two readings of /proc/pressure/memory ``interval_s`` apart; None without PSI."""
+    from guardian.sources.psi import read_pressure, stall_rate
+
     if interval_s <= 0:
         return None
     try:
@@ -213,6 +245,8 @@ def json_text(report: Any) -> str:
     """A report as JSON: no NaN or Infinity (invalid JSON; the reports make their numbers finite,
     this is the last guard) and ASCII only, so it is valid UTF-8 whatever the locale. A lone
     surrogate that skipped shown() would still be escaped as ``\\udcff`` rather than crash."""
+    import json
+
     return json.dumps(_finite(report), indent=2, allow_nan=False) + "\n"
 
 
@@ -229,6 +263,9 @@ def write_out(text: str) -> None:
 
 
 def cmd_status(args: argparse.Namespace, clock: Clock) -> int:
+    from guardian.sample import Sample
+    from guardian.status import build_status, render_status, with_top
+
     host = Host(args.root)
     live = measure_live_stall(host, clock, args.interval)
     report = build_status(Sample(host, clock.monotonic_us()), live)
@@ -256,6 +293,11 @@ def scope_of(host: Host, text: Optional[str]) -> tuple[Optional[str], Optional[s
 
 
 def cmd_rank(args: argparse.Namespace, clock: Clock) -> int:
+    from guardian.explain import build_rank_report, explain, render_rank
+    from guardian.history import Histories
+    from guardian.sample import Sample
+    from guardian.selection import Selector
+
     host = Host(args.root)
     scope, bad_scope = scope_of(host, args.scope)
     if bad_scope is not None:
@@ -286,6 +328,8 @@ def cmd_rank(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def cmd_check(args: argparse.Namespace, clock: Clock) -> int:
+    from guardian.loaded import load, summarize
+
     host = Host(args.root)
     path = args.policy or (host.policy_path() if os.path.exists(host.policy_path()) else None)
     loaded = load(host, path, dry_run=False)
@@ -311,6 +355,12 @@ def cmd_check(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def cmd_run(args: argparse.Namespace, clock: Clock) -> int:
+    from guardian.daemon.engine import Engine
+    from guardian.daemon.service import Service
+    from guardian.loaded import load
+    from guardian.notify import Notifier
+    from guardian.report import QueuedSink, Reporter, default_sink
+
     host = Host(args.root)
     path = args.policy or (host.policy_path() if os.path.exists(host.policy_path()) else None)
     loaded = load(host, path, dry_run=args.dry_run)

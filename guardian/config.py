@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import decimal
 import errno
 import functools
-import importlib.resources
 import math
 import os
 import re
@@ -430,13 +428,16 @@ UNITS_TEXT = (
 )
 _PCT = re.compile(rf"\s*{_NUMBER}\s*%\s*", re.ASCII)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_EXACT = decimal.Context(prec=64, traps=[decimal.InvalidOperation])
 
 
 def _size_bytes(number: str, unit: str) -> int:
     """``number`` (ASCII digits, maybe a fraction) times ``unit``, exactly, rounded down;
     MAX_BYTES + 1 for anything above MAX_BYTES (a float would turn 400 digits into inf)."""
-    amount = _EXACT.multiply(decimal.Decimal(number), decimal.Decimal(_UNITS[unit.upper()]))
+    # decimal (and its C extension) only for a policy that gives a size: not at import
+    import decimal  # noqa: PLC0415
+
+    exact = decimal.Context(prec=64, traps=[decimal.InvalidOperation])
+    amount = exact.multiply(decimal.Decimal(number), decimal.Decimal(_UNITS[unit.upper()]))
     return int(amount) if amount <= MAX_BYTES else MAX_BYTES + 1
 
 
@@ -922,5 +923,9 @@ def builtin_policy() -> Policy:
     """The policy guardian runs without a policy file: the shipped one, read from the package
     (guardian/default_policy.toml, which etc/guardian.toml links to), so that the two cannot
     differ."""
+    # importlib.resources (with tempfile, shutil and random behind it) only when there is no
+    # policy file: not at import, which every start pays (bench/startup.py)
+    import importlib.resources  # noqa: PLC0415
+
     text = importlib.resources.files("guardian").joinpath("default_policy.toml").read_text("utf-8")
     return policy_from_text(text, BUILT_IN)

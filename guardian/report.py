@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import json
 import math
 import os
 import re
@@ -83,6 +82,15 @@ def _json_value(value: Field) -> JsonValue:
     return value
 
 
+def _dumps(value: object) -> str:
+    """``json.dumps(value)``. json is imported on the first line that needs it, not with this
+    module: journald, where guardian runs as a service, needs none, and a start does not pay
+    for it (bench/startup.py)."""
+    import json  # noqa: PLC0415
+
+    return json.dumps(value)
+
+
 _BARE = re.compile(r"[A-Za-z0-9_./:@,+%-]*")
 
 
@@ -90,7 +98,7 @@ def _quoted(value: str) -> str:
     """A field value as one token: bare when it is plainly one, else a JSON string (quotes,
     backslashes, spaces and control characters escaped), so ``GUARDIAN_X=a b GUARDIAN_Y=1``
     can never be read out of a value."""
-    return value if value and _BARE.fullmatch(value) else json.dumps(value)
+    return value if value and _BARE.fullmatch(value) else _dumps(value)
 
 
 # The fields a plain line shows, in this order: what the message does not say and a reader greps
@@ -121,7 +129,7 @@ class StderrSink:
         # "] [GUARDIAN_OUTCOME=..." in it): a reader splits at " [" and finds only guardian's fields
         text = shown(message)
         if "[" in text or "]" in text or text.startswith('"'):
-            text = json.dumps(text)
+            text = _dumps(text)
         stream.write(f"guardian: {text} [{extra}]\n" if extra else f"guardian: {text}\n")
         stream.flush()
 
@@ -157,7 +165,7 @@ class JsonLinesSink:
             "MESSAGE": shown(message),
         }
         event.update((k, _json_value(v)) for k, v in fields.items())
-        stream.write(json.dumps(event) + "\n")
+        stream.write(_dumps(event) + "\n")
         stream.flush()
 
 
@@ -281,7 +289,7 @@ def default_sink(journal_socket: str, log_format: Optional[str] = None) -> Sink:
         raise PolicyError(
             "GUARDIAN_LOG_FORMAT",
             "",
-            f'{json.dumps(log_format)} is no log format: use "json" (JSON lines on stderr), or leave '
+            f'{_dumps(log_format)} is no log format: use "json" (JSON lines on stderr), or leave '
             "it unset or empty (journald where it runs, else plain lines on stderr)",
         )
     if log_format == "json":
