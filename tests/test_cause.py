@@ -483,7 +483,7 @@ def test_the_engine_records_the_processes_of_a_warm_watched_group(tmp_path: Path
     set_current(root, "app", 200)  # 40 % of its limit: not warm, no process is read
     engine.tick()
     assert len(engine.history.processes) == 0
-    clock.advance(3)
+    clock.advance(HISTORY_STEP_S)
     set_current(root, "app", 340)  # 68 %: warm, its processes are recorded
     engine.tick()
     assert len(engine.history.processes) == 2

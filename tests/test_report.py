@@ -355,3 +355,28 @@ def test_every_field_is_documented() -> None:
         named = {f: rf"\b{f}[A-Z]+>" if f.endswith("<") else rf"\b{f}(?![A-Z0-9_])" for f in fields}
         missing = sorted(f for f, pattern in named.items() if not re.search(pattern, text))
         assert missing == [], f"{name} does not name {missing}"
+
+
+def test_journald_gets_each_field_as_one_key_value_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    """JournalSink hands sd_journal_sendv() one "KEY=value" per field (binding's C core)."""
+    import sys
+    import types
+
+    from guardian.report import JournalSink
+
+    sent: list[tuple[str, ...]] = []
+    core = types.ModuleType("systemd._journal")
+    core.sendv = lambda *args: sent.append(args)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "systemd._journal", core)
+    JournalSink().send(
+        "killed pid 1 (a\nb)", {"MESSAGE_ID": MSG_KILL, "GUARDIAN_VICTIM_PID": 1, "GUARDIAN_TOTAL": 712.5}
+    )
+    assert sent == [
+        (
+            "MESSAGE=killed pid 1 (a\\nb)",
+            "SYSLOG_IDENTIFIER=guardian",
+            f"MESSAGE_ID={MSG_KILL}",
+            "GUARDIAN_VICTIM_PID=1",
+            "GUARDIAN_TOTAL=712.5",
+        )
+    ]

@@ -62,7 +62,9 @@ RESCAN_S = 30.0  # how often the rules' subtrees are rescanned for new cgroups
 PSI_HOLD_S = 5.0  # after a PSI trigger fires, read that source every tick for this long
 CALM_MAX_S = 60.0  # a full tick runs at least this often, however calm
 HELD_LOOK_S = 1.0  # while a low-memory condition holds in a scope that cannot act, look this often
-HISTORY_STEP_S = 2.0  # the usage history is recorded at most this often (full ticks only)
+HISTORY_STEP_S = 5.0  # the usage history is recorded at most this often (full ticks only): growth
+# is measured over at least history.RATE_SPAN_S (5 s), which a reading every 5 s keeps between 5
+# and 10 s; walking every cgroup is the costliest part of a full look during an episode
 HISTORY_IDLE_S = 10.0  # and, while a scorer uses it, at least this often however calm
 WARM = 0.5  # a watched cgroup past this share of its limit has its processes recorded too
 REAPED_KEPT = 1024  # dying processes remembered as reaped (each is reaped once)
