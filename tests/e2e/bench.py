@@ -45,6 +45,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -97,25 +98,33 @@ class Outcome:
     failures: list[str]  # the scenario's own checks (guardian runs only)
     wall_s: float
 
-    def row(self) -> list[str]:
+    def remarks(self) -> list[str]:
+        """What the notes column says about this run."""
         if not self.finished:
-            how = "guest hung: killed at the run's time limit" if self.timed_out else "did not finish"
-        else:
-            how = "; ".join(self.notes)
+            return ["guest hung: killed at the run's time limit" if self.timed_out else "did not finish"]
+        return list(self.notes)
+
+    def right_text(self) -> str:
         right = {None: "-", True: "yes", False: "**no**"}[self.right_victim]
         if self.right_victim is not None and self.kills:
             right += f" ({_short(self.kills[0]['cgroup'])}, {self.kills[0]['by']})"
+        return right
+
+    def bystanders_text(self) -> str:
+        lost = self.bystanders_lost
+        return str(len(lost)) + (f" ({', '.join(lost)})" if lost else "")
+
+    def row(self) -> list[str]:
         return [
             self.scenario,
             self.daemon,
             str(self.kernel_oom_kills),
-            right,
-            str(len(self.bystanders_lost))
-            + (f" ({', '.join(self.bystanders_lost)})" if self.bystanders_lost else ""),
+            self.right_text(),
+            self.bystanders_text(),
             "-" if self.s_to_kill is None else f"{self.s_to_kill:.1f}",
             _stall(self.worst_stall_ms),
             "-" if self.daemon_cpu_s is None else f"{self.daemon_cpu_s:.2f}",
-            how,
+            "; ".join(self.remarks()),
         ]
 
 
@@ -353,9 +362,184 @@ HEADER = [
 ]
 
 
+PEERS = ("earlyoom", "nohang", "systemd-oomd")
+NOISE_RUNS = 3  # a cell's worst stalls say how noisy it is from this many runs on
+PROBE_RESOLUTION_MS = 20.0  # the probe keeps no time for an oversleep below this
+DASH, TIMES = "\N{EN DASH}", "\N{MULTIPLICATION SIGN}"
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def _runs(have: int, of: int) -> str:
+    return f"{have} runs" if have == of else f"{have} of {of} runs"
+
+
+def _agreeing(values: Sequence[str]) -> str:
+    """The first run's value, and how many runs gave the same: bold when not all did, then the
+    other values (with how many runs gave each when more than one)."""
+    first, n = values[0], len(values)
+    same = values.count(first)
+    if same == n:
+        return f"{first}, {n}/{n} runs"
+    others = []
+    for value in dict.fromkeys(v for v in values if v != first):
+        count = values.count(value)
+        others.append(value + (f" {TIMES}{count}" if count > 1 else ""))
+    return f"{first}, **{same}/{n} runs**; also {'; '.join(others)}"
+
+
+def _ms(ms: float) -> str:
+    return f"{ms:.0f} ms" if ms < 10_000 else f"{ms / 1000:.0f} s"
+
+
+def _stall_range(low: float, high: float) -> str:
+    if high >= 10_000:  # in seconds, as _stall writes them
+        return f"{'<0.02' if low < PROBE_RESOLUTION_MS else f'{low / 1000:.1f}'}{DASH}{high / 1000:.0f} s"
+    return f"{_stall(low)}{DASH}{_stall(high)}"
+
+
+@dataclasses.dataclass
+class Cell:
+    """Every run of one daemon in one scenario, the first run first: one row of the table."""
+
+    runs: list[Outcome]
+
+    @property
+    def scenario(self) -> str:
+        return self.runs[0].scenario
+
+    @property
+    def daemon(self) -> str:
+        return self.runs[0].daemon
+
+    def stalls(self) -> list[float]:
+        """The runs' worst stalls, those under the probe's resolution counted as at it."""
+        return [max(o.worst_stall_ms, PROBE_RESOLUTION_MS) for o in self.runs if o.worst_stall_ms is not None]
+
+    def stall_noise(self) -> Optional[tuple[float, float]]:
+        """(median, spread = max - min) of the worst stall, from NOISE_RUNS runs or more; else None."""
+        stalls = self.stalls()
+        if len(stalls) < NOISE_RUNS:
+            return None
+        return _median(stalls), max(stalls) - min(stalls)
+
+    def _median_text(self, values: Sequence[Optional[float]], digits: int) -> str:
+        have = [v for v in values if v is not None]
+        if not have:
+            return "-"
+        return f"{_median(have):.{digits}f} ({_runs(len(have), len(values))})"
+
+    def _stall_text(self) -> str:
+        have = [o.worst_stall_ms for o in self.runs if o.worst_stall_ms is not None]
+        if not have:
+            return "-"
+        runs = _runs(len(have), len(self.runs))
+        low, high = min(have), max(have)
+        if _stall(low) == _stall(high):
+            return f"{_stall(_median(have))} ({runs})"
+        return f"{_stall(_median(have))} ({_stall_range(low, high)}, {runs})"
+
+    def row(self, more_notes: Sequence[str] = ()) -> list[str]:
+        if len(self.runs) == 1 and not more_notes:
+            return self.runs[0].row()
+        n = len(self.runs)
+        kernel = [o.kernel_oom_kills for o in self.runs]
+        remarks = [r for o in self.runs for r in dict.fromkeys(o.remarks())]
+        notes = [
+            r + ("" if remarks.count(r) == n else f" ({remarks.count(r)}/{n} runs)")
+            for r in dict.fromkeys(remarks)
+        ]
+        return [
+            self.scenario,
+            self.daemon,
+            str(kernel[0]) if min(kernel) == max(kernel) else f"{min(kernel)}{DASH}{max(kernel)}",
+            _agreeing([o.right_text() for o in self.runs]),
+            _agreeing([o.bystanders_text() for o in self.runs]),
+            self._median_text([o.s_to_kill for o in self.runs], 1),
+            self._stall_text(),
+            self._median_text([o.daemon_cpu_s for o in self.runs], 2),
+            "; ".join([*notes, *more_notes]),
+        ]
+
+
+def cells(outcomes: Sequence[Outcome]) -> list[Cell]:
+    """The runs grouped by (scenario, daemon), in the order each pair first appears."""
+    grouped: dict[tuple[str, str], Cell] = {}
+    for o in outcomes:
+        grouped.setdefault((o.scenario, o.daemon), Cell([])).runs.append(o)
+    return list(grouped.values())
+
+
+def stall_vs_best_peer(guardian: Cell, others: Sequence[Cell]) -> Optional[str]:
+    """guardian's worst stall against the best peer's (the lowest median among earlyoom, nohang and
+    systemd-oomd) in the same scenario, where both cells have NOISE_RUNS runs or more: "within
+    noise" when the medians differ by no more than the larger of the two ranges, else by how much
+    guardian's is above (+) or below (-) the peer's beyond that."""
+    mine = guardian.stall_noise()
+    peers = []
+    for cell in others:
+        theirs = cell.stall_noise() if cell.daemon in PEERS else None
+        if theirs is not None:
+            peers.append((theirs, cell.daemon))
+    if mine is None or not peers:
+        return None
+    (best_median, best_spread), best = min(peers)
+    difference = mine[0] - best_median
+    noise = max(mine[1], best_spread)
+    if abs(difference) <= noise:
+        return f"stall vs best peer ({best}): within noise"
+    beyond = abs(difference) - noise
+    return f"stall vs best peer ({best}): {'+' if difference > 0 else '-'}{beyond:.0f} ms beyond noise"
+
+
 def table(outcomes: Sequence[Outcome]) -> str:
-    rows = [HEADER, ["---"] * len(HEADER)] + [o.row() for o in outcomes]
+    """One row per (scenario, daemon); a cell of several runs shows the first run's outcome (and
+    how many runs agreed), the medians of the numbers, and the range of the worst stall."""
+    grouped = cells(outcomes)
+    rows = [HEADER, ["---"] * len(HEADER)]
+    for cell in grouped:
+        same_scenario = [c for c in grouped if c.scenario == cell.scenario and c is not cell]
+        note = stall_vs_best_peer(cell, same_scenario) if cell.daemon == "guardian" else None
+        rows.append(cell.row([note] if note else []))
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+
+
+def stall_noise(outcomes: Sequence[Outcome]) -> str:
+    """How noisy the worst-stall column is: per daemon, the median spread of its cells with
+    NOISE_RUNS runs or more, and the rule the notes column applies."""
+    grouped = cells(outcomes)
+    per_daemon: dict[str, list[float]] = {}
+    for cell in grouped:
+        noise = cell.stall_noise()
+        per_daemon.setdefault(cell.daemon, [])
+        if noise is not None:
+            per_daemon[cell.daemon].append(noise[1])
+    if not any(per_daemon.values()):
+        return (
+            f"Stall noise: not estimated, no cell has {NOISE_RUNS} runs or more "
+            f"(`--repeat {NOISE_RUNS}` runs each cell {NOISE_RUNS} times)."
+        )
+    parts = []
+    for daemon, spreads in per_daemon.items():
+        if spreads:
+            parts.append(
+                f"{daemon} {_ms(_median(spreads))} ({len(spreads)} cell{'s' if len(spreads) > 1 else ''}, "
+                f"largest {_ms(max(spreads))})"
+            )
+        else:
+            parts.append(f"{daemon} not estimated (no cell with {NOISE_RUNS} runs)")
+    return (
+        f"Stall noise, from the cells with {NOISE_RUNS} runs or more (a stall under "
+        f"{PROBE_RESOLUTION_MS:.0f} ms, the probe's resolution, counts as {PROBE_RESOLUTION_MS:.0f} ms): "
+        f"the median spread (max - min over a cell's runs) of the worst stall is {', '.join(parts)}. "
+        "A difference between two daemons' medians no larger than the larger of their two ranges is "
+        f"within noise. Where guardian's cell and a peer's ({', '.join(PEERS)}) both have "
+        f"{NOISE_RUNS} runs or more, the notes compare guardian's median with the best peer's (the "
+        'lowest): "within noise", or by how much the difference goes beyond the noise ("+N ms": '
+        "guardian's is higher)."
+    )
 
 
 def machine() -> str:
@@ -465,13 +649,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 outcomes.append(outcome)
 
     text = table(outcomes)
+    noise = stall_noise(outcomes)
     print(text)
+    print(noise)
     print(f"bench: {len(outcomes)} runs, {time.monotonic() - started:.0f} s")
     if args.markdown:
         when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         write_markdown(
             args.markdown,
-            f"Written by `tests/e2e/bench.py` on {when}.\n{machine()}.\n{guest_versions(image)}.\n\n{text}\n",
+            f"Written by `tests/e2e/bench.py` on {when}.\n{machine()}.\n{guest_versions(image)}.\n\n"
+            f"{text}\n\n{noise}\n",
         )
     failed = [
         o
