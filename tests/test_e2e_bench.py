@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -37,9 +38,10 @@ def run_dir(
     timed_out: bool = False,
     bystanders: str = "bystander.service active\n",
     probe_state: str = "active",
+    into: Optional[Path] = None,
 ) -> vm.RunResult:
-    d = tmp_path / "run"
-    d.mkdir()
+    d = into or tmp_path / "run"
+    d.mkdir(parents=True)
     (d / "qemu.json").write_text(
         json.dumps({"command": ["qemu"], "returncode": 0, "timed_out": timed_out, "wall_s": 50.0})
     )
@@ -395,3 +397,97 @@ def test_the_stall_noise_is_the_median_spread_of_each_daemon() -> None:
     )
     assert "earlyoom 10 ms (1 cell, largest 10 ms), nohang not estimated (no cell with 3 runs)." in text
     assert "no larger than the larger of their two ranges is within noise" in text
+
+
+# --- the results tree: --repeat, --reuse, --report-only ----------------------------------------
+
+
+def fake_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Path]:
+    """main() with run_one as a stand-in for a guest run (empties its directory the way
+    vm.run_scenario does, writes a run there); returns the directories it ran into."""
+    ran: list[Path] = []
+
+    def run_one(scenario: vm.Scenario, daemon: str, results: Path, image: Any) -> bench.Outcome:
+        assert not (results / bench.RUNS_DIR).exists()  # the other runs are out of the way
+        if results.exists():
+            shutil.rmtree(results)
+        ran.append(results)
+        return bench.judge(scenario, daemon, run_dir(tmp_path, into=results, noted=[(30.0, 30.0)]))
+
+    monkeypatch.setattr(bench, "run_one", run_one)
+    monkeypatch.setattr(bench.vm, "qemu_problem", lambda: None)
+    monkeypatch.setattr(bench.vm, "find_image", object)
+    return ran
+
+
+def bench_main(results: Path, *args: str) -> int:
+    return bench.main(["--daemons", "earlyoom", "--scenarios", "hog-fast", "--results", str(results), *args])
+
+
+def test_repeat_puts_the_first_run_where_it_always_was_and_reuse_adds_the_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran = fake_runs(monkeypatch, tmp_path)
+    results = tmp_path / "bench"
+    cell = results / "earlyoom" / "hog-fast"
+    assert bench_main(results, "--repeat", "2") == 0
+    assert ran == [cell, cell / "runs" / "2"]
+    assert (cell / "outcome.json").is_file() and (cell / "runs" / "2" / "outcome.json").is_file()
+
+    ran.clear()
+    assert bench_main(results, "--repeat", "3", "--reuse") == 0
+    assert ran == [cell / "runs" / "3"]
+    assert (
+        "| hog-fast | earlyoom | 0 | -, 3/3 runs | 0, 3/3 runs | - | 30 (3 runs) | - |  |"
+        in capsys.readouterr().out
+    )
+
+    # the first run missing: it is run again, and the others stay
+    (cell / "qemu.json").unlink()
+    ran.clear()
+    assert bench_main(results, "--repeat", "3", "--reuse") == 0
+    assert ran == [cell]
+    assert bench.kept_runs(cell) == [cell, cell / "runs" / "2", cell / "runs" / "3"]
+
+    # a new pass without --reuse starts every cell again: no run of the old pass is left
+    ran.clear()
+    assert bench_main(results, "--repeat", "2") == 0
+    assert ran == [cell, cell / "runs" / "2"]
+    assert bench.kept_runs(cell) == [cell, cell / "runs" / "2"]
+
+
+def test_report_only_reads_every_finished_run_of_a_cell(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def find_image() -> vm.Image:
+        raise vm.ImageUnavailable("no image here")
+
+    monkeypatch.setattr(bench.vm, "find_image", find_image)
+    results = tmp_path / "bench"
+    cell = results / "earlyoom" / "hog-fast"
+    for where, stall in ((cell, 42.0), (cell / "runs" / "2", 28.0), (cell / "runs" / "3", 61.0)):
+        run_dir(tmp_path, into=where, noted=[(30.0, stall)])
+    (cell / "runs" / "4").mkdir()  # an unfinished run (no qemu.json) and a stray directory
+    (cell / "runs" / "notes").mkdir()
+    assert bench_main(results, "--report-only") == 0
+    out = capsys.readouterr().out
+    assert f"| hog-fast | earlyoom | 0 | -, 3/3 runs | 0, 3/3 runs | - | 42 (28{D}61, 3 runs) | - |  |" in out
+    assert "bench: 3 runs" in out
+
+
+def test_a_first_run_that_fails_leaves_the_other_runs_in_place(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake_runs(monkeypatch, tmp_path)
+    results = tmp_path / "bench"
+    cell = results / "earlyoom" / "hog-fast"
+    run_dir(tmp_path, into=cell / "runs" / "2")
+
+    def broken(scenario: vm.Scenario, daemon: str, results: Path, image: Any) -> bench.Outcome:
+        raise RuntimeError("qemu-img failed")
+
+    monkeypatch.setattr(bench, "run_one", broken)
+    with pytest.raises(RuntimeError):
+        bench_main(results, "--repeat", "2", "--reuse")
+    assert bench.kept_runs(cell) == [cell / "runs" / "2"]
+    assert sorted(p.name for p in cell.parent.iterdir()) == ["hog-fast"]  # nothing left set aside

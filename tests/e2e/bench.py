@@ -3,6 +3,7 @@ no daemon at all, in the same fresh guest, and one table of what happened.
 
     bash tests/e2e/bench.sh                                   # everything (about 70 minutes)
     bash tests/e2e/bench.sh --daemons earlyoom,none --scenarios hog-fast
+    bash tests/e2e/bench.sh --repeat 3 --reuse                # three runs of every cell
     bash tests/e2e/bench.sh --report-only --markdown docs/benchmark.md
 
 Each run is one scenario (tests/e2e/scenarios/NAME) with ``E2E_DAEMON`` set: guest.sh's
@@ -34,6 +35,22 @@ Runs one at a time: with 2 host cores two TCG guests would slow each other and t
 Results stay under ``--results`` (default /tmp/guardian-bench/DAEMON/SCENARIO), with an
 ``outcome.json`` per run; ``--reuse`` keeps the runs already there (judged again from their
 files), ``--report-only`` runs nothing.
+
+``--repeat N`` runs every (daemon, scenario) cell N times, in rounds (every cell once, then every
+cell again), so that a drift in the host's speed falls on every daemon alike. The first run keeps
+its place, DAEMON/SCENARIO (a tree of single runs stays valid), the others go to
+DAEMON/SCENARIO/runs/2, runs/3, ...; with ``--reuse`` the runs already there count and only the
+missing numbers run, without it a cell starts again from run 1 and the old runs/ goes. The report
+takes every finished run it finds in a cell (one row per cell still): the right-victim and
+bystander columns show the first run's value and how many runs gave the same ("yes (...), 3/3
+runs"; bold, followed by the other values, when they disagree), kernel OOM kills the number or,
+when runs differ, the lowest and highest, s to kill and daemon CPU the median ("15.4 (3 runs)"),
+the worst stall the median, the lowest and the highest (42 ms from runs of 28 to 61 ms) and how
+many runs. A cell of one run reads as it always did. Below the table, the stall noise: per daemon,
+the median spread (max - min) of the worst stall over its cells with 3 runs or more; two medians
+that differ by no more than the larger of the two cells' ranges are within noise, and where
+guardian's cell and a peer's both have 3 runs the notes say whether guardian's worst stall is
+within noise of the best peer's or how far beyond it.
 """
 
 from __future__ import annotations
@@ -45,6 +62,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -347,6 +365,49 @@ def stored(scenario: vm.Scenario, daemon: str, results: Path) -> Optional[Outcom
     return judge(scenario, daemon, vm.read_result(results, scenario.name))
 
 
+RUNS_DIR = "runs"
+
+
+def run_dir(cell: Path, number: int) -> Path:
+    """Where run `number` (from 1) of a cell (RESULTS/DAEMON/SCENARIO) keeps its results: the first
+    in the cell's own directory, as when every cell had one run, the others in cell/runs/NUMBER."""
+    return cell if number == 1 else cell / RUNS_DIR / str(number)
+
+
+def kept_runs(cell: Path) -> list[Path]:
+    """The results directories of a cell's finished runs (those with a qemu.json), by number."""
+    found = [(1, cell)] if (cell / "qemu.json").is_file() else []
+    others = cell / RUNS_DIR
+    if others.is_dir():
+        for d in others.iterdir():
+            if d.name.isdigit() and int(d.name) >= 2 and (d / "qemu.json").is_file():
+                found.append((int(d.name), d))
+    return [d for _, d in sorted(found)]
+
+
+def run_numbered(
+    scenario: vm.Scenario, daemon: str, cell: Path, number: int, image: vm.Image, *, keep: bool
+) -> Outcome:
+    """Run `number` of a cell. vm.run_scenario empties a results directory before it runs, and the
+    first run's holds the others (cell/runs): they are set aside meanwhile and put back when keep
+    (--reuse), else dropped (a new pass starts the cell again)."""
+    others = cell / RUNS_DIR
+    if number != 1 or not others.is_dir():
+        return run_one(scenario, daemon, run_dir(cell, number), image)
+    if not keep:
+        shutil.rmtree(others)
+        return run_one(scenario, daemon, cell, image)
+    aside = cell.parent / f".{cell.name}.{RUNS_DIR}"
+    if aside.exists():
+        raise FileExistsError(f"{aside} is left from an interrupted run: move it back to {others}")
+    others.rename(aside)
+    try:
+        return run_one(scenario, daemon, cell, image)
+    finally:
+        cell.mkdir(parents=True, exist_ok=True)
+        aside.rename(others)
+
+
 # --- the table ---------------------------------------------------------------------------------
 
 HEADER = [
@@ -595,13 +656,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--daemons", default=",".join(DAEMONS), help=f"comma-separated, from {DAEMONS}")
     parser.add_argument("--scenarios", default="", help="comma-separated scenario names (default: all)")
     parser.add_argument("--results", type=Path, default=Path("/tmp/guardian-bench"))
-    parser.add_argument("--reuse", action="store_true", help="keep the runs already in --results")
+    parser.add_argument(
+        "--repeat", type=int, default=1, metavar="N", help="run each (daemon, scenario) N times (default 1)"
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the runs already in --results; run only the missing ones"
+    )
     parser.add_argument("--report-only", action="store_true", help="run nothing: judge the runs in --results")
     parser.add_argument(
         "--markdown", type=Path, help="also write the table to this file, with date and machine"
     )
     args = parser.parse_args(argv)
 
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     daemons = [d for d in args.daemons.split(",") if d]
     unknown = [d for d in daemons if d not in DAEMONS]
     if unknown:
@@ -628,25 +696,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except vm.ImageUnavailable:
             image = None
 
-    outcomes = []
+    done: dict[Path, Outcome] = {}  # the runs of this invocation, already judged
     started = time.monotonic()
-    for scenario in scenarios:
-        for daemon in daemons:
-            results = args.results / daemon / scenario.name
-            outcome = stored(scenario, daemon, results) if (args.reuse or args.report_only) else None
-            if outcome is None and not args.report_only:
+    for number in range(1, 1 if args.report_only else args.repeat + 1):
+        for scenario in scenarios:  # a round of every cell before the next, so that a drift of
+            for daemon in daemons:  # the host's speed is spread over every daemon alike
+                cell = args.results / daemon / scenario.name
+                results = run_dir(cell, number)
+                if args.reuse and (results / "qemu.json").is_file():
+                    continue
                 assert image is not None
-                print(f"bench: {scenario.name} with {daemon} ...", flush=True)
-                outcome = run_one(scenario, daemon, results, image)
-                print(
-                    f"bench: {scenario.name} with {daemon}: {outcome.wall_s:.0f} s; "
-                    + " | ".join(outcome.row()[2:]),
-                    flush=True,
+                which = f"{scenario.name} with {daemon}" + (
+                    f" (run {number} of {args.repeat})" if args.repeat > 1 else ""
                 )
+                print(f"bench: {which} ...", flush=True)
+                outcome = run_numbered(scenario, daemon, cell, number, image, keep=args.reuse)
+                done[results] = outcome
+                print(f"bench: {which}: {outcome.wall_s:.0f} s; " + " | ".join(outcome.row()[2:]), flush=True)
                 for failure in outcome.failures:
                     print(f"bench:   guardian check failed: {failure}", flush=True)
-            if outcome is not None:
-                outcomes.append(outcome)
+
+    outcomes = []
+    for scenario in scenarios:
+        for daemon in daemons:
+            for results in kept_runs(args.results / daemon / scenario.name):
+                judged = done.get(results) or stored(scenario, daemon, results)
+                if judged is not None:
+                    outcomes.append(judged)
 
     text = table(outcomes)
     noise = stall_noise(outcomes)
