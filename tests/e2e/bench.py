@@ -3,6 +3,7 @@ no daemon at all, in the same fresh guest, and one table of what happened.
 
     bash tests/e2e/bench.sh                                   # everything (about 70 minutes)
     bash tests/e2e/bench.sh --daemons earlyoom,none --scenarios hog-fast
+    bash tests/e2e/bench.sh --repeat 3 --reuse                # three runs of every cell
     bash tests/e2e/bench.sh --report-only --markdown docs/benchmark.md
 
 Each run is one scenario (tests/e2e/scenarios/NAME) with ``E2E_DAEMON`` set: guest.sh's
@@ -34,6 +35,22 @@ Runs one at a time: with 2 host cores two TCG guests would slow each other and t
 Results stay under ``--results`` (default /tmp/guardian-bench/DAEMON/SCENARIO), with an
 ``outcome.json`` per run; ``--reuse`` keeps the runs already there (judged again from their
 files), ``--report-only`` runs nothing.
+
+``--repeat N`` runs every (daemon, scenario) cell N times, in rounds (every cell once, then every
+cell again), so that a drift in the host's speed falls on every daemon alike. The first run keeps
+its place, DAEMON/SCENARIO (a tree of single runs stays valid), the others go to
+DAEMON/SCENARIO/runs/2, runs/3, ...; with ``--reuse`` the runs already there count and only the
+missing numbers run, without it a cell starts again from run 1 and the old runs/ goes. The report
+takes every finished run it finds in a cell (one row per cell still): the right-victim and
+bystander columns show the first run's value and how many runs gave the same ("yes (...), 3/3
+runs"; bold, followed by the other values, when they disagree), kernel OOM kills the number or,
+when runs differ, the lowest and highest, s to kill and daemon CPU the median ("15.4 (3 runs)"),
+the worst stall the median, the lowest and the highest (42 ms from runs of 28 to 61 ms) and how
+many runs. A cell of one run reads as it always did. Below the table, the stall noise: per daemon,
+the median spread (max - min) of the worst stall over its cells with 3 runs or more; two medians
+that differ by no more than the larger of the two cells' ranges are within noise, and where
+guardian's cell and a peer's both have 3 runs the notes say whether guardian's worst stall is
+within noise of the best peer's or how far beyond it.
 """
 
 from __future__ import annotations
@@ -45,6 +62,8 @@ import json
 import os
 import platform
 import re
+import shutil
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -97,25 +116,33 @@ class Outcome:
     failures: list[str]  # the scenario's own checks (guardian runs only)
     wall_s: float
 
-    def row(self) -> list[str]:
+    def remarks(self) -> list[str]:
+        """What the notes column says about this run."""
         if not self.finished:
-            how = "guest hung: killed at the run's time limit" if self.timed_out else "did not finish"
-        else:
-            how = "; ".join(self.notes)
+            return ["guest hung: killed at the run's time limit" if self.timed_out else "did not finish"]
+        return list(self.notes)
+
+    def right_text(self) -> str:
         right = {None: "-", True: "yes", False: "**no**"}[self.right_victim]
         if self.right_victim is not None and self.kills:
             right += f" ({_short(self.kills[0]['cgroup'])}, {self.kills[0]['by']})"
+        return right
+
+    def bystanders_text(self) -> str:
+        lost = self.bystanders_lost
+        return str(len(lost)) + (f" ({', '.join(lost)})" if lost else "")
+
+    def row(self) -> list[str]:
         return [
             self.scenario,
             self.daemon,
             str(self.kernel_oom_kills),
-            right,
-            str(len(self.bystanders_lost))
-            + (f" ({', '.join(self.bystanders_lost)})" if self.bystanders_lost else ""),
+            self.right_text(),
+            self.bystanders_text(),
             "-" if self.s_to_kill is None else f"{self.s_to_kill:.1f}",
             _stall(self.worst_stall_ms),
             "-" if self.daemon_cpu_s is None else f"{self.daemon_cpu_s:.2f}",
-            how,
+            "; ".join(self.remarks()),
         ]
 
 
@@ -338,6 +365,49 @@ def stored(scenario: vm.Scenario, daemon: str, results: Path) -> Optional[Outcom
     return judge(scenario, daemon, vm.read_result(results, scenario.name))
 
 
+RUNS_DIR = "runs"
+
+
+def run_dir(cell: Path, number: int) -> Path:
+    """Where run `number` (from 1) of a cell (RESULTS/DAEMON/SCENARIO) keeps its results: the first
+    in the cell's own directory, as when every cell had one run, the others in cell/runs/NUMBER."""
+    return cell if number == 1 else cell / RUNS_DIR / str(number)
+
+
+def kept_runs(cell: Path) -> list[Path]:
+    """The results directories of a cell's finished runs (those with a qemu.json), by number."""
+    found = [(1, cell)] if (cell / "qemu.json").is_file() else []
+    others = cell / RUNS_DIR
+    if others.is_dir():
+        for d in others.iterdir():
+            if d.name.isdigit() and int(d.name) >= 2 and (d / "qemu.json").is_file():
+                found.append((int(d.name), d))
+    return [d for _, d in sorted(found)]
+
+
+def run_numbered(
+    scenario: vm.Scenario, daemon: str, cell: Path, number: int, image: vm.Image, *, keep: bool
+) -> Outcome:
+    """Run `number` of a cell. vm.run_scenario empties a results directory before it runs, and the
+    first run's holds the others (cell/runs): they are set aside meanwhile and put back when keep
+    (--reuse), else dropped (a new pass starts the cell again)."""
+    others = cell / RUNS_DIR
+    if number != 1 or not others.is_dir():
+        return run_one(scenario, daemon, run_dir(cell, number), image)
+    if not keep:
+        shutil.rmtree(others)
+        return run_one(scenario, daemon, cell, image)
+    aside = cell.parent / f".{cell.name}.{RUNS_DIR}"
+    if aside.exists():
+        raise FileExistsError(f"{aside} is left from an interrupted run: move it back to {others}")
+    others.rename(aside)
+    try:
+        return run_one(scenario, daemon, cell, image)
+    finally:
+        cell.mkdir(parents=True, exist_ok=True)
+        aside.rename(others)
+
+
 # --- the table ---------------------------------------------------------------------------------
 
 HEADER = [
@@ -353,9 +423,184 @@ HEADER = [
 ]
 
 
+PEERS = ("earlyoom", "nohang", "systemd-oomd")
+NOISE_RUNS = 3  # a cell's worst stalls say how noisy it is from this many runs on
+PROBE_RESOLUTION_MS = 20.0  # the probe keeps no time for an oversleep below this
+DASH, TIMES = "\N{EN DASH}", "\N{MULTIPLICATION SIGN}"
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def _runs(have: int, of: int) -> str:
+    return f"{have} runs" if have == of else f"{have} of {of} runs"
+
+
+def _agreeing(values: Sequence[str]) -> str:
+    """The first run's value, and how many runs gave the same: bold when not all did, then the
+    other values (with how many runs gave each when more than one)."""
+    first, n = values[0], len(values)
+    same = values.count(first)
+    if same == n:
+        return f"{first}, {n}/{n} runs"
+    others = []
+    for value in dict.fromkeys(v for v in values if v != first):
+        count = values.count(value)
+        others.append(value + (f" {TIMES}{count}" if count > 1 else ""))
+    return f"{first}, **{same}/{n} runs**; also {'; '.join(others)}"
+
+
+def _ms(ms: float) -> str:
+    return f"{ms:.0f} ms" if ms < 10_000 else f"{ms / 1000:.0f} s"
+
+
+def _stall_range(low: float, high: float) -> str:
+    if high >= 10_000:  # in seconds, as _stall writes them
+        return f"{'<0.02' if low < PROBE_RESOLUTION_MS else f'{low / 1000:.1f}'}{DASH}{high / 1000:.0f} s"
+    return f"{_stall(low)}{DASH}{_stall(high)}"
+
+
+@dataclasses.dataclass
+class Cell:
+    """Every run of one daemon in one scenario, the first run first: one row of the table."""
+
+    runs: list[Outcome]
+
+    @property
+    def scenario(self) -> str:
+        return self.runs[0].scenario
+
+    @property
+    def daemon(self) -> str:
+        return self.runs[0].daemon
+
+    def stalls(self) -> list[float]:
+        """The runs' worst stalls, those under the probe's resolution counted as at it."""
+        return [max(o.worst_stall_ms, PROBE_RESOLUTION_MS) for o in self.runs if o.worst_stall_ms is not None]
+
+    def stall_noise(self) -> Optional[tuple[float, float]]:
+        """(median, spread = max - min) of the worst stall, from NOISE_RUNS runs or more; else None."""
+        stalls = self.stalls()
+        if len(stalls) < NOISE_RUNS:
+            return None
+        return _median(stalls), max(stalls) - min(stalls)
+
+    def _median_text(self, values: Sequence[Optional[float]], digits: int) -> str:
+        have = [v for v in values if v is not None]
+        if not have:
+            return "-"
+        return f"{_median(have):.{digits}f} ({_runs(len(have), len(values))})"
+
+    def _stall_text(self) -> str:
+        have = [o.worst_stall_ms for o in self.runs if o.worst_stall_ms is not None]
+        if not have:
+            return "-"
+        runs = _runs(len(have), len(self.runs))
+        low, high = min(have), max(have)
+        if _stall(low) == _stall(high):
+            return f"{_stall(_median(have))} ({runs})"
+        return f"{_stall(_median(have))} ({_stall_range(low, high)}, {runs})"
+
+    def row(self, more_notes: Sequence[str] = ()) -> list[str]:
+        if len(self.runs) == 1 and not more_notes:
+            return self.runs[0].row()
+        n = len(self.runs)
+        kernel = [o.kernel_oom_kills for o in self.runs]
+        remarks = [r for o in self.runs for r in dict.fromkeys(o.remarks())]
+        notes = [
+            r + ("" if remarks.count(r) == n else f" ({remarks.count(r)}/{n} runs)")
+            for r in dict.fromkeys(remarks)
+        ]
+        return [
+            self.scenario,
+            self.daemon,
+            str(kernel[0]) if min(kernel) == max(kernel) else f"{min(kernel)}{DASH}{max(kernel)}",
+            _agreeing([o.right_text() for o in self.runs]),
+            _agreeing([o.bystanders_text() for o in self.runs]),
+            self._median_text([o.s_to_kill for o in self.runs], 1),
+            self._stall_text(),
+            self._median_text([o.daemon_cpu_s for o in self.runs], 2),
+            "; ".join([*notes, *more_notes]),
+        ]
+
+
+def cells(outcomes: Sequence[Outcome]) -> list[Cell]:
+    """The runs grouped by (scenario, daemon), in the order each pair first appears."""
+    grouped: dict[tuple[str, str], Cell] = {}
+    for o in outcomes:
+        grouped.setdefault((o.scenario, o.daemon), Cell([])).runs.append(o)
+    return list(grouped.values())
+
+
+def stall_vs_best_peer(guardian: Cell, others: Sequence[Cell]) -> Optional[str]:
+    """guardian's worst stall against the best peer's (the lowest median among earlyoom, nohang and
+    systemd-oomd) in the same scenario, where both cells have NOISE_RUNS runs or more: "within
+    noise" when the medians differ by no more than the larger of the two ranges, else by how much
+    guardian's is above (+) or below (-) the peer's beyond that."""
+    mine = guardian.stall_noise()
+    peers = []
+    for cell in others:
+        theirs = cell.stall_noise() if cell.daemon in PEERS else None
+        if theirs is not None:
+            peers.append((theirs, cell.daemon))
+    if mine is None or not peers:
+        return None
+    (best_median, best_spread), best = min(peers)
+    difference = mine[0] - best_median
+    noise = max(mine[1], best_spread)
+    if abs(difference) <= noise:
+        return f"stall vs best peer ({best}): within noise"
+    beyond = abs(difference) - noise
+    return f"stall vs best peer ({best}): {'+' if difference > 0 else '-'}{beyond:.0f} ms beyond noise"
+
+
 def table(outcomes: Sequence[Outcome]) -> str:
-    rows = [HEADER, ["---"] * len(HEADER)] + [o.row() for o in outcomes]
+    """One row per (scenario, daemon); a cell of several runs shows the first run's outcome (and
+    how many runs agreed), the medians of the numbers, and the range of the worst stall."""
+    grouped = cells(outcomes)
+    rows = [HEADER, ["---"] * len(HEADER)]
+    for cell in grouped:
+        same_scenario = [c for c in grouped if c.scenario == cell.scenario and c is not cell]
+        note = stall_vs_best_peer(cell, same_scenario) if cell.daemon == "guardian" else None
+        rows.append(cell.row([note] if note else []))
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+
+
+def stall_noise(outcomes: Sequence[Outcome]) -> str:
+    """How noisy the worst-stall column is: per daemon, the median spread of its cells with
+    NOISE_RUNS runs or more, and the rule the notes column applies."""
+    grouped = cells(outcomes)
+    per_daemon: dict[str, list[float]] = {}
+    for cell in grouped:
+        noise = cell.stall_noise()
+        per_daemon.setdefault(cell.daemon, [])
+        if noise is not None:
+            per_daemon[cell.daemon].append(noise[1])
+    if not any(per_daemon.values()):
+        return (
+            f"Stall noise: not estimated, no cell has {NOISE_RUNS} runs or more "
+            f"(`--repeat {NOISE_RUNS}` runs each cell {NOISE_RUNS} times)."
+        )
+    parts = []
+    for daemon, spreads in per_daemon.items():
+        if spreads:
+            parts.append(
+                f"{daemon} {_ms(_median(spreads))} ({len(spreads)} cell{'s' if len(spreads) > 1 else ''}, "
+                f"largest {_ms(max(spreads))})"
+            )
+        else:
+            parts.append(f"{daemon} not estimated (no cell with {NOISE_RUNS} runs)")
+    return (
+        f"Stall noise, from the cells with {NOISE_RUNS} runs or more (a stall under "
+        f"{PROBE_RESOLUTION_MS:.0f} ms, the probe's resolution, counts as {PROBE_RESOLUTION_MS:.0f} ms): "
+        f"the median spread (max - min over a cell's runs) of the worst stall is {', '.join(parts)}. "
+        "A difference between two daemons' medians no larger than the larger of their two ranges is "
+        f"within noise. Where guardian's cell and a peer's ({', '.join(PEERS)}) both have "
+        f"{NOISE_RUNS} runs or more, the notes compare guardian's median with the best peer's (the "
+        'lowest): "within noise", or by how much the difference goes beyond the noise ("+N ms": '
+        "guardian's is higher)."
+    )
 
 
 def machine() -> str:
@@ -411,13 +656,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--daemons", default=",".join(DAEMONS), help=f"comma-separated, from {DAEMONS}")
     parser.add_argument("--scenarios", default="", help="comma-separated scenario names (default: all)")
     parser.add_argument("--results", type=Path, default=Path("/tmp/guardian-bench"))
-    parser.add_argument("--reuse", action="store_true", help="keep the runs already in --results")
+    parser.add_argument(
+        "--repeat", type=int, default=1, metavar="N", help="run each (daemon, scenario) N times (default 1)"
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the runs already in --results; run only the missing ones"
+    )
     parser.add_argument("--report-only", action="store_true", help="run nothing: judge the runs in --results")
     parser.add_argument(
         "--markdown", type=Path, help="also write the table to this file, with date and machine"
     )
     args = parser.parse_args(argv)
 
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     daemons = [d for d in args.daemons.split(",") if d]
     unknown = [d for d in daemons if d not in DAEMONS]
     if unknown:
@@ -444,34 +696,45 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except vm.ImageUnavailable:
             image = None
 
-    outcomes = []
+    done: dict[Path, Outcome] = {}  # the runs of this invocation, already judged
     started = time.monotonic()
-    for scenario in scenarios:
-        for daemon in daemons:
-            results = args.results / daemon / scenario.name
-            outcome = stored(scenario, daemon, results) if (args.reuse or args.report_only) else None
-            if outcome is None and not args.report_only:
+    for number in range(1, 1 if args.report_only else args.repeat + 1):
+        for scenario in scenarios:  # a round of every cell before the next, so that a drift of
+            for daemon in daemons:  # the host's speed is spread over every daemon alike
+                cell = args.results / daemon / scenario.name
+                results = run_dir(cell, number)
+                if args.reuse and (results / "qemu.json").is_file():
+                    continue
                 assert image is not None
-                print(f"bench: {scenario.name} with {daemon} ...", flush=True)
-                outcome = run_one(scenario, daemon, results, image)
-                print(
-                    f"bench: {scenario.name} with {daemon}: {outcome.wall_s:.0f} s; "
-                    + " | ".join(outcome.row()[2:]),
-                    flush=True,
+                which = f"{scenario.name} with {daemon}" + (
+                    f" (run {number} of {args.repeat})" if args.repeat > 1 else ""
                 )
+                print(f"bench: {which} ...", flush=True)
+                outcome = run_numbered(scenario, daemon, cell, number, image, keep=args.reuse)
+                done[results] = outcome
+                print(f"bench: {which}: {outcome.wall_s:.0f} s; " + " | ".join(outcome.row()[2:]), flush=True)
                 for failure in outcome.failures:
                     print(f"bench:   guardian check failed: {failure}", flush=True)
-            if outcome is not None:
-                outcomes.append(outcome)
+
+    outcomes = []
+    for scenario in scenarios:
+        for daemon in daemons:
+            for results in kept_runs(args.results / daemon / scenario.name):
+                judged = done.get(results) or stored(scenario, daemon, results)
+                if judged is not None:
+                    outcomes.append(judged)
 
     text = table(outcomes)
+    noise = stall_noise(outcomes)
     print(text)
+    print(noise)
     print(f"bench: {len(outcomes)} runs, {time.monotonic() - started:.0f} s")
     if args.markdown:
         when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         write_markdown(
             args.markdown,
-            f"Written by `tests/e2e/bench.py` on {when}.\n{machine()}.\n{guest_versions(image)}.\n\n{text}\n",
+            f"Written by `tests/e2e/bench.py` on {when}.\n{machine()}.\n{guest_versions(image)}.\n\n"
+            f"{text}\n\n{noise}\n",
         )
     failed = [
         o

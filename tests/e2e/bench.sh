@@ -3,6 +3,7 @@
 # systemd-oomd and no daemon; prints one table (see tests/e2e/bench.py). As root, after
 # scripts/setup.sh. About 70 minutes for everything on 2 cores.
 #   bash tests/e2e/bench.sh [--daemons LIST] [--scenarios LIST] [--markdown docs/benchmark.md] ...
+#   bash tests/e2e/bench.sh --repeat 3 --reuse     # N runs of each cell (the stall column's noise)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash tests/e2e/build_image.sh
