@@ -304,10 +304,26 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     return args
 
 
+def print_results(names: list[str], rows: list[tuple[str, list[str]]], errors: list[tuple[str, str]]) -> int:
+    """The table, then what went wrong with each subject that failed; the exit status."""
+    print_table(names, rows)
+    problems = [(name, error) for name, error in errors if error]
+    for name, error in problems:
+        print(f"\n{name}: {error}")
+    return 1 if problems else 0
+
+
+def pidfd_missing() -> bool:
+    """True (and says so) where os.pidfd_open is missing: the daemons are signalled through it."""
+    if hasattr(os, "pidfd_open"):
+        return False
+    print("needs Linux 5.3+ and Python 3.9+ (os.pidfd_open)", file=sys.stderr)
+    return True
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    if not hasattr(os, "pidfd_open"):
-        print("needs Linux 5.3+ and Python 3.9+ (os.pidfd_open)", file=sys.stderr)
+    if pidfd_missing():
         return 1
 
     daemons = [Daemon("guardian", args.guardian_cmd)]
@@ -357,11 +373,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         for d in daemons:
             d.stop(args.stop_timeout)
 
-    print_table([d.name for d in daemons], table(daemons))
-    problems = [d for d in daemons if d.error]
-    for d in problems:
-        print(f"\n{d.name}: {d.error}")
-    return 1 if problems else 0
+    return print_results([d.name for d in daemons], table(daemons), [(d.name, d.error) for d in daemons])
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Optional
 
-from idle_cost import print_machine, print_table  # bench/ is this script's sys.path[0]
+from idle_cost import pidfd_missing, print_machine, print_results  # bench/ is this script's sys.path[0]
 
 ROOT = Path(__file__).resolve().parent.parent
 EARLYOOM = "/usr/bin/earlyoom"
@@ -368,8 +368,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    if not hasattr(os, "pidfd_open"):
-        print("needs Linux 5.3+ and Python 3.9+ (os.pidfd_open)", file=sys.stderr)
+    if pidfd_missing():
         return 1
     print_machine()
     with tempfile.TemporaryDirectory(prefix="guardian-startup-") as scratch:
@@ -389,11 +388,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 for s in subjects:
                     if not s.error:
                         s.run_once(sock_path, sock, args.rss_after, args.timeout, args.stop_timeout)
-    print_table([s.name for s in subjects], table(subjects))
-    problems = [s for s in subjects if s.error]
-    for s in problems:
-        print(f"\n{s.name}: {s.error}")
-    return 1 if problems else 0
+    return print_results([s.name for s in subjects], table(subjects), [(s.name, s.error) for s in subjects])
 
 
 if __name__ == "__main__":
