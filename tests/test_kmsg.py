@@ -1,17 +1,22 @@
 """The kernel log: /dev/kmsg records, the OOM-kill report lines of 4.19 to 6.18, their pairing,
-(tests/fixtures/kmsg/README says where each line comes from)."""
+and the follower on a recorded file (tests/fixtures/kmsg/README says where each line comes from).
+The live follower is in test_kmsg_live.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
 import pytest
-from support.kmsglog import KMSG_FIXTURES, dmesg_blocks, dmesg_records
+from support.kmsglog import KMSG_FIXTURES, dmesg_blocks, dmesg_records, kmsg_line
 
-from guardian.errors import ParseError
+from guardian.errors import ParseError, Unavailable
+from guardian.host import Host
 from guardian.records import OOM_CONSTRAINTS, KernelOomKill, KmsgRecord
+from guardian.sources import kmsg
 from guardian.sources.kmsg import (
+    KmsgFollower,
     OomGroup,
     OomInvoked,
     OomKilled,
@@ -415,3 +420,85 @@ def test_malformed_lines_are_counted_and_the_rest_goes_on() -> None:
     assert reports.add(_record("Out of memory: Killed process x (y) total-vm:1kB", 1)) == []
     assert len(reports.add(_record(KILLED_6X, 2))) == 1
     assert reports.malformed == 1
+
+
+# --- the follower on a recorded file -------------------------------------------------------------------
+
+
+def _fake_root(tmp_path: Path, data: bytes) -> Host:
+    (tmp_path / "dev").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "dev/kmsg").write_bytes(data)
+    return Host(tmp_path)
+
+
+def test_follower_reads_a_recorded_file_then_what_is_appended(tmp_path: Path) -> None:
+    host = _fake_root(tmp_path, (KMSG_FIXTURES / "linux-6.18-memcg.kmsg").read_bytes())
+    with KmsgFollower(host) as follower:
+        assert follower.fileno() is None  # a regular file always polls readable
+        assert [k.pid for k in follower.read()] == [29889, 18443]
+        assert follower.read() == []
+        assert (follower.lost_records, follower.malformed, follower.last_seq) == (0, 0, 3146)
+        later = dmesg_records((KMSG_FIXTURES / "linux-6.1-earlyoom-many-procs.dmesg").read_text(), 3150)
+        data = b"".join(kmsg_line(r) for r in later)
+        cut = data.rindex(b"oom-kill:") + 20  # inside the second report
+        with open(host.kmsg_path(), "ab") as log:
+            log.write(data[:cut])  # the writer is in the middle of a record
+            log.flush()
+            assert [k.pid for k in follower.read()] == [302]  # the first report was whole
+            log.write(b"garbage\n" + data[cut:])
+        assert [k.pid for k in follower.read()] == [309]
+        assert follower.lost_records == 3  # 3147..3149 never came
+        assert follower.malformed == 1
+
+
+def test_follower_without_a_log(tmp_path: Path) -> None:
+    follower = KmsgFollower(Host(tmp_path))
+    with pytest.raises(Unavailable, match="kernel log"):
+        follower.open()
+    assert follower.read() == []
+
+
+class _Device:
+    """os, with read() answering from a script of results (bytes, or an errno to raise)."""
+
+    def __init__(self, script: list[object]) -> None:
+        self.script = script
+
+    def read(self, fd: int, size: int) -> bytes:
+        if not self.script:
+            raise BlockingIOError(11, "EAGAIN")
+        item = self.script.pop(0)
+        if isinstance(item, int):
+            raise OSError(item, os.strerror(item))
+        assert isinstance(item, bytes)
+        return item
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(os, name)
+
+
+def test_device_overrun_is_counted_and_reading_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EPIPE: the kernel overwrote records not yet read and moved the reader to the oldest
+    one it has; the gap in sequence numbers says how many were lost."""
+    import errno
+
+    records = _kmsg_fixture("linux-6.18-memcg.kmsg")
+    first = [kmsg_line(r) for r in records[:5]]
+    report = [kmsg_line(r) for r in records if r.seq >= 3140]
+    monkeypatch.setattr(kmsg, "os", _Device([*first, errno.EPIPE, *report, errno.EINTR]))
+    follower = KmsgFollower(Host("/"))
+    follower._fd = 99  # opened; every read is scripted
+    assert [k.pid for k in follower.read()] == [18443]
+    assert (follower.overruns, follower.lost_records) == (1, 3140 - 2990 - 1)
+    assert follower.fileno() == 99
+
+
+def test_device_read_is_bounded_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log flood cannot hold the loop: at most max_records per read()."""
+    lines = [b"6,%d,1,-;spam\n" % i for i in range(10)]
+    device = _Device(lines)
+    monkeypatch.setattr(kmsg, "os", device)
+    follower = KmsgFollower(Host("/"), max_records=4)
+    follower._fd = 99
+    follower.read()
+    assert len(device.script) == 6 and follower.last_seq == 3

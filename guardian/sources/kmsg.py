@@ -1,6 +1,6 @@
 """The kernel log (/dev/kmsg) and the OOM-kill reports in it: the kills guardian did not prevent.
 
-Three layers, each usable alone:
+Four layers, each usable alone:
 
 * ``parse_kmsg_record``: one record as a read() of /dev/kmsg returns it,
   ``PRI,SEQ,TS_USEC,FLAGS[,MORE];MESSAGE\\n`` then `` KEY=VALUE\\n`` lines
@@ -11,6 +11,7 @@ Three layers, each usable alone:
   report, as they read from 4.19 to 6.18 (tests/fixtures/kmsg/README lists where each recorded
   line comes from). Other lines are None.
 * ``OomReports``: pairs those lines into ``KernelOomKill`` records.
+* ``KmsgFollower``: reads /dev/kmsg without blocking, from its end at start.
 
 The lines of one report, in the order the kernel prints them (oom_kill_process(), under the
 global oom_lock, so reports never interleave; other subsystems' lines may come between):
@@ -45,18 +46,22 @@ follower and OomReports count what does not parse and go on.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from guardian.errors import ParseError
+from guardian.errors import ParseError, Unavailable
+from guardian.host import Host
 from guardian.records import KernelOomKill, KmsgRecord, frozen_mapping
 from guardian.text import shown
 
 # A record is at most a few KiB: 1024 bytes of text in printk's ring buffer (6.x), at most
-# 8 KiB with escapes and dictionary before 5.10 (CONSOLE_EXT_LOG_MAX); longer input is no record.
+# 8 KiB with escapes and dictionary before 5.10 (CONSOLE_EXT_LOG_MAX). A read() buffer too
+# small for a record fails with EINVAL, so the buffer is generous; longer input is no record.
+READ_SIZE = 16384
 RECORD_MAX = 16384
 MAX_DIGITS = 20  # the header's numbers are u64: pri, seq, timestamp
 LOG_KERN = 0
@@ -588,3 +593,121 @@ def oom_kills(records: Iterable[KmsgRecord]) -> list[KernelOomKill]:
     """Every kill reported in ``records`` (a recorded log, read whole)."""
     reports = OomReports()
     return [kill for record in records for kill in reports.add(record)]
+
+
+# --- the follower --------------------------------------------------------------------------------
+
+
+class KmsgFollower:
+    """Follows the kernel log for OOM kills.
+
+    On the live machine: /dev/kmsg opened ``O_RDONLY|O_NONBLOCK`` and moved to its end
+    (SEEK_END: only records logged from now on). ``fileno()`` is the descriptor to poll() for
+    POLLIN; ``read()`` drains what is there without blocking and returns the kills it
+    completes. A reader that fell behind gets EPIPE once (the kernel overwrote records it had
+    not read, and moves it to the oldest one it still has); the loss is counted in
+    ``overruns`` and, from the gap in sequence numbers, in ``lost_records``.
+
+    Under a fake root the path is a regular file of recorded records, read from its start and
+    then followed as it grows (tests append to it); ``fileno()`` is None there, since a regular
+    file always polls readable: call ``read()`` each tick instead.
+    """
+
+    def __init__(self, host: Host, max_records: int = 4096) -> None:
+        self.path = host.kmsg_path()
+        self.live = host.is_live
+        self.max_records = max_records  # per read(): a log flood must not hold the loop
+        self.reports = OomReports()
+        self.overruns = 0  # EPIPE: records overwritten before guardian read them
+        self.lost_records = 0  # how many, from the gaps in sequence numbers
+        self.malformed = 0  # reads that were no /dev/kmsg record
+        self.records = 0  # records read
+        self.last_seq: Optional[int] = None
+        self._fd: Optional[int] = None
+        self._partial = b""
+
+    def open(self) -> None:
+        """Open the log; Unavailable (with the reason) where it cannot be read: no /dev/kmsg,
+        or kernel.dmesg_restrict without CAP_SYSLOG (EPERM)."""
+        if self._fd is not None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise Unavailable("kernel log", f"{shown(self.path)}: {exc.strerror or exc}") from None
+        if self.live:
+            try:
+                os.lseek(fd, 0, os.SEEK_END)
+            except OSError as exc:
+                os.close(fd)
+                raise Unavailable("kernel log", f"{shown(self.path)}: {exc.strerror or exc}") from None
+        self._fd = fd
+
+    def fileno(self) -> Optional[int]:
+        """The descriptor to poll() for POLLIN, or None (not open, or a recorded file)."""
+        return self._fd if self.live else None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> KmsgFollower:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self) -> list[KernelOomKill]:
+        """The kills completed by the records available now (never blocks)."""
+        if self._fd is None:
+            return []
+        return self._read_device() if self.live else self._read_file()
+
+    def _read_device(self) -> list[KernelOomKill]:
+        assert self._fd is not None
+        kills: list[KernelOomKill] = []
+        for _ in range(self.max_records):
+            try:
+                data = os.read(self._fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:
+                    self.overruns += 1
+                    continue
+                self.malformed += 1  # EINVAL (a record larger than the buffer) or worse
+                break
+            if not data:
+                break
+            kills += self._record(data)
+        return kills
+
+    def _read_file(self) -> list[KernelOomKill]:
+        assert self._fd is not None
+        chunks = [self._partial]
+        while True:
+            chunk = os.read(self._fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        records, self._partial = split_records(b"".join(chunks))
+        kills: list[KernelOomKill] = []
+        for data in records:
+            kills += self._record(data)
+        return kills
+
+    def _record(self, data: bytes) -> list[KernelOomKill]:
+        try:
+            record = parse_kmsg_record(data)
+        except ParseError:
+            self.malformed += 1
+            return []
+        self.records += 1
+        if self.last_seq is not None and record.seq > self.last_seq + 1:
+            self.lost_records += record.seq - self.last_seq - 1
+        self.last_seq = record.seq
+        return self.reports.add(record)

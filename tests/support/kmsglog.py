@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -24,6 +25,14 @@ def dmesg_records(text: str, first_seq: int = 1) -> list[KmsgRecord]:
         records.append(KmsgRecord(0, 6, seq, time_us, "-", match.group(3)))
         seq += 1
     return records
+
+
+def kmsg_line(record: KmsgRecord) -> bytes:
+    """A record as /dev/kmsg prints it (escapes as the kernel writes them)."""
+    raw = os.fsencode(record.text)
+    text = b"".join(bytes((c,)) if 0x20 <= c < 0x7F and c != 0x5C else b"\\x%02x" % c for c in raw)
+    head = f"{record.facility << 3 | record.level},{record.seq},{record.time_us},{record.flags};"
+    return head.encode() + text + b"\n"
 
 
 def dmesg_blocks(text: str) -> dict[str, list[KmsgRecord]]:
