@@ -34,6 +34,7 @@ BLOCK_DIR = "/sys/block"
 POLICY_FILE = "/etc/guardian.toml"
 PLUGIN_DIR = "/etc/guardian/plugins.d"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
+KMSG = "/dev/kmsg"  # the kernel log, one record per read() (Documentation/ABI/testing/dev-kmsg)
 # How long a call that can wait on another process (Host.slow_call) is waited for: a
 # /proc/PID/cmdline read takes microseconds unless the process holds its own memory lock
 SLOW_CALL_S = 0.2
@@ -384,6 +385,11 @@ class Host:
 
     def policy_path(self) -> str:
         return self.path(POLICY_FILE)
+
+    def kmsg_path(self) -> str:
+        """The kernel log device; under a fake root, a regular file of recorded records
+        (guardian/sources/kmsg.py reads either)."""
+        return self.path(KMSG)
 
     def plugin_dir(self) -> str:
         return self.path(PLUGIN_DIR)

@@ -350,3 +350,70 @@ class CgroupMemory:
         if self.max_bytes is None or self.current_bytes is None or self.max_bytes <= 0:
             return None
         return 100.0 * self.current_bytes / self.max_bytes
+
+
+# --- the kernel log ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KmsgRecord:
+    """One record of the kernel log as /dev/kmsg hands it out:
+    ``PRI,SEQ,TS_USEC,FLAGS[,...];MESSAGE`` and optional `` KEY=VALUE`` lines.
+
+    ``text`` is the message with the kernel's ``\\xNN`` escapes undone and the bytes decoded as
+    file names are (surrogate escapes for what is not UTF-8): a comm or a cgroup path in it
+    names the real process or directory, and must pass through ``shown()`` before display.
+    """
+
+    facility: int  # 0 (LOG_KERN) for the kernel's own records; userspace writers cannot use 0
+    level: int  # 0 (emerg) .. 7 (debug)
+    seq: int  # 64-bit sequence number; a gap means records were overwritten before being read
+    time_us: int  # printk clock (local_clock()): microseconds since boot, suspend not counted
+    flags: str  # "-" for a whole record; "c" and "+" mark line fragments on older kernels
+    text: str
+    fields: Mapping[str, str] = field(default_factory=dict)  # SUBSYSTEM=, DEVICE=, ...
+
+    def __post_init__(self) -> None:
+        _freeze(self, "fields")
+
+
+# oom_constraint_text[] in mm/oom_kill.c, the order of enum oom_constraint
+OOM_CONSTRAINTS = ("CONSTRAINT_NONE", "CONSTRAINT_CPUSET", "CONSTRAINT_MEMORY_POLICY", "CONSTRAINT_MEMCG")
+
+
+@dataclass(frozen=True)
+class KernelOomKill:
+    """A process the kernel's OOM killer killed, from its report in the kernel log.
+
+    The report is two lines of mm/oom_kill.c: the summary (``oom-kill:constraint=...``, printed
+    by dump_header(), so missing when the kernel rate-limits it or before 5.0) and the
+    ``Killed process`` line (always). Fields the summary carries are None without it. Sizes
+    are as the kernel printed them at the kill, in bytes.
+    """
+
+    pid: int
+    comm: str  # as the kernel printed it (may be any bytes: pass it through shown())
+    context: str  # "Out of memory", "Memory cgroup out of memory", ...; "" on kernels before 5.1
+    kernel_time_us: int  # the Killed line's timestamp on the printk clock
+    seq: int  # the Killed line's record number
+    total_vm_bytes: int
+    anon_rss_bytes: int
+    file_rss_bytes: int
+    shmem_rss_bytes: Optional[int]  # None before 4.5
+    uid: Optional[int] = None  # the Killed line (2019 on) or the summary
+    pgtables_bytes: Optional[int] = None  # 5.4 on (5.4.0 printed bytes where it says kB)
+    oom_score_adj: Optional[int] = None  # 5.4 on
+    constraint: Optional[str] = None  # one of OOM_CONSTRAINTS, from the summary
+    oom_memcg: Optional[str] = None  # the memory cgroup whose limit was hit (memcg OOMs)
+    task_memcg: Optional[str] = None  # the victim's memory cgroup
+    cpuset: Optional[str] = None  # the allocating task's cpuset (its name, not its path)
+    # memory.oom.group: the group killed whole; set on the other members' records, which the
+    # kernel prints after the victim's without a summary of their own
+    oom_group_memcg: Optional[str] = None
+
+    @property
+    def memcg_oom(self) -> bool:
+        """True when a memory cgroup's limit, not the machine, ran out."""
+        if self.constraint is not None:
+            return self.constraint == "CONSTRAINT_MEMCG"
+        return self.context.startswith("Memory cgroup")

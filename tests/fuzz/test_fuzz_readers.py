@@ -1,9 +1,11 @@
-"""Fuzz targets for the /proc and cgroup readers.
+"""Fuzz targets for the /proc, cgroup and kernel log readers.
 
 * every pure parser in guardian/sources/ and guardian/host.py, on arbitrary text (and bytes
   decoded as guardian decodes them: surrogate escapes for what is not UTF-8), and on near-valid
   text: real kernel files from tests/fixtures, mutated. Property: a result, or the parser's
   documented error (ParseError; ValueError for cgroup_path and parse_int); never a hang.
+  The kernel log too: records, OOM-report lines, whole reports (oom_kills), and the follower
+  on a recorded log that grows by any bytes, which never raises.
 * the readers end to end: a machine in kernel format (FakeRoot) whose files for one cgroup or
   one process get random bytes, mutated text or go missing; then ``guardian status`` and the
   ranking path (Selector with the default policy, and with every built-in scorer) in process
@@ -35,6 +37,7 @@ from guardian.errors import ParseError
 from guardian.explain import build_rank_report, explain, render_rank
 from guardian.host import Host, cgroup_ancestors, cgroup_layout, cgroup_path, is_cgroup_path, parse_mountinfo
 from guardian.plugins import make_plugin_manager
+from guardian.records import KernelOomKill, KmsgRecord
 from guardian.sample import Sample
 from guardian.selection import Selector
 from guardian.sources.cgroups import (
@@ -42,6 +45,14 @@ from guardian.sources.cgroups import (
     parse_cgroup_procs,
     parse_memory_value,
     parse_oom_control,
+)
+from guardian.sources.kmsg import (
+    KmsgFollower,
+    oom_kills,
+    parse_kmsg_record,
+    parse_oom_line,
+    parse_oom_summary,
+    split_records,
 )
 from guardian.sources.meminfo import parse_meminfo, parse_meminfo_fields, parse_zram_mm_stat, quick_field
 from guardian.sources.processes import (
@@ -55,6 +66,7 @@ from guardian.sources.processes import (
 from guardian.sources.psi import parse_pressure
 from guardian.sources.vmstat import parse_flat_keyed, parse_int, parse_sysctl_value, parse_vmstat
 from guardian.status import build_status, render_status
+from guardian.text import shown
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 EXAMPLE_TIMEOUT_S = 10  # a correct example takes milliseconds; this only turns a hang into a failure
@@ -109,6 +121,40 @@ def _check_procs(text: str) -> None:
     assert all(pid > 0 for pid in parse_cgroup_procs(text))
 
 
+def _check_kmsg_record(text: str) -> None:
+    record = parse_kmsg_record(os.fsencode(text))
+    assert record.seq >= 0 and record.time_us >= 0 and 0 <= record.level <= 7
+    for value in (record.text, *record.fields, *record.fields.values()):
+        os.fsencode(value)  # bytes again, whatever they were
+
+
+def _check_kill(kill: KernelOomKill) -> None:
+    assert kill.pid >= 0 and kill.total_vm_bytes >= 0 and kill.anon_rss_bytes >= 0
+    assert kill.file_rss_bytes >= 0 and (kill.shmem_rss_bytes or 0) >= 0
+    assert kill.constraint is None or isinstance(kill.constraint, str)
+    shown_kill = shown(repr(kill))
+    shown_kill.encode("utf-8")  # strict
+
+
+def _records(text: str) -> list[KmsgRecord]:
+    """Lines as kernel records; a line starting with "," is a continuation piece ("c")."""
+    return [
+        KmsgRecord(0, 6, seq, seq * 1000, "c" if line.startswith(",") else "-", line)
+        for seq, line in enumerate(text.split("\n"))
+    ]
+
+
+def _check_oom_kills(text: str) -> None:
+    for kill in oom_kills(_records(text)):
+        _check_kill(kill)
+
+
+def _check_split_records(text: str) -> None:
+    data = os.fsencode(text)
+    records, rest = split_records(data)
+    assert all(records) and data.endswith(rest)
+
+
 # name -> (check, the errors it documents)
 PARSERS: dict[str, tuple[Callable[[str], object], tuple[type[Exception], ...]]] = {
     "parse_mountinfo": (_check_mountinfo, ()),
@@ -133,6 +179,11 @@ PARSERS: dict[str, tuple[Callable[[str], object], tuple[type[Exception], ...]]] 
     "parse_cmdline": (lambda t: parse_cmdline(os.fsencode(t)), ()),
     "parse_oom_score_adj": (parse_oom_score_adj, (ParseError,)),
     "parse_oom_score": (parse_oom_score, (ParseError,)),
+    "parse_kmsg_record": (_check_kmsg_record, (ParseError,)),
+    "split_records": (_check_split_records, ()),
+    "parse_oom_line": (parse_oom_line, (ParseError,)),
+    "parse_oom_summary": (lambda t: parse_oom_summary(t, comm=t[-9:-3] or None), (ParseError,)),
+    "oom_kills": (_check_oom_kills, ()),
 }
 
 
@@ -184,6 +235,21 @@ def _fixture_texts() -> dict[str, list[str]]:
             for file in files:
                 for path in sorted((base / "sys/fs/cgroup").rglob(file))[:3]:
                     add(name, path)
+    kmsg = FIXTURES / "kmsg"
+    messages: list[str] = []
+    for path in sorted(kmsg.glob("*.kmsg")):
+        data = path.read_bytes()
+        records = split_records(data)[0]
+        found.setdefault("split_records", []).append(os.fsdecode(data))
+        found.setdefault("parse_kmsg_record", []).extend(os.fsdecode(r) for r in records[-4:])
+        messages += [os.fsdecode(r).partition(";")[2] for r in records]
+    for path in sorted(kmsg.glob("*.dmesg")):
+        lines = [line.partition("] ")[2] for line in path.read_text().split("\n")]
+        messages += lines
+        found.setdefault("oom_kills", []).append("\n".join(lines))
+    oom = [m for m in messages if "oom" in m.lower() or "Killed process" in m or "Tasks in" in m]
+    found["parse_oom_line"] = oom
+    found["parse_oom_summary"] = [m[len("oom-kill:") :] for m in oom if m.startswith("oom-kill:")]
     for name in ("cgroup_path", "cgroup_ancestors"):
         found[name] = [line.split(":", 2)[-1] for line in found["parse_proc_cgroup"][0].splitlines()]
     return found
@@ -236,6 +302,27 @@ def test_every_parser_has_real_text() -> None:
         "parse_cmdline",
     }
     assert set(PARSERS) - set(TEXTS) == no_file_of_its_own
+
+
+@given(
+    chunks=st.lists(
+        st.one_of(st.binary(max_size=300), st.sampled_from(TEXTS["split_records"]).map(os.fsencode))
+    )
+)
+def test_kmsg_follower_on_any_bytes(tmp_path_factory: pytest.TempPathFactory, chunks: list[bytes]) -> None:
+    """A recorded log that grows by any bytes: the follower returns kills or nothing, and counts."""
+    root = tmp_path_factory.mktemp("kmsg")
+    (root / "dev").mkdir()
+    log = root / "dev/kmsg"
+    log.write_bytes(b"")
+    with hard_timeout(EXAMPLE_TIMEOUT_S), KmsgFollower(Host(root)) as follower:
+        for chunk in chunks:
+            with log.open("ab") as f:
+                f.write(chunk)
+            for kill in follower.read():
+                _check_kill(kill)
+        assert follower.lost_records >= 0 and follower.malformed >= 0
+    shutil.rmtree(root, ignore_errors=True)
 
 
 # --- the readers end to end -----------------------------------------------------------------------
