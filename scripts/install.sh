@@ -4,6 +4,9 @@
 #   /usr/local/bin/guardian the command (the unit's ExecStart)
 #   /etc/guardian.toml      the shipped default policy (kept if one is already there)
 #   /etc/systemd/system/guardian.service, and the journal catalog
+#   /usr/local/share/man/man8/guardian.8 and man5/guardian.toml.5, the bash completion
+#   (/usr/local/share/bash-completion/completions/guardian) and the zsh completion
+#   (/usr/local/share/zsh/site-functions/_guardian)
 # then enables and starts the service. Re-running upgrades the package and keeps the policy.
 # GUARDIAN_OFFLINE=1: fetch nothing (no apt-get, no package index); see the offline branch below.
 set -euo pipefail
@@ -57,6 +60,12 @@ install -m 0644 packaging/guardian.service /etc/systemd/system/guardian.service
 install -d /usr/local/lib/systemd/catalog
 install -m 0644 packaging/guardian.catalog /usr/local/lib/systemd/catalog/guardian.catalog
 journalctl --update-catalog 2>/dev/null || true
+# generated from the parser and the shipped policy (scripts/gen_packaging.py); man, bash-completion
+# and zsh look in these directories without being told
+install -D -m 0644 packaging/man/guardian.8 /usr/local/share/man/man8/guardian.8
+install -D -m 0644 packaging/man/guardian.toml.5 /usr/local/share/man/man5/guardian.toml.5
+install -D -m 0644 packaging/completion/guardian.bash /usr/local/share/bash-completion/completions/guardian
+install -D -m 0644 packaging/completion/_guardian /usr/local/share/zsh/site-functions/_guardian
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     systemctl enable --now guardian.service

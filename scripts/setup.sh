@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Set up guardian on a fresh Debian machine, as root: system packages, a venv in .venv with the
-# package (editable), its journald binding and the test tools, and the example plugin.
+# package (editable), its journald binding and the test tools, and the example plugin. man-db
+# (with groff) and zsh are for the tests of the man pages and the shell completion.
 # Idempotent: a second run only checks what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in python3-venv python3-dev gcc pkg-config libsystemd-dev; do
+for pkg in python3-venv python3-dev gcc pkg-config libsystemd-dev man-db zsh; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
