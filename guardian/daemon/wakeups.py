@@ -96,7 +96,7 @@ class Armed:
 class Wake:
     """What ended a wait."""
 
-    psi: frozenset[PsiKey] = frozenset()  # PSI triggers that fired
+    psi: frozenset[PsiKey] = frozenset()  # PSI conditions' triggers that fired (not the wake-ups)
     cgroups: bool = False  # a cgroup was made or removed under a rule's subtree
     kernel: bool = False  # any kernel event at all (PSI, memory.events, threshold, a kill, cgroups)
     signal: bool = False
@@ -351,6 +351,6 @@ class Waiter:
                 state = trigger.fired(mask)
                 if state == "gone":
                     self._drop(fd)  # a cgroup trigger reports POLLERR once the cgroup is gone
-                elif state == "fired":
+                elif state == "fired" and key[0] != WAKE:  # a wake-up is only a wake-up
                     psi.add(key)
         return Wake(psi=frozenset(psi), cgroups=cgroups, kernel=kernel, signal=signalled)

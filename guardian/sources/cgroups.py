@@ -24,6 +24,7 @@ Parsers (``parse_*``) raise ParseError; readers (``read_*``) raise Unavailable, 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Optional, TypeVar
 
 from guardian.errors import Malformed, ParseError, Unavailable
@@ -158,6 +159,18 @@ def _if_present(read: Callable[[], T], absent: T) -> T:
         return absent
 
 
+def _v2_usage(host: Host, cgroup: str) -> CgroupMemory:
+    """memory.current (required) and memory.max (optional) alone."""
+    current = read_v2_value(host, cgroup, "memory.current")
+    max_bytes = _if_present(lambda: read_v2_value(host, cgroup, "memory.max"), None)
+    return CgroupMemory(source="v2", current_bytes=current, max_bytes=max_bytes)
+
+
+def _v2_events(host: Host, cgroup: str) -> dict[str, int]:
+    """memory.events ({} where it is missing)."""
+    return _if_present(lambda: read_v2_keyed(host, cgroup, "memory.events"), {})
+
+
 def read_v2_memory(host: Host, cgroup: str) -> CgroupMemory:
     """memory.current/.max/.high/.low/.min/.swap.*/.events/.oom.group of one group.
 
@@ -165,17 +178,16 @@ def read_v2_memory(host: Host, cgroup: str) -> CgroupMemory:
     accounting, and some kernels lack memory.oom.group). What a malformed file costs: the
     module docstring.
     """
-    current = read_v2_value(host, cgroup, "memory.current")
-    max_bytes = _if_present(lambda: read_v2_value(host, cgroup, "memory.max"), None)
-    events: dict[str, int] = _if_present(lambda: read_v2_keyed(host, cgroup, "memory.events"), {})
+    usage = _v2_usage(host, cgroup)
+    events = _v2_events(host, cgroup)
     try:
         oom_group: Optional[bool] = read_v2_oom_group(host, cgroup)
     except Unavailable:
         oom_group = None
     return CgroupMemory(
         source="v2",
-        current_bytes=current,
-        max_bytes=max_bytes,
+        current_bytes=usage.current_bytes,
+        max_bytes=usage.max_bytes,
         high_bytes=_optional(host, cgroup, "memory.high"),
         low_bytes=_optional(host, cgroup, "memory.low"),
         min_bytes=_optional(host, cgroup, "memory.min"),
@@ -213,8 +225,20 @@ def read_v1_memory(host: Host, cgroup: str) -> CgroupMemory:
     """The v1 memory controller's view, with v1 counters mapped to v2 event names (records.py).
     Usage and limit are required; the counters are optional, but a malformed one makes the
     group unavailable as a malformed memory.events does (module docstring)."""
+    usage = _v1_usage(host, cgroup)
+    return replace(usage, events=_v1_events(host, cgroup))
+
+
+def _v1_usage(host: Host, cgroup: str) -> CgroupMemory:
+    """memory.usage_in_bytes and memory.limit_in_bytes alone (both required)."""
     usage = read_v1_value(host, cgroup, "memory.usage_in_bytes")
     limit = read_v1_value(host, cgroup, "memory.limit_in_bytes")
+    return CgroupMemory(source="v1", current_bytes=usage, max_bytes=limit)
+
+
+def _v1_events(host: Host, cgroup: str) -> dict[str, int]:
+    """The v1 counters under their v2 names (records.py): oom_kill and under_oom from
+    memory.oom_control, max from memory.failcnt; each optional, a malformed one raises."""
     events: dict[str, int] = {}
     oom = _if_present(lambda: read_v1_keyed(host, cgroup, "memory.oom_control"), None)
     if oom is not None:
@@ -223,52 +247,43 @@ def read_v1_memory(host: Host, cgroup: str) -> CgroupMemory:
     failcnt = _if_present(lambda: read_v1_value(host, cgroup, "memory.failcnt"), None)
     if failcnt is not None:
         events["max"] = failcnt
-    return CgroupMemory(source="v1", current_bytes=usage, max_bytes=limit, events=events)
+    return events
 
 
 def read_cgroup_memory(host: Host, cgroup: str) -> CgroupMemory:
     """Memory state from whichever hierarchy accounts memory on this host."""
-    controller = host.cgroup_layout().memory_controller
-    if controller == "v2":
-        return read_v2_memory(host, cgroup)
-    if controller == "v1":
-        return read_v1_memory(host, cgroup)
-    raise Unavailable("memory cgroup", "no hierarchy has the memory controller")
+    return _by_controller(host, cgroup, read_v2_memory, read_v1_memory)
 
 
 def read_cgroup_usage(host: Host, cgroup: str) -> CgroupMemory:
     """memory.current and memory.max alone (v1: usage and limit), the two files a headroom
     needs, in a CgroupMemory whose other fields are left empty: a tick that judges a watched
     group's headroom reads two files, not the nine read_cgroup_memory() reads."""
+    return _by_controller(host, cgroup, _v2_usage, _v1_usage)
+
+
+def _by_controller(host: Host, cgroup: str, v2: Callable[[Host, str], T], v1: Callable[[Host, str], T]) -> T:
+    """``v2`` or ``v1`` of the group, from whichever hierarchy accounts memory on this host."""
     controller = host.cgroup_layout().memory_controller
     if controller == "v2":
-        current = read_v2_value(host, cgroup, "memory.current")
-        max_bytes = _if_present(lambda: read_v2_value(host, cgroup, "memory.max"), None)
-        return CgroupMemory(source="v2", current_bytes=current, max_bytes=max_bytes)
+        return v2(host, cgroup)
     if controller == "v1":
-        usage = read_v1_value(host, cgroup, "memory.usage_in_bytes")
-        limit = read_v1_value(host, cgroup, "memory.limit_in_bytes")
-        return CgroupMemory(source="v1", current_bytes=usage, max_bytes=limit)
+        return v1(host, cgroup)
     raise Unavailable("memory cgroup", "no hierarchy has the memory controller")
 
 
 def read_cgroup_events(host: Host, cgroup: str) -> dict[str, int]:
     """The memory event counters alone: memory.events ({} where it is missing), or the v1
     counters under their v2 names, as read_cgroup_memory() gives them."""
-    controller = host.cgroup_layout().memory_controller
-    if controller == "v2":
-        return _if_present(lambda: read_v2_keyed(host, cgroup, "memory.events"), {})
-    if controller == "v1":
-        return dict(read_v1_memory(host, cgroup).events)
-    raise Unavailable("memory cgroup", "no hierarchy has the memory controller")
+    return _by_controller(host, cgroup, _v2_events, _v1_events)
 
 
 def read_cgroup_current(host: Host, cgroup: str) -> Optional[int]:
     """The group's memory use alone (memory.current, or v1 memory.usage_in_bytes): the one file
     the usage history needs per group, without the other files read_cgroup_memory() reads."""
-    controller = host.cgroup_layout().memory_controller
-    if controller == "v2":
-        return read_v2_value(host, cgroup, "memory.current")
-    if controller == "v1":
-        return read_v1_value(host, cgroup, "memory.usage_in_bytes")
-    raise Unavailable("memory cgroup", "no hierarchy has the memory controller")
+    return _by_controller(
+        host,
+        cgroup,
+        lambda h, c: read_v2_value(h, c, "memory.current"),
+        lambda h, c: read_v1_value(h, c, "memory.usage_in_bytes"),
+    )
