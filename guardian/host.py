@@ -516,6 +516,19 @@ class Host:
             found.update(prefix.rstrip("/") + rel for rel in self.walk_cgroups(top, max_depth))
         return sorted(found)
 
+    def cgroup_count_files(self) -> list[tuple[str, str]]:
+        """(path, kind) of the files whose numbers change when a cgroup that holds memory is made
+        or removed: the cgroup2 root's ``cgroup.stat`` ("cgroup.stat": nr_descendants and
+        nr_dying_descendants) and, with the v1 memory controller, ``/proc/cgroups`` ("cgroups":
+        its num_cgroups, which counts dying groups too)."""
+        layout = self.cgroup_layout()
+        files = []
+        if layout.v2_mount is not None:
+            files.append((self._mount_dir(layout.v2_mount) + "/cgroup.stat", "cgroup.stat"))
+        if layout.v1_memory_mount is not None:
+            files.append((f"{self.proc}/cgroups", "cgroups"))
+        return files
+
     def v1_memory_cgroups(self) -> list[str]:
         layout = self.cgroup_layout()
         if layout.v1_memory_mount is None:

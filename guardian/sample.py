@@ -149,17 +149,52 @@ class CgroupSample(_Lazy):
         return self._get(self._key("cgroup.kill"), lambda: cg.cgroup_kill_supported(self._host, self.path))
 
 
-class Sample(_Lazy):
-    """What the machine looked like at ``time_us`` (monotonic), as far as anyone asked."""
+class Listing:
+    """Every cgroup's path, kept across Samples: walked again only when the tree's stamp
+    (cgroups.read_tree_stamp: the counts of groups made and dying) has moved, when no stamp can
+    be read, or at least every ``max_age_s``. Walking every directory of both hierarchies is
+    most of what a usage-history recording costs; reading two counters is not."""
 
-    __slots__ = ("_cgroups", "time_us")
+    def __init__(self, max_age_s: float) -> None:
+        self.max_age_us = int(max_age_s * 1e6)
+        self.walks = 0  # how often the tree was walked (tests, and what a listing saved)
+        self._stamp: Optional[tuple[int, ...]] = None
+        self._paths: tuple[str, ...] = ()
+        self._walked_us: Optional[int] = None
+
+    def paths(self, host: Host, now_us: int) -> tuple[str, ...]:
+        # the stamp first, then the walk: a group made during the walk moves the next stamp
+        stamp = cg.read_tree_stamp(host)
+        walked = self._walked_us
+        fresh = walked is not None and 0 <= now_us - walked < self.max_age_us
+        if fresh and stamp is not None and stamp == self._stamp:
+            return self._paths
+        self._paths = walk_cgroup_paths(host)
+        self._stamp, self._walked_us = stamp, now_us
+        self.walks += 1
+        return self._paths
+
+
+def walk_cgroup_paths(host: Host) -> tuple[str, ...]:
+    """Every non-root cgroup in the cgroup2 tree and in the v1 memory tree, merged by path."""
+    return tuple(sorted(set(host.v2_cgroups()) | set(host.v1_memory_cgroups())))
+
+
+class Sample(_Lazy):
+    """What the machine looked like at ``time_us`` (monotonic), as far as anyone asked.
+    ``listing``: where the cgroup paths come from when they are asked for (the daemon keeps one
+    across ticks); without one, the tree is walked."""
+
+    __slots__ = ("_cgroups", "_listing", "time_us")
     time_us: int
     _cgroups: dict[str, CgroupSample]
+    _listing: Optional[Listing]
 
-    def __init__(self, host: Host, time_us: int) -> None:
+    def __init__(self, host: Host, time_us: int, listing: Optional[Listing] = None) -> None:
         super().__init__(host)
         object.__setattr__(self, "time_us", time_us)
         object.__setattr__(self, "_cgroups", {})
+        object.__setattr__(self, "_listing", listing)
 
     @property
     def host(self) -> Host:
@@ -296,7 +331,10 @@ class Sample(_Lazy):
         """Every non-root cgroup in the cgroup2 tree and in the v1 memory tree, merged by path."""
 
         def read() -> tuple[str, ...]:
-            return tuple(sorted(set(self._host.v2_cgroups()) | set(self._host.v1_memory_cgroups())))
+            listing = self._listing
+            if listing is None:
+                return walk_cgroup_paths(self._host)
+            return listing.paths(self._host, self.time_us)
 
         return self._get("cgroup_paths", read)
 

@@ -52,7 +52,7 @@ from guardian.policy import (
 )
 from guardian.ranking import Ranked, Ranking
 from guardian.report import PRIORITY_NOTICE, PRIORITY_WARNING, Reporter
-from guardian.sample import Sample
+from guardian.sample import Listing, Sample
 from guardian.selection import busy_with
 from guardian.sources.meminfo import quick_field
 from guardian.text import shown
@@ -62,10 +62,13 @@ RESCAN_S = 30.0  # how often the rules' subtrees are rescanned for new cgroups
 PSI_HOLD_S = 5.0  # after a PSI trigger fires, read that source every tick for this long
 CALM_MAX_S = 60.0  # a full tick runs at least this often, however calm
 HELD_LOOK_S = 1.0  # while a low-memory condition holds in a scope that cannot act, look this often
-HISTORY_STEP_S = 5.0  # the usage history is recorded at most this often (full ticks only): growth
-# is measured over at least history.RATE_SPAN_S (5 s), which a reading every 5 s keeps between 5
-# and 10 s; walking every cgroup is the costliest part of a full look during an episode
-HISTORY_IDLE_S = 10.0  # and, while a scorer uses it, at least this often however calm
+HISTORY_STEP_S = 5.0  # the usage history is recorded at most this often: growth is measured over
+# at least history.RATE_SPAN_S (5 s), which a reading every 5 s keeps between 5 and 10 s
+HISTORY_IDLE_S = 10.0  # and, while a scorer uses it, at least this often however calm (on the
+# fast path when calm: the recording needs no full look)
+LISTING_MAX_S = RESCAN_S  # the cgroup tree is walked again at least this often, and whenever its
+# counts of groups made and dying moved (sample.Listing): the walk was the costliest part of a
+# recording
 WARM = 0.5  # a watched cgroup past this share of its limit has its processes recorded too
 REAPED_KEPT = 1024  # dying processes remembered as reaped (each is reaped once)
 ENDED = ("terminated", "killed", "alive", "dry-run")  # outcomes after which a scope cools down
@@ -157,6 +160,7 @@ class Engine:
         self.kills = 0
         self._reaped: dict[tuple[int, int], None] = {}  # (pid, start time) reaped, oldest first
         self.history = Histories()
+        self.listing = Listing(LISTING_MAX_S)
 
     @property
     def policy(self) -> Policy:
@@ -240,7 +244,7 @@ class Engine:
 
     def tick(self, now_us: Optional[int] = None) -> TickResult:
         now_us = self.clock.monotonic_us() if now_us is None else now_us
-        sample = Sample(self.host, now_us)
+        sample = Sample(self.host, now_us, self.listing)
         changed = self.rescan(sample, now_us)
         assessment = assess(sample, self.policy, self.state, now_us, self.watched, self._quiet_psi(now_us))
         result = TickResult(assessment, watch_changed=changed)
@@ -258,13 +262,21 @@ class Engine:
         """Some scorer of the policy ranks on growth: every cgroup's memory use is recorded."""
         return self.loaded.selector.uses_growth
 
-    def _record(self, sample: Sample, now_us: int) -> None:
-        """The usage history, every HISTORY_STEP_S at most: every cgroup's memory use, and the
+    def _history_due_us(self, step_s: float) -> Optional[int]:
+        """When the usage history is next recorded, ``step_s`` after the last recording; None
+        when no scorer uses it."""
+        if not self.keeps_history:
+            return None
+        last = self.history.cgroups.recorded_us
+        return -(1 << 62) if last is None else last + int(step_s * 1e6)
+
+    def _record(self, sample: Sample, now_us: int, step_s: float = HISTORY_STEP_S) -> None:
+        """The usage history, every ``step_s`` at most: every cgroup's memory use, and the
         processes of watched cgroups past WARM of their limit (so that a ranking inside one
         knows which process grew; the machine's processes are recorded by its rankings only,
         reading them all every few seconds would cost more than it tells)."""
-        last = self.history.cgroups.recorded_us
-        if not self.keeps_history or (last is not None and now_us - last < HISTORY_STEP_S * 1e6):
+        due = self._history_due_us(step_s)
+        if due is None or now_us < due:
             return
         usage, unreadable = sample.cgroup_usage()
         self.history.cgroups.record(now_us, usage, unreadable)
@@ -311,8 +323,6 @@ class Engine:
         # the lines themselves: no condition holds, so none is on and none has hysteresis
         line, swap_line = machine_lines(sample, self.policy)
         until = min((self._scanned_us or now_us) + int(RESCAN_S * 1e6), now_us + int(CALM_MAX_S * 1e6))
-        if self.keeps_history:
-            until = min(until, (self.history.cgroups.recorded_us or now_us) + int(HISTORY_IDLE_S * 1e6))
         return Calm(line, until, self.usage_lines, swap_line)
 
     def quick(self, now_us: int) -> Optional[float]:
@@ -359,6 +369,15 @@ class Engine:
             waits.append(
                 pace.seconds(usage.cgroup, usage.line_bytes - current, now_us, poll.fill_rate_bytes_per_s)
             )
+        due = self._history_due_us(HISTORY_IDLE_S)
+        if due is not None:  # calm, and the history is due: recorded here, no full look needed
+            if now_us >= due:
+                try:
+                    self._record(Sample(self.host, now_us, self.listing), now_us, HISTORY_IDLE_S)
+                except Exception:  # a full tick records it again, where failures are reported
+                    return None
+                due = now_us + int(HISTORY_IDLE_S * 1e6)
+            waits.append((due - now_us) / 1e6)
         return bounded_wait(waits, poll.min_interval_s, poll.max_interval_s)
 
     # --- deciding whom to act on ---------------------------------------------------------------

@@ -287,3 +287,41 @@ def read_cgroup_current(host: Host, cgroup: str) -> Optional[int]:
         lambda h, c: read_v2_value(h, c, "memory.current"),
         lambda h, c: read_v1_value(h, c, "memory.usage_in_bytes"),
     )
+
+
+# --- the tree as a whole -------------------------------------------------------------------------
+
+
+def parse_proc_cgroups(text: str, controller: str = "memory") -> int:
+    """num_cgroups of ``controller`` in /proc/cgroups (``#subsys_name hierarchy num_cgroups
+    enabled``, one line per controller)."""
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0] == controller:
+            try:
+                return parse_int(words[2])
+            except ValueError:
+                count = words[2][:40]
+                raise ParseError("/proc/cgroups", f"{controller}: expected a count, got {count!r}") from None
+    raise ParseError("/proc/cgroups", f"no line for the {controller} controller")
+
+
+def read_tree_stamp(host: Host) -> Optional[tuple[int, ...]]:
+    """Numbers that move whenever a cgroup is made or removed in the hierarchies that hold
+    memory: the cgroup2 root's nr_descendants and nr_dying_descendants, and the v1 memory
+    controller's num_cgroups (dying groups included). Equal stamps mean the tree very likely
+    has the same groups (a group made and one fully freed between two readings cancel out,
+    which is why a listing is also walked again after a while); None when a file is missing
+    or does not parse (a fake root, an old kernel): then nothing can be told from it."""
+    stamp: list[int] = []
+    for path, kind in host.cgroup_count_files():
+        try:
+            text = host.read_hot(path, kind)
+            if kind == "cgroup.stat":
+                fields = parse_flat_keyed(text, kind)
+                stamp += (fields["nr_descendants"], fields["nr_dying_descendants"])
+            else:
+                stamp.append(parse_proc_cgroups(text))
+        except (Unavailable, ParseError, KeyError):
+            return None
+    return tuple(stamp) if stamp else None
