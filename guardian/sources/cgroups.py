@@ -293,7 +293,7 @@ def read_cgroup_current(host: Host, cgroup: str) -> Optional[int]:
 
 
 def parse_proc_cgroups(text: str, controller: str = "memory") -> int:
-    """num_cgroups of ``controller`` in /proc/cgroups (``#subsys_name hierarchy num_cgroups
+    """num_cgroups of ``controller`` in the proc cgroups file (``#subsys_name hierarchy num_cgroups
     enabled``, one line per controller)."""
     for line in text.splitlines():
         words = line.split()
@@ -302,8 +302,8 @@ def parse_proc_cgroups(text: str, controller: str = "memory") -> int:
                 return parse_int(words[2])
             except ValueError:
                 count = words[2][:40]
-                raise ParseError("/proc/cgroups", f"{controller}: expected a count, got {count!r}") from None
-    raise ParseError("/proc/cgroups", f"no line for the {controller} controller")
+                raise ParseError("cgroups", f"{controller}: expected a count, got {count!r}") from None
+    raise ParseError("cgroups", f"no line for the {controller} controller")
 
 
 def read_tree_stamp(host: Host) -> Optional[tuple[int, ...]]:
