@@ -38,6 +38,8 @@ KMSG = "/dev/kmsg"  # the kernel log, one record per read() (Documentation/ABI/t
 # How long a call that can wait on another process (Host.slow_call) is waited for: a
 # /proc/PID/cmdline read takes microseconds unless the process holds its own memory lock
 SLOW_CALL_S = 0.2
+HOT_MAX = 384  # files read_hot keeps open at most (a service's soft RLIMIT_NOFILE is 1024); the
+# rest are read with open, read and close
 
 T = TypeVar("T")
 
@@ -244,6 +246,7 @@ class Host:
         self.proc = self.path(PROC)
         self._layout: Optional[CgroupLayout] = None
         self._hot: dict[str, int] = {}
+        self._hot_dirs: frozenset[str] = frozenset()  # cgroup directories whose files stay open
         self._offloop = OffLoop(timeout_s=SLOW_CALL_S)
 
     def __repr__(self) -> str:
@@ -282,7 +285,13 @@ class Host:
         return os.fsdecode(self.read_bytes(path))
 
     def read_feature(self, path: str, feature: str) -> str:
-        """Read a file that a kernel feature provides; a missing file means the feature is off."""
+        """Read a file that a kernel feature provides; a missing file means the feature is off.
+        A file of a cgroup held open (hold_open) is read as read_hot reads."""
+        if self._hot_dirs and os.path.dirname(path) in self._hot_dirs:
+            return self.read_hot(path, feature)
+        return self._read_feature(path, feature)
+
+    def _read_feature(self, path: str, feature: str) -> str:
         try:
             return self.read_text(path)
         except OSError as exc:
@@ -293,20 +302,43 @@ class Host:
         descriptor stays open and each read is one pread() from offset 0, which the kernel
         answers with fresh contents; two system calls fewer per tick than open/read/close."""
         if not self.is_live:
-            return self.read_feature(path, feature)
+            return self._read_feature(path, feature)
         fd = self._hot.get(path)
         if fd is None:
+            if len(self._hot) >= HOT_MAX:
+                return self._read_feature(path, feature)
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
-                return self.read_feature(path, feature)  # the same errors, worded the same way
+                return self._read_feature(path, feature)  # the same errors, worded the same way
             self._hot[path] = fd
         try:
             return os.fsdecode(os.pread(fd, 65536, 0))
-        except OSError:
-            os.close(fd)
-            del self._hot[path]
-            return self.read_feature(path, feature)
+        except OSError:  # ENODEV: the group was removed (and maybe made again under its name)
+            directory = os.path.dirname(path)
+            if directory in self._hot_dirs:  # its other files too: none stays pinned by guardian
+                self.forget_hot([p for p in self._hot if os.path.dirname(p) == directory])
+            else:
+                os.close(fd)
+                del self._hot[path]
+            return self._read_feature(path, feature)
+
+    def hold_open(self, cgroups: Iterable[str]) -> None:
+        """Keep the files guardian reads of these cgroups open from now on (their memory files
+        are read on every full look: one pread instead of open, read and close, and opening a
+        cgroup file was the costliest part of a look under emulation); close those of the
+        groups held before and not now, so that no removed group stays pinned by guardian."""
+        dirs: set[str] = set()
+        for cgroup in cgroups:
+            for directory in (self.cgroup_v2_dir, self.cgroup_v1_memory_dir):
+                try:
+                    dirs.add(directory(cgroup))
+                except Unavailable:
+                    continue
+        dropped = self._hot_dirs - dirs
+        self._hot_dirs = frozenset(dirs)
+        if dropped:
+            self.forget_hot([path for path in self._hot if os.path.dirname(path) in dropped])
 
     def slow_call(self, key: Hashable, what: str, call: Callable[[], T]) -> T:
         """A call that can wait on another process (a /proc/PID/cmdline read, process_mrelease):
@@ -319,7 +351,7 @@ class Host:
     def forget_hot(self, paths: Iterable[str]) -> None:
         """Close the descriptors read_hot keeps for these paths (a watched cgroup that went away
         must not stay pinned by guardian's open file)."""
-        for path in paths:
+        for path in list(paths):
             fd = self._hot.pop(path, None)
             if fd is not None:
                 os.close(fd)

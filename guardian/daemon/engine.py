@@ -205,6 +205,7 @@ class Engine:
         changed = signature != self._signature
         self._signature = signature
         self.watched = matched
+        self.host.hold_open(matched)
         return changed
 
     def wake_plan(self, sample: Sample) -> WakePlan:
