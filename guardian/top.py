@@ -128,8 +128,11 @@ def _stall_lines(frame: Frame, width: Optional[int]) -> list[str]:
 
 def _cgroup_lines(report: Report, rows: int, width: Optional[int]) -> list[str]:
     groups = [g for g in report["cgroups"] if g["usage_pct"] is not None or g["pressure"] is not None]
-    if not groups or rows <= 0:
-        return []
+    if not groups:
+        return [
+            "nearest their lines: no cgroup with a memory limit or memory PSI "
+            f"(of {counted(len(report['cgroups']), 'cgroup')})"
+        ]
     path_w = 40 if width is None else max(16, width - 56)
     out = [
         f"nearest their lines ({counted(len(groups), 'cgroup')}; guardian status lists them all)",
@@ -190,8 +193,7 @@ def layout(frame: Frame, width: Optional[int] = None, height: Optional[int] = No
     rows = CGROUPS
     if height is not None:  # the table gives way first: the candidates matter more
         rows = max(1, min(CGROUPS, height - len(head) - len(tail) - 3))
-    table = _cgroup_lines(status, rows, width)
-    lines = [*head, *(["", *table] if table else []), *tail]
+    lines = [*head, "", *_cgroup_lines(status, rows, width), *tail]
     if height is not None and len(lines) > height:
         hidden = len(lines) - height + 1
         lines = [*lines[: height - 1], f"... {counted(hidden, 'more line')}: a taller terminal shows them"]

@@ -7,6 +7,7 @@ A pseudo-terminal runs it for real in tests/test_top_pty.py.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,18 @@ def test_a_terminal_frame_fits_its_width_and_height() -> None:
     shorter = layout(frame, 80, 12)
     assert any(line.startswith("  1. pid ") for line in shorter)
     assert shorter[-1].startswith("... ") and "more lines: a taller terminal shows them" in shorter[-1]
+
+
+def test_no_cgroup_near_a_line_is_said(tmp_path: Path) -> None:
+    (frame,) = frames(small_machine(tmp_path / "root").root, 1)
+    unlimited = [{**g, "usage_pct": None, "pressure": None} for g in frame.status["cgroups"]]
+    calm = replace(frame, status={**frame.status, "cgroups": unlimited})
+    lines = layout(calm)
+    assert (
+        f"nearest their lines: no cgroup with a memory limit or memory PSI (of {len(unlimited)} cgroups)"
+        in lines
+    )
+    assert not any(line.startswith("  cgroup ") for line in lines)
 
 
 def test_no_psi_is_said_not_drawn() -> None:
