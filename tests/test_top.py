@@ -205,12 +205,17 @@ GROUP = f"/system.slice/{ODD}"
 COMM = os.fsdecode(b"\x1b]0;pwn\x07\xff\n")  # a title-setting escape, a stray byte, a newline
 
 
-@pytest.fixture
-def odd_root(tmp_path: Path) -> FakeRoot:
-    root = small_machine(tmp_path / "root", extra={GROUP: 300 << 20})
+def odd_machine(path: Path) -> FakeRoot:
+    """small_machine() with a group and a process whose names hold escape sequences."""
+    root = small_machine(path, extra={GROUP: 300 << 20})
     root.process(500, COMM, rss_anon_kb=900 * 1024, cgroup_v2=GROUP)  # the largest: first to go
     root.finish()
     return root
+
+
+@pytest.fixture
+def odd_root(tmp_path: Path) -> FakeRoot:
+    return odd_machine(tmp_path / "root")
 
 
 def test_hostile_names_are_shown_and_never_break_the_layout(odd_root: FakeRoot) -> None:

@@ -13,6 +13,7 @@ import fcntl
 import os
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from typing import Callable, Optional
 
 import pytest
 from conftest import fixture_root
+from test_top import odd_machine
 
 from guardian.text import cells, human_bytes
 from guardian.top import CLEAR_BELOW, CLEAR_LINE, CLEAR_SCREEN, HIDE_CURSOR, HOME, SHOW_CURSOR
@@ -146,7 +148,7 @@ def test_count_two_redraws_in_place_and_gives_the_terminal_back(pty_run: Callabl
     assert termios.tcgetattr(run.slave) == run.before  # the terminal's mode, as it was
 
 
-@pytest.mark.parametrize("key", [b"q", b"\x03"], ids=["q", "ctrl-c"])
+@pytest.mark.parametrize("key", [b"q", b"\x03", b""], ids=["q", "ctrl-c", "sigterm"])
 def test_keys_are_not_echoed_and_quitting_restores_the_terminal(
     pty_run: Callable[..., Pty], key: bytes
 ) -> None:
@@ -156,7 +158,10 @@ def test_keys_are_not_echoed_and_quitting_restores_the_terminal(
     assert not mode & termios.ECHO and not mode & termios.ICANON  # keys do not scribble on the view
     assert mode & termios.ISIG  # Ctrl-C still interrupts
     run.until(lambda: len(run.frames()) >= 2)  # it keeps refreshing on its own
-    os.write(run.master, key)
+    if key:
+        os.write(run.master, key)
+    else:
+        run.child.send_signal(signal.SIGTERM)  # our child, by its pid
     assert run.wait() == 0
     assert run.text().replace("\r", "").endswith(SHOW_CURSOR + "\n")
     assert termios.tcgetattr(run.slave) == run.before
@@ -199,4 +204,19 @@ def test_on_this_machine(pty_run: Callable[..., Pty]) -> None:
         check_frame(lines, 100, 50)
         assert any(line.startswith(f"memory     total {human_bytes(total)}, available ") for line in lines)
         assert any(line.startswith("first to go (process, machine-wide; policy ") for line in lines)
+    assert termios.tcgetattr(run.slave) == run.before
+
+
+def test_hostile_names_reach_the_terminal_as_text(pty_run: Callable[..., Pty], tmp_path: Path) -> None:
+    root = odd_machine(tmp_path / "root")
+    run = pty_run("--root", str(root.root), "--count", "2", "--interval", "0.2", columns=70, rows=40)
+    assert run.wait() == 0
+    text = run.text()
+    assert set(ESCAPE.findall(text)) <= OURS  # the names' escape sequences were not sent as such
+    assert not any(c in text for c in "\x07\x0c\x9b\u2028")
+    frames = run.frames()
+    assert len(frames) == 2
+    for lines in frames:
+        check_frame(lines, 70, 40)
+        assert any(line.startswith("  1. pid 500 (\\x1b]0;pwn\\x07\\xff\\n)") for line in lines)
     assert termios.tcgetattr(run.slave) == run.before
