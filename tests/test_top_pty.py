@@ -9,6 +9,7 @@ the master is a real SIGINT from the line discipline and a new window size a rea
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -45,25 +46,51 @@ SESSION = (
     "import fcntl, os, sys, termios; os.setsid(); fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
     "os.execv(sys.executable, [sys.executable, '-m', 'guardian.cli', *sys.argv[1:]])"
 )
+# as a shell runs a job: the session leader stays, guardian runs in a process group of its own
+# in the foreground, so that Ctrl-Z stops it (the kernel ignores it in an orphaned group)
+JOB = """
+import fcntl, os, signal, sys, termios
+os.setsid()
+fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+pid = os.fork()
+if pid == 0:
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    os.tcsetpgrp(0, os.getpid())
+    signal.signal(signal.SIGTTOU, signal.SIG_DFL)
+    os.execv(sys.executable, [sys.executable, "-m", "guardian.cli", *sys.argv[1:]])
+os.write(2, b"%d\\n" % pid)
+while True:
+    _, status = os.waitpid(pid, os.WUNTRACED)
+    if not os.WIFSTOPPED(status):
+        sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 
 class Pty:
     """A child on a fresh pseudo-terminal, and everything it wrote."""
 
-    def __init__(self, args: list[str], columns: int, rows: int) -> None:
+    def __init__(self, args: list[str], columns: int, rows: int, job: bool = False) -> None:
         self.master, self.slave = os.openpty()
         set_size(self.slave, columns, rows)
         self.before = termios.tcgetattr(self.slave)
         env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
         env["TERM"] = "xterm"
         self.child = subprocess.Popen(
-            [sys.executable, "-c", SESSION, "top", *args],
+            [sys.executable, "-c", JOB if job else SESSION, "top", *args],
             stdin=self.slave,
             stdout=self.slave,
             stderr=subprocess.PIPE,
             env=env,
         )
         self.out = b""
+        self.job: Optional[int] = None  # a pidfd of guardian, when it runs as a job under JOB
+
+    def job_pid(self) -> int:
+        assert self.child.stderr is not None
+        pid = int(self.child.stderr.readline())
+        self.job = os.pidfd_open(pid)  # running (it is not reaped before it exits): it is ours
+        return pid
 
     def read(self, timeout: float) -> None:
         ready, _, _ = select.select([self.master], [], [], timeout)
@@ -80,9 +107,11 @@ class Pty:
         return self.out.decode("utf-8")
 
     def frames(self) -> list[list[str]]:
-        """Each drawn frame as the lines it shows (the first HOME is the initial clear)."""
+        """Each drawn frame as the lines it shows (not the clear when the terminal is taken)."""
         out = []
-        for drawn in self.text().split(HOME)[2:]:
+        for drawn in self.text().split(HOME)[1:]:
+            if drawn.startswith(CLEAR_SCREEN):
+                continue
             plain = (
                 drawn.split(SHOW_CURSOR)[0].replace(CLEAR_LINE, "").replace(CLEAR_BELOW, "").replace("\r", "")
             )
@@ -95,6 +124,10 @@ class Pty:
         return self.child.returncode
 
     def close(self) -> None:
+        if self.job is not None:  # our grandchild, by pidfd: gone or not, never another process
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.job, signal.SIGKILL)
+            os.close(self.job)
         if self.child.poll() is None:
             self.child.kill()  # ours, by its pid
             self.child.wait()
@@ -108,8 +141,8 @@ class Pty:
 def pty_run() -> Iterator[Callable[..., Pty]]:
     started: list[Pty] = []
 
-    def start(*args: str, columns: int = 80, rows: int = 40) -> Pty:
-        run = Pty(list(args), columns, rows)
+    def start(*args: str, columns: int = 80, rows: int = 40, job: bool = False) -> Pty:
+        run = Pty(list(args), columns, rows, job)
         started.append(run)
         return run
 
@@ -219,4 +252,28 @@ def test_hostile_names_reach_the_terminal_as_text(pty_run: Callable[..., Pty], t
     for lines in frames:
         check_frame(lines, 70, 40)
         assert any(line.startswith("  1. pid 500 (\\x1b]0;pwn\\x07\\xff\\n)") for line in lines)
+    assert termios.tcgetattr(run.slave) == run.before
+
+
+def stopped(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] == "T"
+
+
+def test_ctrl_z_gives_the_terminal_back_while_stopped(pty_run: Callable[..., Pty]) -> None:
+    run = pty_run("--root", str(FIXTURE), "--interval", "0.3", job=True)
+    pid = run.job_pid()  # guardian, in its own process group
+    run.until(lambda: "first to go" in run.text())
+    os.write(run.master, b"\x1a")  # Ctrl-Z: SIGTSTP from the line discipline
+    run.until(lambda: stopped(pid))
+    assert termios.tcgetattr(run.slave) == run.before  # a shell gets its terminal as it was
+    run.read(0.2)
+    assert run.text().replace("\r", "").endswith(SHOW_CURSOR + "\n")
+    drawn = len(run.frames())
+    assert run.job is not None
+    signal.pidfd_send_signal(run.job, signal.SIGCONT)  # `fg`, without the shell
+    run.until(lambda: not lflag(run.slave) & termios.ECHO and len(run.frames()) > drawn)
+    assert run.text().count(HIDE_CURSOR + HOME + CLEAR_SCREEN) == 2  # taken again, drawn whole
+    os.write(run.master, b"q")
+    assert run.wait() == 0
     assert termios.tcgetattr(run.slave) == run.before
