@@ -181,6 +181,8 @@ def layout(frame: Frame, width: Optional[int] = None, height: Optional[int] = No
     """The frame as lines: cut to ``width`` columns and at most ``height`` lines where they are
     given (a terminal), whole where not (a log). A short terminal loses cgroup rows first, then
     the end of the frame, marked."""
+    width = None if width is None else max(1, width)
+    height = None if height is None else max(1, height)
     status = frame.status
     head = [
         f"guardian top  {frame.when}  every {frame.interval_s:g} s  root {status['root']}  "

@@ -160,11 +160,12 @@ def test_a_terminal_frame_fits_its_width_and_height() -> None:
     (frame,) = frames(fixture_root("k8s-node"), 1)
     whole = layout(frame)
     assert max(len(line) for line in whole) > 100  # long paths and notes: something to cut
-    for width, height in ((200, 60), (80, 24), (40, 12), (20, 5)):
+    for width, height in ((200, 60), (80, 24), (40, 12), (20, 5), (1, 1)):
         lines = layout(frame, width, height)
         assert len(lines) <= height
         assert all(sum(map(cells, line)) <= width for line in lines), width
-        assert lines[0].startswith("guardian top"[:width])
+        assert lines[0].startswith("guardian top"[: width - 1])
+    assert layout(frame, 0, 0) == layout(frame, 1, 1) == ["\u2026"]  # a terminal that says it has no size
     tall = layout(frame, 80, 200)
     short = layout(frame, 80, 20)
     # a short terminal loses cgroup rows before it loses the candidates' lines
