@@ -61,8 +61,9 @@ LOG_SPARK = 60  # points of the sparkline in a log, where there is no width to f
 LABEL = 11  # "memory     ": the label column, as in ``guardian status``
 # Ranking reads every process (about 0.1 s of CPU per 1000 processes, README "Cost of ranking"),
 # the rest of a refresh a few files: the candidates are ranked again only once the last ranking's
-# CPU time is at most this share of the time since, so that the view stays as cheap as a
-# ``status`` read per refresh on a machine of any size (every refresh below ~500 processes).
+# CPU time is at most this share of the time since. On a machine of any size, ranking then takes
+# at most this share of one CPU, and a refresh that does not rank costs a ``status`` read (at the
+# default interval every refresh ranks below about 500 processes).
 RANK_SHARE = 0.05
 
 
@@ -346,14 +347,13 @@ class Terminal:
     # -- taking and giving back the terminal --
 
     def _take(self) -> None:
-        t = termios
         if self.in_fd is not None:
-            self.saved = t.tcgetattr(self.in_fd)
-            mode = t.tcgetattr(self.in_fd)
-            mode[3] &= ~(t.ECHO | t.ICANON)  # keys arrive one by one and are not echoed over the view
-            mode[6][t.VMIN] = 0
-            mode[6][t.VTIME] = 0
-            t.tcsetattr(self.in_fd, t.TCSANOW, mode)
+            self.saved = termios.tcgetattr(self.in_fd)
+            mode = termios.tcgetattr(self.in_fd)
+            mode[3] &= ~(termios.ECHO | termios.ICANON)  # keys one by one, not echoed over the view
+            mode[6][termios.VMIN] = 0
+            mode[6][termios.VTIME] = 0
+            termios.tcsetattr(self.in_fd, termios.TCSANOW, mode)
         self.write(HIDE_CURSOR + HOME + CLEAR_SCREEN)
 
     def _give_back(self) -> None:
@@ -429,8 +429,8 @@ class Terminal:
                         break
             if self.in_fd is not None and self.in_fd in ready:
                 keys = os.read(self.in_fd, 64)
-                if b"q" in keys or b"Q" in keys:
-                    return "quit"
+                if not keys or b"q" in keys or b"Q" in keys:
+                    return "quit"  # nothing to read from a terminal said to be readable: it hung up
 
 
 def watch(
