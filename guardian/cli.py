@@ -372,8 +372,11 @@ def cmd_top(args: argparse.Namespace, clock: Clock) -> int:
     try:
         with quit_on_signals():
             if on_terminal:
-                stdin = sys.stdin
-                with Terminal(write_out, stdout.fileno(), stdin.fileno() if stdin else None) as screen:
+                try:  # keys come from stdin when it is a terminal too
+                    keys: Optional[int] = sys.stdin.fileno()
+                except (AttributeError, ValueError, OSError):  # no stdin, or closed
+                    keys = None
+                with Terminal(write_out, stdout.fileno(), keys) as screen:
                     watch(monitor, screen, clock, args.count, name)
             else:
                 lines: Screen = LogLines(write_out, clock)

@@ -70,12 +70,14 @@ while True:
 class Pty:
     """A child on a fresh pseudo-terminal, and everything it wrote."""
 
-    def __init__(self, args: list[str], columns: int, rows: int, job: bool = False) -> None:
+    def __init__(
+        self, args: list[str], columns: int, rows: int, job: bool = False, term: str = "xterm"
+    ) -> None:
         self.master, self.slave = os.openpty()
         set_size(self.slave, columns, rows)
         self.before = termios.tcgetattr(self.slave)
         env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-        env["TERM"] = "xterm"
+        env["TERM"] = term
         self.child = subprocess.Popen(
             [sys.executable, "-c", JOB if job else SESSION, "top", *args],
             stdin=self.slave,
@@ -141,8 +143,8 @@ class Pty:
 def pty_run() -> Iterator[Callable[..., Pty]]:
     started: list[Pty] = []
 
-    def start(*args: str, columns: int = 80, rows: int = 40, job: bool = False) -> Pty:
-        run = Pty(list(args), columns, rows, job)
+    def start(*args: str, columns: int = 80, rows: int = 40, job: bool = False, term: str = "xterm") -> Pty:
+        run = Pty(list(args), columns, rows, job, term)
         started.append(run)
         return run
 
@@ -212,6 +214,15 @@ def test_a_resize_is_drawn_at_once_at_the_new_size(pty_run: Callable[..., Pty]) 
     check_frame(run.frames()[1], 60, 16)  # long before the next refresh was due
     os.write(run.master, b"q")
     assert run.wait() == 0
+    assert termios.tcgetattr(run.slave) == run.before
+
+
+def test_a_dumb_terminal_gets_plain_lines(pty_run: Callable[..., Pty]) -> None:
+    run = pty_run("--root", str(FIXTURE), "--count", "2", "--interval", "0.2", term="dumb")
+    assert run.wait() == 0
+    text = run.text()
+    assert "\x1b" not in text
+    assert text.count("guardian top  ") == 2 and "memory     total 15.6 GiB" in text
     assert termios.tcgetattr(run.slave) == run.before
 
 
