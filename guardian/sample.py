@@ -291,7 +291,11 @@ class Sample(_Lazy):
         return self._get(f"smaps:{pid}", read)
 
     def cgroup_current(self, path: str) -> int:
-        """The group's memory use alone (one file; Unavailable when it cannot be read)."""
+        """The group's memory use alone (one file; Unavailable when it cannot be read), or
+        what the group's whole memory state gave, where that was read already."""
+        memory = self.cgroup(path)._read_memory()
+        if memory is not None and memory.current_bytes is not None:
+            return memory.current_bytes
         return self._get(
             f"cgroup:{path}:current", lambda: _required(cg.read_cgroup_current(self._host, path), path)
         )

@@ -203,7 +203,9 @@ def with_top(report: Report, top: int) -> Report:
     return {**report, "cgroups": report["cgroups"][:top], "cgroups_total": len(report["cgroups"])}
 
 
-def render_status(report: Report, top: int = 10, wide: bool = False) -> str:
+def memory_lines(report: Report) -> list[str]:
+    """Memory, swap and each zram device in use, a line each: the head of ``status`` and of
+    ``top``."""
     out: list[str] = []
     mem = report["memory"]
     out.append(
@@ -224,6 +226,12 @@ def render_status(report: Report, top: int = 10, wide: bool = False) -> str:
                 f"zram       {z['name']}: {human_bytes(z['orig_data_bytes'])} stored in "
                 f"{human_bytes(z['mem_used_total_bytes'])} of RAM"
             )
+    return out
+
+
+def render_status(report: Report, top: int = 10, wide: bool = False) -> str:
+    out = memory_lines(report)
+    mem = report["memory"]
     oc = report["overcommit"]
     out.append(
         f"overcommit vm.overcommit_memory={oc['overcommit_memory']} "

@@ -54,6 +54,7 @@ sys.exit(main(args))
 NOT_AT_START = (
     "guardian.explain",
     "guardian.status",
+    "guardian.top",
     "importlib.metadata",
     "importlib.resources",
     "email",
