@@ -38,6 +38,7 @@ KMSG = "/dev/kmsg"  # the kernel log, one record per read() (Documentation/ABI/t
 # How long a call that can wait on another process (Host.slow_call) is waited for: a
 # /proc/PID/cmdline read takes microseconds unless the process holds its own memory lock
 SLOW_CALL_S = 0.2
+DIRS_KEPT = 8192  # cgroup directories remembered (forgotten wholesale when full)
 HOT_MAX = 384  # files read_hot keeps open at most (a service's soft RLIMIT_NOFILE is 1024); the
 # rest are read with open, read and close
 
@@ -247,6 +248,7 @@ class Host:
         self._layout: Optional[CgroupLayout] = None
         self._hot: dict[str, int] = {}
         self._hot_dirs: frozenset[str] = frozenset()  # cgroup directories whose files stay open
+        self._dirs: dict[tuple[str, str], str] = {}  # ("v2" or "v1", cgroup) -> its directory
         self._offloop = OffLoop(timeout_s=SLOW_CALL_S)
 
     def __repr__(self) -> str:
@@ -287,7 +289,7 @@ class Host:
     def read_feature(self, path: str, feature: str) -> str:
         """Read a file that a kernel feature provides; a missing file means the feature is off.
         A file of a cgroup held open (hold_open) is read as read_hot reads."""
-        if self._hot_dirs and os.path.dirname(path) in self._hot_dirs:
+        if self._hot_dirs and path.rpartition("/")[0] in self._hot_dirs:
             return self.read_hot(path, feature)
         return self._read_feature(path, feature)
 
@@ -315,9 +317,9 @@ class Host:
         try:
             return os.fsdecode(os.pread(fd, 65536, 0))
         except OSError:  # ENODEV: the group was removed (and maybe made again under its name)
-            directory = os.path.dirname(path)
+            directory = path.rpartition("/")[0]
             if directory in self._hot_dirs:  # its other files too: none stays pinned by guardian
-                self.forget_hot([p for p in self._hot if os.path.dirname(p) == directory])
+                self.forget_hot([p for p in self._hot if p.rpartition("/")[0] == directory])
             else:
                 os.close(fd)
                 del self._hot[path]
@@ -338,7 +340,7 @@ class Host:
         dropped = self._hot_dirs - dirs
         self._hot_dirs = frozenset(dirs)
         if dropped:
-            self.forget_hot([path for path in self._hot if os.path.dirname(path) in dropped])
+            self.forget_hot([path for path in self._hot if path.rpartition("/")[0] in dropped])
 
     def slow_call(self, key: Hashable, what: str, call: Callable[[], T]) -> T:
         """A call that can wait on another process (a /proc/PID/cmdline read, process_mrelease):
@@ -476,6 +478,20 @@ class Host:
 
     def cgroup_v2_dir(self, cgroup: str) -> str:
         """Directory of a cgroup2 group given its path as /proc/PID/cgroup prints it."""
+        known = self._dirs.get(("v2", cgroup))
+        if known is not None:
+            return known
+        return self._remember_dir("v2", cgroup, self._cgroup_v2_dir(cgroup))
+
+    def _remember_dir(self, tree: str, cgroup: str, directory: str) -> str:
+        """A cgroup's directory, remembered (the layout does not change; every cgroup file read
+        asks for one, and working it out was a tenth of a full look)."""
+        if len(self._dirs) >= DIRS_KEPT:
+            self._dirs.clear()
+        self._dirs[(tree, cgroup)] = directory
+        return directory
+
+    def _cgroup_v2_dir(self, cgroup: str) -> str:
         layout = self.cgroup_layout()
         if layout.v2_mount is None:
             raise Unavailable("cgroup2", "no cgroup2 filesystem is mounted")
@@ -485,6 +501,12 @@ class Host:
 
     def cgroup_v1_memory_dir(self, cgroup: str) -> str:
         """Directory of a cgroup in the v1 memory hierarchy."""
+        known = self._dirs.get(("v1", cgroup))
+        if known is not None:
+            return known
+        return self._remember_dir("v1", cgroup, self._cgroup_v1_memory_dir(cgroup))
+
+    def _cgroup_v1_memory_dir(self, cgroup: str) -> str:
         layout = self.cgroup_layout()
         if layout.v1_memory_mount is None:
             raise Unavailable("cgroup v1 memory", "the v1 memory controller is not mounted")

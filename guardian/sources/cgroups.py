@@ -87,6 +87,15 @@ def _parsed(feature: str, parse: Callable[[], T]) -> T:
         raise Malformed.of(feature, exc) from None
 
 
+def _memory_value(feature: str, text: str, path: str) -> Optional[int]:
+    """parse_memory_value() of a file's text; the file is named (printably) only when it does
+    not parse."""
+    try:
+        return parse_memory_value(text)
+    except ParseError:
+        return _parsed(feature, lambda: parse_memory_value(text, shown(path)))
+
+
 # --- cgroup2 -----------------------------------------------------------------------------------
 
 
@@ -99,8 +108,7 @@ def read_v2_value(host: Host, cgroup: str, name: str) -> Optional[int]:
     a value that does not parse: Malformed."""
     path = v2_file(host, cgroup, name)
     feature = f"cgroup2 {name}"
-    text = host.read_feature(path, feature)
-    return _parsed(feature, lambda: parse_memory_value(text, shown(path)))
+    return _memory_value(feature, host.read_feature(path, feature), path)
 
 
 def read_v2_keyed(host: Host, cgroup: str, name: str) -> dict[str, int]:
@@ -209,8 +217,7 @@ def read_v1_value(host: Host, cgroup: str, name: str) -> Optional[int]:
     """memory.usage_in_bytes, memory.limit_in_bytes, memory.failcnt, memory.memsw.*."""
     path = v1_file(host, cgroup, name)
     feature = f"cgroup v1 {name}"
-    text = host.read_feature(path, feature)
-    return _parsed(feature, lambda: parse_memory_value(text, shown(path)))
+    return _memory_value(feature, host.read_feature(path, feature), path)
 
 
 def read_v1_keyed(host: Host, cgroup: str, name: str) -> dict[str, int]:
