@@ -514,6 +514,17 @@ class Host:
         rel = self._relative(layout.v1_memory_mount, cgroup)
         return (self._mount_dir(layout.v1_memory_mount) + rel).rstrip("/")
 
+    def cgroup_identity(self, cgroup: str) -> tuple[int, ...]:
+        """The inode numbers of the group's directories (cgroup2, v1 memory): what tells a group
+        from one removed and made again under the same name; () where it has none."""
+        found = []
+        for directory in (self.cgroup_v2_dir, self.cgroup_v1_memory_dir):
+            try:
+                found.append(os.stat(directory(cgroup)).st_ino)
+            except (Unavailable, OSError):
+                continue
+        return tuple(found)
+
     def cgroup_exists(self, cgroup: str) -> bool:
         """True when ``cgroup`` is a directory in the cgroup2 tree or the v1 memory tree."""
         for directory in (self.cgroup_v2_dir, self.cgroup_v1_memory_dir):

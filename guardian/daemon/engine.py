@@ -150,10 +150,12 @@ class Engine:
         self.flights: dict[Optional[str], Flight] = {}
         self.cooldowns: list[Cooldown] = []
         self.watched: list[str] = []
-        self._signature: list[tuple[str, Optional[int]]] = []
+        self._signature: list[tuple[str, Optional[int], tuple[int, ...]]] = []
         self._scanned_us: Optional[int] = None
         self.psi_fired_us: dict[PsiKey, int] = {}
         self.armed_psi: frozenset[PsiKey] = frozenset()
+        self.armed_events: frozenset[str] = frozenset()  # memory.events the kernel reports changes of
+        self._events_unread: set[str] = set()  # of those, changed (or armed) since the last read
         self.calm: Optional[Calm] = None
         self.uncovered = True  # some watched condition has no kernel wake-up: every wake is a full tick
         self.usage_lines: tuple[UsageLine, ...] = ()
@@ -196,12 +198,15 @@ class Engine:
             prefix, depth = rule.walk()
             paths.update(p for p in self.host.cgroups_below(prefix, depth) if rule.matches(p))
         matched = sorted(paths)
-        signature = []
+        signature: list[tuple[str, Optional[int], tuple[int, ...]]] = []
         for path in matched:
+            # the directories' inodes: a group removed and made again under its name (a service
+            # restarted) is another group, whose wake-ups must be armed anew
+            identity = self.host.cgroup_identity(path)
             try:
-                signature.append((path, sample.cgroup(path).usage.max_bytes))
+                signature.append((path, sample.cgroup(path).usage.max_bytes, identity))
             except GuardianError:
-                signature.append((path, None))
+                signature.append((path, None, identity))
         changed = signature != self._signature
         self._signature = signature
         self.watched = matched
@@ -218,12 +223,15 @@ class Engine:
         self.usage_lines = wake_plan.usage_lines
         self.uncovered = bool(armed.uncovered)
         self.armed_psi = armed.psi
+        self.armed_events = armed.events
+        self._events_unread = set(armed.events)  # read each once: changes are reported from now on
         self.calm = None
 
     def woke(self, wake: Wake, now_us: int) -> None:
         """What the kernel said while the loop slept."""
         for key in wake.psi:
             self.psi_fired_us[key] = now_us
+        self._events_unread |= wake.events
         if wake.kernel:
             self.calm = None  # the kernel saw something: look properly
         if wake.cgroups:
@@ -247,7 +255,12 @@ class Engine:
         now_us = self.clock.monotonic_us() if now_us is None else now_us
         sample = Sample(self.host, now_us, self.listing)
         changed = self.rescan(sample, now_us)
-        assessment = assess(sample, self.policy, self.state, now_us, self.watched, self._quiet_psi(now_us))
+        quiet_events = self.armed_events - self._events_unread
+        assessment = assess(
+            sample, self.policy, self.state, now_us, self.watched, self._quiet_psi(now_us), quiet_events
+        )
+        events = self.state.events
+        self._events_unread = {p for p in self._events_unread if p in events and events[p][0] != now_us}
         result = TickResult(assessment, watch_changed=changed)
         self._record(sample, now_us)
         self._expire_cooldowns(assessment, now_us)

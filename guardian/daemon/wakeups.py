@@ -90,6 +90,7 @@ class Armed:
     psi: frozenset[PsiKey] = frozenset()  # sources with a registered kernel trigger
     psi_modes: Mapping[str, str] = field(default_factory=dict)  # path -> "trigger" or why polled
     uncovered: tuple[str, ...] = ()  # watched cgroups with a condition no kernel event reports
+    events: frozenset[str] = frozenset()  # cgroups whose memory.events changes wake the loop
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class Wake:
 
     psi: frozenset[PsiKey] = frozenset()  # PSI conditions' triggers that fired (not the wake-ups)
     cgroups: bool = False  # a cgroup was made or removed under a rule's subtree
+    events: frozenset[str] = frozenset()  # cgroups whose memory.events changed
     kernel: bool = False  # any kernel event at all (PSI, memory.events, threshold, a kill, cgroups)
     signal: bool = False
 
@@ -213,6 +215,7 @@ class Waiter:
         self.poller = select.poll()
         self.fds: dict[int, str] = {}  # fd -> what it is: "psi", "events", "threshold", "cgroups"
         self.triggers: dict[int, tuple[PsiTrigger, PsiKey]] = {}
+        self.events_of: dict[int, str] = {}  # memory.events fd -> its cgroup
         self.kill_fds: dict[int, int] = {}  # fd -> events; owned by the kills in flight, only polled here
         self.wakeup_fd = wakeup_fd
         if wakeup_fd is not None:
@@ -229,6 +232,7 @@ class Waiter:
             os.close(fd)
         self.fds.pop(fd, None)
         self.triggers.pop(fd, None)
+        self.events_of.pop(fd, None)
 
     def close(self) -> None:
         self.set_kills([])
@@ -270,6 +274,7 @@ class Waiter:
             except OSError:
                 continue
             self._add(fd, select.POLLPRI, "events")
+            self.events_of[fd] = cgroup
             covered.setdefault(cgroup, set()).add("events")
         for directory, usage_bytes, cgroup in wake_plan.thresholds:
             if wake_plan.writes and self._threshold(directory, usage_bytes):
@@ -278,7 +283,8 @@ class Waiter:
         if watch is not None:
             self._add(watch, select.POLLIN, "cgroups")
         uncovered = tuple(path for path, need in wake_plan.needs.items() if need - covered.get(path, set()))
-        return Armed(psi=frozenset(armed), psi_modes=modes, uncovered=uncovered)
+        events = frozenset(self.events_of.values())
+        return Armed(psi=frozenset(armed), psi_modes=modes, uncovered=uncovered, events=events)
 
     def _threshold(self, directory: str, threshold_bytes: int) -> bool:
         """cgroup v1: an eventfd signalled when memory.usage_in_bytes crosses the threshold."""
@@ -326,6 +332,7 @@ class Waiter:
         except InterruptedError:
             return Wake(signal=True)
         psi: set[PsiKey] = set()
+        changed: set[str] = set()
         cgroups = kernel = signalled = False
         for fd, mask in events:
             if fd in self.kill_fds:
@@ -343,6 +350,7 @@ class Waiter:
                     os.read(fd, 4096)
                 cgroups = cgroups or what == "cgroups"
             elif what == "events":
+                changed.add(self.events_of[fd])
                 with contextlib.suppress(OSError):
                     os.lseek(fd, 0, os.SEEK_SET)
                     os.read(fd, 4096)
@@ -353,4 +361,6 @@ class Waiter:
                     self._drop(fd)  # a cgroup trigger reports POLLERR once the cgroup is gone
                 elif state == "fired" and key[0] != WAKE:  # a wake-up is only a wake-up
                     psi.add(key)
-        return Wake(psi=frozenset(psi), cgroups=cgroups, kernel=kernel, signal=signalled)
+        return Wake(
+            psi=frozenset(psi), cgroups=cgroups, events=frozenset(changed), kernel=kernel, signal=signalled
+        )
