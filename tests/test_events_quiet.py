@@ -49,17 +49,17 @@ def build(tmp_path: Path, oom_kills: int = 0) -> FakeRoot:
     return root
 
 
+def engine_on(root: FakeRoot) -> Engine:
+    policy = parse_policy(POLICY, "test.toml")
+    plugins = make_plugin_manager(None, entry_points=False)
+    selector = Selector(policy, plugins)
+    return Engine(Host(root.root), Loaded(policy, plugins, selector), Reporter(MemorySink()), FakeClock())
+
+
 @pytest.fixture
 def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Engine, FakeRoot, list[str]]:
     root = build(tmp_path)
-    policy = parse_policy(POLICY, "test.toml")
-    plugins = make_plugin_manager(None, entry_points=False)
-    g = Engine(
-        Host(root.root),
-        Loaded(policy, plugins, Selector(policy, plugins)),
-        Reporter(MemorySink()),
-        FakeClock(),
-    )
+    g = engine_on(root)
     reads: list[str] = []
     real = cg.read_cgroup_events
 
@@ -125,14 +125,7 @@ def test_an_unread_group_stays_unread_until_it_reads(engine: tuple[Engine, FakeR
 
 def test_a_group_made_again_under_its_name_is_armed_anew(tmp_path: Path) -> None:
     root = build(tmp_path)
-    policy = parse_policy(POLICY, "test.toml")
-    plugins = make_plugin_manager(None, entry_points=False)
-    g = Engine(
-        Host(root.root),
-        Loaded(policy, plugins, Selector(policy, plugins)),
-        Reporter(MemorySink()),
-        FakeClock(),
-    )
+    g = engine_on(root)
     now = g.clock.monotonic_us()
     assert g.rescan(guardian.sample.Sample(g.host, now), now, force=True)
     assert not g.rescan(guardian.sample.Sample(g.host, now), now, force=True)  # nothing changed
