@@ -387,10 +387,9 @@ class Export:
         """Bind the endpoint ``settings`` name, where it is not the one serving; raises OSError
         when the address cannot be had. Any thread."""
         listen = settings.listen
-        if listen is None or (
-            self.endpoint is not None and listen == self.endpoint.listen and listen.port != 0
-        ):
-            return Pending(settings, None)
+        serving = None if self.endpoint is None else (self.endpoint.listen.address, self.endpoint.port)
+        if listen is None or (listen.address, listen.port) == serving:
+            return Pending(settings, None)  # the one serving (port 0 asks for a new free port)
         return Pending(settings, Endpoint(listen, self.registry))
 
     def discard(self, pending: Pending) -> None:
