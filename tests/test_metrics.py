@@ -6,6 +6,7 @@ its text format: what a scrape would see."""
 
 from __future__ import annotations
 
+import errno
 import socket
 import urllib.error
 import urllib.request
@@ -21,7 +22,7 @@ from support.sinks import MemorySink
 from guardian.config import Listen, MetricsSettings, Policy, PolicyError, builtin_policy, parse_policy
 from guardian.daemon import engine as engine_module
 from guardian.daemon.engine import Engine
-from guardian.daemon.exporter import MAX_SCRAPES, Export, make_registry
+from guardian.daemon.exporter import MAX_SCRAPES, Export, listen_error, make_registry
 from guardian.daemon.wakeups import Armed, Wake
 from guardian.host import Host
 from guardian.loaded import Loaded
@@ -461,9 +462,20 @@ def test_the_text_file_is_written_and_removed(tmp_path: Path) -> None:
     text = path.read_text()
     assert counter(text, "guardian_kills_total", action="kill", outcome="killed", rule="cgroup[0]") == 1
     assert [p.name for p in tmp_path.iterdir()] == ["guardian.prom"]  # no temporary file left
+    assert path.stat().st_mode & 0o777 == 0o644  # node_exporter's user reads it, whatever the umask
     for thread in export.close():
         thread.join(5)
     assert not path.exists()
+
+
+def test_the_shipped_units_refusals_are_explained() -> None:
+    """Under the shipped unit an endpoint fails with EAFNOSUPPORT and a text file outside
+    ReadWritePaths= with EROFS: the message says which drop-in fixes it."""
+    hint = listen_error(MetricsSettings(listen=Listen("127.0.0.1", 9464)), OSError(errno.EAFNOSUPPORT, "x"))
+    assert hint.startswith("cannot listen on 127.0.0.1:9464: Address family not supported by protocol (")
+    assert "packaging/guardian-metrics.conf" in hint
+    drop_in = (Path(__file__).parent.parent / "packaging" / "guardian-metrics.conf").read_text()
+    assert "RestrictAddressFamilies=AF_INET AF_INET6\n" in drop_in and "ReadWritePaths=-/" in drop_in
 
 
 def test_a_text_file_that_cannot_be_written_is_reported_once(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import socket
 import threading
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from typing import Any, Callable, Optional
 
-from prometheus_client import CollectorRegistry, write_to_textfile
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import MetricsHandler
 from prometheus_client.process_collector import ProcessCollector
@@ -312,12 +313,43 @@ class Endpoint:
         return stopper
 
 
+def write_textfile(path: str, registry: CollectorRegistry) -> None:
+    """The metrics in ``path``, replaced whole: written to ``PATH.PID.tmp`` beside it (a name
+    node_exporter does not read), then renamed, as prometheus_client's write_to_textfile does,
+    but readable by all (0644): the unit's UMask=0077 would otherwise leave it to root alone, and
+    node_exporter runs as its own user."""
+    data = generate_latest(registry)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            os.fchmod(fd, 0o644)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# what an errno means under the shipped unit (packaging/guardian.service), for the operator
+UNIT_HINTS = {
+    errno.EAFNOSUPPORT: " (the unit allows AF_UNIX sockets only: install packaging/guardian-metrics.conf "
+    "as a drop-in, README: Metrics)",
+    errno.EROFS: " (the unit's ProtectSystem=strict: name the directory in ReadWritePaths=, as "
+    "packaging/guardian-metrics.conf does for node_exporter's)",
+}
+
+
 class TextFile:
-    """Writes the metrics to ``path`` every ``interval_s`` (prometheus_client's
-    write_to_textfile: a file beside it, then a rename, so node_exporter never reads half a
-    file), from its own thread; removes it when stopped, so that a stopped daemon's last
-    numbers are not read as a quiet machine's. A write that fails is reported, once until one
-    succeeds again."""
+    """Writes the metrics to ``path`` every ``interval_s`` (write_textfile: never half a file),
+    from its own thread; removes it when stopped, so that a stopped daemon's last numbers are
+    not read as a quiet machine's. A write that fails is reported, once until one succeeds
+    again."""
 
     def __init__(self, path: str, interval_s: float, registry: CollectorRegistry, reporter: Reporter) -> None:
         self.path = path
@@ -341,9 +373,9 @@ class TextFile:
 
     def _write(self) -> None:
         try:
-            write_to_textfile(self.path, self.registry)
+            write_textfile(self.path, self.registry)
         except OSError as exc:
-            error = os.strerror(exc.errno) if exc.errno else str(exc)
+            error = _strerror(exc)
             if error != self._failed:
                 self._failed = error
                 self.reporter.lifecycle(
@@ -449,7 +481,9 @@ class Export:
 
 
 def _strerror(error: OSError) -> str:
-    return os.strerror(error.errno) if error.errno else str(error)
+    if not error.errno:
+        return str(error)
+    return os.strerror(error.errno) + UNIT_HINTS.get(error.errno, "")
 
 
 def listen_error(settings: MetricsSettings, error: OSError) -> str:
