@@ -72,6 +72,8 @@ class GuardianCollector:
         if available is not None:
             at_us, avail, free = available
             mem_avail.add_metric([], avail)
+            if free is None and meminfo is not None:  # the fast path reads SwapFree only where it decides
+                free = meminfo.swap_free_bytes
             if free is not None:
                 swap_free.add_metric([], free)
             age.add_metric([], max(0.0, (now_us - at_us) / 1e6))
