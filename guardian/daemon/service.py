@@ -169,6 +169,7 @@ class Service:
             engine.reporter.policy_loaded(result.policy.source, summarize(result.policy))
             if self._pending is not None and self.export is not None:
                 self.export.apply(self._pending)
+                self._pending = None
         elif result is not None:
             engine.reporter.policy_rejected(self.policy_path or BUILT_IN, str(result))
         self.notifier.send(READY="1", STATUS=self.status())
@@ -276,6 +277,8 @@ class Service:
             self.waiter.close()
             engine.close()
             if self.export is not None:
+                if self._pending is not None:  # a reload loaded and not swapped in: its socket
+                    self.export.discard(self._pending)
                 self.export.close()
             signal.set_wakeup_fd(old_wakeup)
             for s, h in previous.items():
