@@ -391,8 +391,12 @@ def test_the_endpoint_follows_the_policy(tmp_path: Path) -> None:
     export.apply(export.prepare(MetricsSettings(listen=Listen("127.0.0.1", endpoint.port), max_cgroups=3)))
     assert export.endpoint is endpoint and metrics.max_cgroups == 3
     # a taken address cannot be prepared, and the running endpoint stays
-    with pytest.raises(OSError):
-        export.prepare(MetricsSettings(listen=Listen("127.0.0.1", _taken_port())))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        with pytest.raises(OSError):
+            export.prepare(MetricsSettings(listen=Listen("127.0.0.1", holder.getsockname()[1])))
+    assert export.endpoint is endpoint
     # moved: the new one serves, the old one closes
     stopping = export.apply(export.prepare(first))
     assert export.endpoint is not endpoint
@@ -414,18 +418,6 @@ def serving(export: Export) -> bool:
     """An endpoint serves and the loop copies its readings (a function: the test's asserts
     before a change must not narrow what it checks after)."""
     return export.endpoint is not None or export.metrics.on
-
-
-_held: list[socket.socket] = []
-
-
-def _taken_port() -> int:
-    """A loopback port this test holds (listening) until the end of the session."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    _held.append(sock)
-    return int(sock.getsockname()[1])
 
 
 def test_a_flood_of_idle_connections_is_bounded() -> None:
