@@ -36,6 +36,7 @@ from typing import Callable, Optional, Protocol, TextIO, Union
 from guardian.actions import Outcome
 from guardian.config import PolicyError
 from guardian.kinds import KillAction, NotDone
+from guardian.metrics import Metrics
 from guardian.policy import Trigger
 from guardian.ranking import Ranked
 from guardian.text import counted, shown
@@ -314,14 +315,19 @@ def _field_name(name: str) -> str:
 
 
 class Reporter:
-    def __init__(self, sink: Sink) -> None:
+    """Every decision, trigger without a kill, policy change and lifecycle event, to the sink;
+    the decisions and policy changes are counted in ``metrics`` too."""
+
+    def __init__(self, sink: Sink, metrics: Optional[Metrics] = None) -> None:
         self.sink = sink
+        self.metrics = metrics if metrics is not None else Metrics()
 
     def _send(self, message: str, message_id: str, priority: int, fields: Mapping[str, Field]) -> None:
         self.sink.send(message, {"MESSAGE_ID": message_id, "PRIORITY": str(priority), **fields})
 
     def decision(self, trigger: Trigger, victim: Ranked, action: KillAction, outcome: Outcome) -> None:
         """A victim was chosen and acted on (or, in a dry run, would have been)."""
+        self.metrics.decision(action, outcome.result, trigger.rule)
         c = victim.candidate
         fields: Fields = {
             "GUARDIAN_ACTION": action,
@@ -380,6 +386,7 @@ class Reporter:
 
     def not_done(self, trigger: Trigger, outcome: NotDone, detail: str) -> None:
         """A trigger that led to no kill: recovered before it, or nothing killable in scope."""
+        self.metrics.no_kill(trigger.rule, outcome)
         fields: Fields = {
             "GUARDIAN_TRIGGER": f"{trigger.rule}:{trigger.condition}",
             "GUARDIAN_LEVEL": trigger.level,
@@ -391,6 +398,7 @@ class Reporter:
         self._send(f"no kill for {trigger.reason}: {detail}", MSG_NOT_DONE, PRIORITY_NOTICE, fields)
 
     def policy_loaded(self, source: str, summary: str) -> None:
+        self.metrics.policy_loaded("loaded")
         self._send(
             f"policy {source} loaded: {summary}",
             MSG_POLICY_LOADED,
@@ -399,6 +407,7 @@ class Reporter:
         )
 
     def policy_rejected(self, source: str, error: str) -> None:
+        self.metrics.policy_loaded("rejected")
         self._send(
             f"new policy rejected, the old one stays in force: {error}",
             MSG_POLICY_REJECTED,

@@ -69,6 +69,11 @@ class _Lazy:
             raise value
         return value  # type: ignore[return-value]
 
+    def _peek(self, key: str) -> Optional[object]:
+        """What was read under ``key`` so far, without reading (None: not read, or failed)."""
+        value = self._memo.get(key)
+        return None if isinstance(value, GuardianError) else value
+
 
 class CgroupSample(_Lazy):
     """One cgroup within a Sample. Memory state comes from the hierarchy that accounts memory
@@ -117,6 +122,20 @@ class CgroupSample(_Lazy):
     @property
     def pressure(self) -> Pressure:
         return self._get(self._key("memory.pressure"), lambda: read_cgroup_pressure(self._host, self.path))
+
+    def usage_if_read(self) -> Optional[CgroupMemory]:
+        """memory.current and memory.max as this Sample read them already; None where it did
+        not (the metrics show what the loop read, and read nothing for themselves)."""
+        memory = self._read_memory()
+        if memory is not None:
+            return memory
+        usage = self._peek(self._key("usage"))
+        return usage if isinstance(usage, CgroupMemory) else None
+
+    def pressure_if_read(self) -> Optional[Pressure]:
+        """memory.pressure as this Sample read it already, or None."""
+        pressure = self._peek(self._key("memory.pressure"))
+        return pressure if isinstance(pressure, Pressure) else None
 
     @property
     def events_local(self) -> Mapping[str, int]:
@@ -219,6 +238,20 @@ class Sample(_Lazy):
     def pressure(self, resource: str = "memory") -> Pressure:
         """System-wide PSI; raises Unavailable without PSI."""
         return self._get(f"psi:{resource}", lambda: read_pressure(self._host, resource))
+
+    def meminfo_if_read(self) -> Optional[MemInfo]:
+        """meminfo as this Sample read it already, or None (not read, or unreadable)."""
+        meminfo = self._peek("meminfo")
+        return meminfo if isinstance(meminfo, MemInfo) else None
+
+    def pressure_if_read(self, resource: str = "memory") -> Optional[Pressure]:
+        """System-wide PSI as this Sample read it already, or None."""
+        pressure = self._peek(f"psi:{resource}")
+        return pressure if isinstance(pressure, Pressure) else None
+
+    def cgroup_if_read(self, path: str) -> Optional[CgroupSample]:
+        """The cgroup's view when this Sample has made one (something asked about it)."""
+        return self._cgroups.get(path)
 
     def pressure_or_none(self, resource: str = "memory") -> Optional[Pressure]:
         try:

@@ -55,6 +55,7 @@ from guardian.report import PRIORITY_NOTICE, PRIORITY_WARNING, Reporter
 from guardian.sample import Listing, Sample
 from guardian.selection import busy_with
 from guardian.sources.meminfo import quick_field
+from guardian.sources.psi import StallMeter
 from guardian.text import shown
 
 SETTLE_S = 1.0  # after a victim died, KILL-level triggers wait this long for memory to show it
@@ -163,6 +164,7 @@ class Engine:
         self._reaped: dict[tuple[int, int], None] = {}  # (pid, start time) reaped, oldest first
         self.history = Histories()
         self.listing = Listing(LISTING_MAX_S)
+        self.metrics = reporter.metrics
 
     @property
     def policy(self) -> Policy:
@@ -229,6 +231,7 @@ class Engine:
 
     def woke(self, wake: Wake, now_us: int) -> None:
         """What the kernel said while the loop slept."""
+        self.metrics.woke("kernel" if wake.kernel else "signal" if wake.signal else "timer")
         for key in wake.psi:
             self.psi_fired_us[key] = now_us
         self._events_unread |= wake.events
@@ -269,7 +272,35 @@ class Engine:
             result.started.append(self._start(sample, trigger))
         self.calm = self._calm(sample, assessment, now_us)
         result.interval_s = self._interval(sample, assessment, now_us)
+        self._measured(sample, assessment, now_us)
         return result
+
+    def _measured(self, sample: Sample, assessment: Assessment, now_us: int) -> None:
+        """The metrics: the triggers crossed, and (while something reads them) what this look
+        read, from the Sample as it stands: nothing is read for them."""
+        metrics = self.metrics
+        metrics.crossed((t.rule, t.scope, t.condition, t.level) for t in assessment.triggers)
+        if not metrics.on:
+            return
+        meters = self.state.meters
+        by_group: dict[str, StallMeter] = {}
+        for (_rule, scope), meter in meters.items():
+            if scope is not None:  # a meter is kept per rule: the first rule's speaks for the group
+                by_group.setdefault(scope, meter)
+        groups = {}
+        for path in self.watched[: metrics.max_cgroups]:
+            group = sample.cgroup_if_read(path)
+            memory = None if group is None else group.usage_if_read()
+            pressure = None if group is None else group.pressure_if_read()
+            groups[path] = (memory, by_group.get(path), pressure)
+        metrics.full_look(
+            now_us,
+            sample.meminfo_if_read(),
+            (meters.get(("machine", None)), sample.pressure_if_read("memory")),
+            self.watched,
+            groups,
+            len(self.flights),
+        )
 
     @property
     def keeps_history(self) -> bool:
@@ -362,6 +393,8 @@ class Engine:
             if available is None or (calm.swap_line_bytes is not None and swap_free is None):
                 return None
             pace.read(MEMORY, now_us, available)
+            if self.metrics.on:
+                self.metrics.quick_memory(now_us, available, swap_free)
             swap_gap = None
             if swap_free is not None and calm.swap_line_bytes is not None:
                 pace.read(SWAP, now_us, swap_free)
@@ -379,6 +412,8 @@ class Engine:
                 return None  # gone or unreadable: a full tick sorts it out
             if current >= usage.line_bytes:
                 return None
+            if self.metrics.on:
+                self.metrics.quick_cgroup(usage.cgroup, now_us, current)
             pace.read(usage.cgroup, now_us, usage.max_bytes - current)
             waits.append(
                 pace.seconds(usage.cgroup, usage.line_bytes - current, now_us, poll.fill_rate_bytes_per_s)
@@ -442,6 +477,7 @@ class Engine:
 
     def _report_failures(self, ranking: Ranking) -> None:
         for failure in ranking.failures:
+            self.metrics.plugin_failure(failure.plugin, failure.hook)
             self.reporter.lifecycle(failure.describe(), PRIORITY_WARNING)
         if ranking.fallback:
             self.reporter.lifecycle(ranking.fallback, PRIORITY_WARNING)
@@ -525,6 +561,7 @@ class Engine:
             started = self.killer.start_process(
                 process, level, self.policy.grace_s, selector.guard(self.host), now_us, pidfd
             )
+        self.metrics.latency((self.clock.monotonic_us() - trigger.detected_us) / 1e6)
         if isinstance(started, Outcome):
             self._ended(act, started)
         else:

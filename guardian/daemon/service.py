@@ -19,9 +19,9 @@ import signal
 import threading
 import time
 import traceback
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
-from guardian.config import BUILT_IN, PolicyError
+from guardian.config import BUILT_IN, MetricsSettings, PolicyError
 from guardian.daemon.engine import Engine
 from guardian.daemon.wakeups import Waiter
 from guardian.host import Host
@@ -30,6 +30,9 @@ from guardian.loaded import Loaded, load, summarize
 from guardian.notify import Notifier
 from guardian.report import PRIORITY_ERR, PRIORITY_WARNING, Reporter
 from guardian.sample import Sample
+
+if TYPE_CHECKING:  # imported when a policy turns metrics on, not before (prometheus_client)
+    from guardian.daemon.exporter import Export, Pending
 
 MAX_TICK_FAILURES = 10  # full ticks in a row that raise before the daemon gives up
 
@@ -72,6 +75,45 @@ class Service:
         self._loader: Optional[threading.Thread] = None  # a reload being loaded
         self._loaded: Optional[Union[Loaded, PolicyError]] = None
         self._reload_again = False  # a SIGHUP came while a reload was being loaded
+        self.export: Optional[Export] = None  # the metrics endpoint and text file, once wanted
+        self._pending: Optional[Pending] = None  # a reloaded policy's metrics, prepared
+
+    def _export(self) -> Export:
+        """The metrics' exporter, made on first use (any thread: the reload's loader too)."""
+        if self.export is None:
+            from guardian.daemon.exporter import Export  # noqa: PLC0415 - prometheus_client
+
+            engine = self.engine
+            self.export = Export(engine.metrics, engine.reporter, engine.clock.monotonic_us)
+        return self.export
+
+    def _prepare_metrics(self, settings: MetricsSettings, source: str) -> Optional[Pending]:
+        """A reloaded policy's metrics, prepared in the loader's thread: its endpoint bound
+        where it moved (PolicyError when the address cannot be had: the policy is rejected and
+        the running one keeps its endpoint)."""
+        if not settings.enabled and self.export is None:
+            return None
+        export = self._export()
+        try:
+            return export.prepare(settings)
+        except OSError as exc:
+            from guardian.daemon.exporter import listen_error  # noqa: PLC0415
+
+            raise PolicyError(source, "metrics.listen", listen_error(settings, exc)) from None
+
+    def start_metrics(self) -> None:
+        """The start's policy's metrics; an address that cannot be had is reported and guardian
+        runs without the endpoint (Export.start_failed)."""
+        settings = self.engine.policy.metrics
+        if not settings.enabled:
+            return
+        export = self._export()
+        try:
+            pending = export.prepare(settings)
+        except OSError as exc:
+            export.start_failed(settings, exc)
+            return
+        export.apply(pending)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if signum == signal.SIGHUP:
@@ -97,17 +139,21 @@ class Service:
 
         def work() -> None:
             result: Union[Loaded, PolicyError]
+            pending = None
             try:
                 result = load(host, path, dry_run)
                 if result.plugins.errors:
                     raise PolicyError(path or BUILT_IN, "", "; ".join(result.plugins.errors))
+                pending = self._prepare_metrics(result.policy.metrics, path or BUILT_IN)
             except PolicyError as exc:
                 result = exc
+            self._pending = pending
             self._loaded = result
             with contextlib.suppress(OSError):  # a full pipe: the loop is awake anyway
                 os.write(self._pipe_w, b"r")  # wake the loop to swap it in
 
         self._loaded = None
+        self._pending = None
         self._loader = threading.Thread(target=work, name="guardian-reload", daemon=True)
         self._loader.start()
 
@@ -121,6 +167,9 @@ class Service:
         if isinstance(result, Loaded):
             engine.replace_policy(result)
             engine.reporter.policy_loaded(result.policy.source, summarize(result.policy))
+            if self._pending is not None and self.export is not None:
+                self.export.apply(self._pending)
+                self._pending = None
         elif result is not None:
             engine.reporter.policy_rejected(self.policy_path or BUILT_IN, str(result))
         self.notifier.send(READY="1", STATUS=self.status())
@@ -172,6 +221,7 @@ class Service:
         )
         for error in engine.loaded.plugins.errors:
             engine.reporter.lifecycle(error, PRIORITY_WARNING)
+        self.start_metrics()
         now = engine.clock.monotonic_us()
         engine.rescan(Sample(engine.host, now), now, force=True)
         self.rearm()
@@ -196,6 +246,7 @@ class Service:
                     engine.rescan(Sample(engine.host, now), now, force=True)
                     self.rearm()
                 interval = engine.quick(engine.clock.monotonic_us())
+                engine.metrics.look(full=interval is None)
                 if interval is None:
                     full += 1
                     try:
@@ -225,6 +276,10 @@ class Service:
         finally:
             self.waiter.close()
             engine.close()
+            if self.export is not None:
+                if self._pending is not None:  # a reload loaded and not swapped in: its socket
+                    self.export.discard(self._pending)
+                self.export.close()
             signal.set_wakeup_fd(old_wakeup)
             for s, h in previous.items():
                 signal.signal(s, h)
