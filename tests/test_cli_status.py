@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from conftest import documented_keys, report_keys, write
-from support.kmsglog import KMSG_FIXTURES
 from support.clock import FakeClock
+from support.kmsglog import KMSG_FIXTURES
 
 from guardian.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, main
 

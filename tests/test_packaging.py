@@ -26,6 +26,7 @@ REQUIRED_IDS = {
     "2a84573cbba6498daaab9afdcc7d2dae": "policy loaded",
     "2f664e5f69b9416d8cda340495d0661a": "policy rejected",
     "8614d6fccaca40658d1eb8dcdae3a3e6": "started / stopped",
+    "a061dd4cbf59429ba9362090877862e4": "kernel OOM kill seen",
 }
 
 ID_LINE = re.compile(r"^-- (\S+)(?: (\S+))?\s*$")  # "-- <id> [language]"

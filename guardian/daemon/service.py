@@ -23,7 +23,7 @@ from typing import Optional, Union
 
 from guardian.config import BUILT_IN, PolicyError
 from guardian.daemon.engine import Engine
-from guardian.daemon.wakeups import Waiter
+from guardian.daemon.wakeups import Waiter, Wake
 from guardian.host import Host
 from guardian.kernel import mlockall
 from guardian.loaded import Loaded, load, summarize
@@ -141,20 +141,35 @@ class Service:
         traceback, and the loop goes on, because an OOM daemon that exits in the middle of an
         episode leaves the machine unguarded until systemd has restarted it. Ten in a row end
         the daemon after all (the unit restarts it)."""
-        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
-        self.engine.reporter.lifecycle(
-            f"a tick failed ({failures} in a row): {type(exc).__name__}: {exc}",
-            PRIORITY_ERR,
-            traceback=detail,
-        )
+        self._failed(f"a tick failed ({failures} in a row)", exc)
         if failures >= MAX_TICK_FAILURES:
             raise exc
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+        self.engine.reporter.lifecycle(f"{what}: {type(exc).__name__}: {exc}", PRIORITY_ERR, traceback=detail)
 
     def status(self) -> str:
         engine = self.engine
         mode = "dry run, " if engine.policy.dry_run else ""
         flying = f", {len(engine.flights)} in flight" if engine.flights else ""
         return f"{mode}watching the machine and {len(engine.watched)} cgroups; {engine.kills} kills{flying}"
+
+    def wait(self, interval_s: float) -> Wake:
+        """Sleep until something wakes the loop or ``interval_s`` passes. Kernel log records are
+        read as they come (a kernel OOM kill is reported at once); a wake that brought nothing
+        else sleeps on for the rest of the interval, without a look at memory."""
+        deadline = time.monotonic() + interval_s
+        while True:
+            wake = self.waiter.wait(interval_s)
+            if wake.kmsg:
+                try:
+                    self.engine.read_kernel_log(self.engine.clock.monotonic_us())
+                except Exception as exc:  # a bug: reported; the loop, and the log's next records, go on
+                    self._failed("reading the kernel log failed", exc)
+            interval_s = deadline - time.monotonic()
+            if not wake.kmsg_only or interval_s <= 0:
+                return wake
 
     def run(self, ticks: Optional[int] = None) -> int:
         """The loop; ``ticks`` bounds the number of passes (tests)."""
@@ -172,6 +187,14 @@ class Service:
         )
         for error in engine.loaded.plugins.errors:
             engine.reporter.lifecycle(error, PRIORITY_WARNING)
+        unreadable = engine.follow_kernel_log()
+        if unreadable is not None:
+            engine.reporter.lifecycle(
+                f"the kernel log cannot be read ({unreadable}): the kernel's OOM kills are seen only "
+                "in the watched groups' oom_kill counters",
+                PRIORITY_WARNING,
+            )
+        self.waiter.set_kmsg(engine.kernel_log_fd())
         now = engine.clock.monotonic_us()
         engine.rescan(Sample(engine.host, now), now, force=True)
         self.rearm()
@@ -221,7 +244,7 @@ class Service:
                     interval = min(interval, 0.25)
                 if self.notifier.watchdog_s:
                     interval = min(interval, self.notifier.watchdog_s / 3)
-                engine.woke(self.waiter.wait(interval), engine.clock.monotonic_us())
+                engine.woke(self.wait(interval), engine.clock.monotonic_us())
         finally:
             self.waiter.close()
             engine.close()
@@ -230,5 +253,11 @@ class Service:
                 signal.signal(s, h)
             self.notifier.send(STOPPING="1")
             # what the loop cost, in looks: every pass, and those that were full ticks
-            engine.reporter.lifecycle("stopped", kills=engine.kills, looks=count, full_looks=full)
+            engine.reporter.lifecycle(
+                "stopped",
+                kills=engine.kills,
+                looks=count,
+                full_looks=full,
+                kernel_oom_kills=engine.kernel_kills,
+            )
         return 0
