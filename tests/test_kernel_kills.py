@@ -452,14 +452,18 @@ class PipeLog:
         self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.kills: list[KernelOomKill] = []
         self.reads = 0
+        self.records = 0  # what KmsgFollower counts: records read, and overruns
+        self.overruns = 0
+        self.drains = True  # False: a descriptor that stays readable, a read that gets nothing
 
     def fileno(self) -> int:
         return self.r
 
     def read(self) -> list[KernelOomKill]:
         self.reads += 1
-        with contextlib.suppress(BlockingIOError):
-            os.read(self.r, 4096)
+        if self.drains:
+            with contextlib.suppress(BlockingIOError):
+                self.records += len(os.read(self.r, 4096))
         kills, self.kills = self.kills, []
         return kills
 
@@ -534,3 +538,26 @@ def test_the_service_follows_a_recorded_log_through_its_ticks(tmp_path: Path) ->
     assert Service(engine, None, False, Notifier({})).run(ticks=2) == 0
     assert [e["GUARDIAN_VICTIM_PID"] for e in _kernel_kills(sink)] == ["399"]
     assert engine.kernel_log is None  # closed with the loop
+
+
+def test_a_log_that_stays_readable_with_nothing_to_read_is_dropped(tmp_path: Path) -> None:
+    """A descriptor that polls readable for ever while reads get nothing must not make the loop
+    spin: after IDLE_LOG_WAKES such wakes it is no longer followed, and that is said once."""
+    from guardian.daemon.service import IDLE_LOG_WAKES
+
+    root = _root(tmp_path)
+    engine, sink, _ = _engine(root)
+    log = PipeLog()
+    log.drains = False
+    engine.kernel_log = log  # type: ignore[assignment]
+    service = Service(engine, None, False, Notifier({}))
+    service.waiter.set_kmsg(log.fileno())
+    try:
+        os.write(log.w, b"x")
+        service.wait(30)  # returns once the log is dropped: the rest of the wait is not spun away
+        assert log.reads == IDLE_LOG_WAKES
+        assert service.waiter.kmsg_fd is None and engine.kernel_log is None
+        said = [e["MESSAGE"] for e in sink.events if "no longer followed" in e["MESSAGE"]]
+        assert len(said) == 1
+    finally:
+        service.waiter.close()

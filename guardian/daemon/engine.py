@@ -613,6 +613,12 @@ class Engine:
         self.kernel_log = follower
         return None
 
+    def stop_kernel_log(self) -> None:
+        """Follow the kernel log no more (the counters' rises are then reported at once)."""
+        if self.kernel_log is not None:
+            self.kernel_log.close()
+            self.kernel_log = None
+
     def kernel_log_fd(self) -> Optional[int]:
         """The kernel log's descriptor, to poll for POLLIN (None: not followed, or a recorded
         file under --root, which every full tick reads instead)."""
@@ -719,6 +725,4 @@ class Engine:
     def close(self) -> None:
         """The loop is stopping: kills in flight end here (what was sent is sent), reported."""
         self._abandon("guardian stopped before the kill was over")
-        if self.kernel_log is not None:
-            self.kernel_log.close()
-            self.kernel_log = None
+        self.stop_kernel_log()

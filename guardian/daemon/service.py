@@ -32,6 +32,9 @@ from guardian.report import PRIORITY_ERR, PRIORITY_WARNING, Reporter
 from guardian.sample import Sample
 
 MAX_TICK_FAILURES = 10  # full ticks in a row that raise before the daemon gives up
+# kernel log wakes in a row that read nothing: a descriptor that polls readable for ever (a read
+# that fails the same way each time) would make the loop spin; it is no longer followed then
+IDLE_LOG_WAKES = 100
 
 
 def protect_self(host: Host, adj: int, reporter: Reporter) -> None:
@@ -72,6 +75,7 @@ class Service:
         self._loader: Optional[threading.Thread] = None  # a reload being loaded
         self._loaded: Optional[Union[Loaded, PolicyError]] = None
         self._reload_again = False  # a SIGHUP came while a reload was being loaded
+        self._idle_log_wakes = 0  # kernel log wakes in a row that read no record
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if signum == signal.SIGHUP:
@@ -163,13 +167,34 @@ class Service:
         while True:
             wake = self.waiter.wait(interval_s)
             if wake.kmsg:
-                try:
-                    self.engine.read_kernel_log(self.engine.clock.monotonic_us())
-                except Exception as exc:  # a bug: reported; the loop, and the log's next records, go on
-                    self._failed("reading the kernel log failed", exc)
+                self._read_log()
             interval_s = deadline - time.monotonic()
-            if not wake.kmsg_only or interval_s <= 0:
+            if not wake.kmsg_only or interval_s <= 0 or self.waiter.kmsg_fd is None:
                 return wake
+
+    def _read_log(self) -> None:
+        engine = self.engine
+        log = engine.kernel_log
+        if log is None:
+            return
+        before = (log.records, log.overruns)
+        try:
+            engine.read_kernel_log(engine.clock.monotonic_us())
+        except Exception as exc:  # a bug: reported; the loop, and the log's next records, go on
+            self._failed("reading the kernel log failed", exc)
+        if (log.records, log.overruns) != before:
+            self._idle_log_wakes = 0
+            return
+        self._idle_log_wakes += 1
+        if self._idle_log_wakes >= IDLE_LOG_WAKES:
+            self.waiter.set_kmsg(None)
+            engine.stop_kernel_log()
+            engine.reporter.lifecycle(
+                f"the kernel log woke guardian {IDLE_LOG_WAKES} times in a row with nothing to read: it is "
+                "no longer followed; the kernel's OOM kills are seen only in the watched groups' "
+                "oom_kill counters",
+                PRIORITY_WARNING,
+            )
 
     def run(self, ticks: Optional[int] = None) -> int:
         """The loop; ``ticks`` bounds the number of passes (tests)."""
