@@ -32,6 +32,7 @@ from guardian.records import KernelOomKill
 
 HOLD_US = 2_000_000  # a counter's rise waits this long for the log's line of the same kill
 CREDIT_US = 120_000_000  # a logged kill waits this long for the counter (2 x the calm look)
+CREDITS_KEPT = 1024  # logged kills remembered per group at most (a flood forgets the oldest)
 
 Source = Literal["kmsg", "memory.events"]
 
@@ -76,6 +77,12 @@ def kill_scope(kill: KernelOomKill) -> tuple[Optional[str], bool]:
     return None, True
 
 
+def _remember(times: list[int], now_us: int) -> None:
+    times.append(now_us)
+    if len(times) > CREDITS_KEPT:
+        del times[0]
+
+
 @dataclass
 class OomLedger:
     """De-duplicates the kernel log's kills against the watched groups' oom_kill counters.
@@ -105,7 +112,7 @@ class OomLedger:
         if where is None:
             group = next((g for g, due in self.pending.items() if due), None)
             if group is None:
-                self.unplaced.append(now_us)
+                _remember(self.unplaced, now_us)
             else:
                 self._take_pending(group)
             return
@@ -115,7 +122,7 @@ class OomLedger:
         if self.pending.get(group):
             self._take_pending(group)
         else:
-            self.credits.setdefault(group, []).append(now_us)
+            _remember(self.credits.setdefault(group, []), now_us)
 
     def _take_pending(self, group: str) -> None:
         due, kills = self.pending[group][0]

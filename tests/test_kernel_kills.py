@@ -127,6 +127,17 @@ def test_old_credits_do_not_hide_a_later_kill() -> None:
     assert ledger.counted({APP: 1}, 1 * S + CREDIT_US + 1, hold=False) == [(APP, 1)]
 
 
+def test_a_flood_of_logged_kills_is_remembered_within_bounds() -> None:
+    from guardian.kernel_kills import CREDITS_KEPT
+
+    ledger = OomLedger(hierarchical=True)
+    ledger.counted({APP: 0}, 0, hold=True)
+    for i in range(3 * CREDITS_KEPT):
+        ledger.logged(APP, 1 + i)
+        ledger.logged(None, 1 + i)
+    assert len(ledger.credits[APP]) == len(ledger.unplaced) == CREDITS_KEPT
+
+
 def test_a_kill_the_log_placed_nowhere_explains_one_rise() -> None:
     """Without the summary line (dump_header() rate-limited) the report names no cgroup."""
     ledger = OomLedger(hierarchical=True)
