@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from pathlib import Path
 from typing import Optional
 
@@ -509,7 +510,10 @@ def test_a_wake_with_only_log_records_reads_the_log_and_sleeps_on(tmp_path: Path
     engine, sink, _ = _engine(root)
     log = PipeLog()
     engine.kernel_log = log  # type: ignore[assignment]
-    service = Service(engine, None, False, Notifier({}))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(5)
+    service = Service(engine, None, False, Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}))
     service.waiter.set_kmsg(log.fileno())
     ticks = []
     real_tick = engine.tick
@@ -527,7 +531,10 @@ def test_a_wake_with_only_log_records_reads_the_log_and_sleeps_on(tmp_path: Path
         assert log.reads == 1 and ticks == []
         (event,) = _kernel_kills(sink)
         assert event["GUARDIAN_VICTIM_COMM"] == "hog" and event["GUARDIAN_RULE"] == "cgroup[0]"
+        # `systemctl status` hears of it
+        assert notify.recv(4096).decode().endswith("; 0 kills; 1 kernel OOM kills seen")
     finally:
+        notify.close()
         service.waiter.close()
         engine.kernel_log = None
         log.close()

@@ -157,7 +157,9 @@ class Service:
         engine = self.engine
         mode = "dry run, " if engine.policy.dry_run else ""
         flying = f", {len(engine.flights)} in flight" if engine.flights else ""
-        return f"{mode}watching the machine and {len(engine.watched)} cgroups; {engine.kills} kills{flying}"
+        kernel = f"; {engine.kernel_kills} kernel OOM kills seen" if engine.kernel_kills else ""
+        watching = f"watching the machine and {len(engine.watched)} cgroups"
+        return f"{mode}{watching}; {engine.kills} kills{flying}{kernel}"
 
     def wait(self, interval_s: float) -> Wake:
         """Sleep until something wakes the loop or ``interval_s`` passes. Kernel log records are
@@ -179,7 +181,8 @@ class Service:
             return
         before = (log.records, log.overruns)
         try:
-            engine.read_kernel_log(engine.clock.monotonic_us())
+            if engine.read_kernel_log(engine.clock.monotonic_us()):
+                self.notifier.send(STATUS=self.status())  # `systemctl status` counts them too
         except Exception as exc:  # a bug: reported; the loop, and the log's next records, go on
             self._failed("reading the kernel log failed", exc)
         if (log.records, log.overruns) != before:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from e2e import checks
-
-from guardian.report import MSG_KERNEL_OOM_KILL
+from e2e import checks, vm
 
 TIMEOUT_S = 300
 
@@ -26,7 +24,7 @@ def check(result: Any) -> list[str]:
         return [f"the scenario did not record the hog: pid {hog!r}, comm {comm!r}, keeper {keeper!r}"]
     if not checks.KERNEL_OOM.findall(result.dmesg):
         return ["the kernel's OOM killer did not act: nothing for guardian to report"]
-    seen = result.entries(MESSAGE_ID=MSG_KERNEL_OOM_KILL)
+    seen = result.entries(MESSAGE_ID=vm.MSG_KERNEL_OOM_KILL)
     mine = [e for e in seen if e.get("GUARDIAN_VICTIM_PID") == hog]
     if len(mine) != 1:
         return [f"expected one kernel OOM kill entry for pid {hog}, got {len(mine)} of {len(seen)}: {seen}"]
