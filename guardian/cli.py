@@ -119,9 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser(
         "status",
         formatter_class=HelpFormatter,
-        help="memory, swap, overcommit, PSI and the cgroups closest to trouble",
+        help="memory, swap, overcommit, PSI, the cgroups closest to trouble, kernel OOM kills",
         description="Show memory and swap, overcommit state, memory PSI (kernel averages and "
-        "the live stall rate) and the cgroups closest to their limit or under most pressure.",
+        "the live stall rate), the cgroups closest to their limit or under most pressure, and the "
+        "kernel's own OOM kills (since boot, by cgroup, and the last ones in the kernel log).",
     )
     status.add_argument("--json", action="store_true", help="print JSON (keys in README.md)")
     status.add_argument(

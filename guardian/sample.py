@@ -120,6 +120,18 @@ class CgroupSample(_Lazy):
         )
 
     @property
+    def oom_kills(self) -> Optional[int]:
+        """The oom_kill counter alone (None where the kernel keeps none), from the counters
+        when they were read already: kernel OOM kills in the group (kernel_kills.py)."""
+        memory = self._read_memory()
+        if memory is not None:
+            return memory.events.get("oom_kill")
+        events = self._memo.get(self._key("memory.events"))
+        if isinstance(events, Mapping):
+            return events.get("oom_kill")
+        return self._get(self._key("oom_kill"), lambda: cg.read_cgroup_oom_kills(self._host, self.path))
+
+    @property
     def pressure(self) -> Pressure:
         return self._get(self._key("memory.pressure"), lambda: read_cgroup_pressure(self._host, self.path))
 

@@ -24,17 +24,19 @@ freeing is not answered with a second kill (earlyoom#121/#309: "kills more than 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Optional, Union
 
 from guardian.actions import AlreadyDying, Hierarchy, Kill, Killer, Outcome, PidReused, reap_dying
 from guardian.candidates import in_scope
 from guardian.clock import Clock
-from guardian.config import Policy
+from guardian.config import CgroupRule, Policy
 from guardian.daemon.wakeups import Armed, PsiKey, UsageLine, Wake, WakePlan, plan
-from guardian.errors import GuardianError
+from guardian.errors import GuardianError, Unavailable
 from guardian.history import Histories, process_usage
 from guardian.host import Host, cgroup_ancestors
+from guardian.kernel_kills import OomLedger, SeenKill, kill_location, kill_scope
 from guardian.kinds import KillAction, Level, NotDone, OutcomeResult
 from guardian.loaded import Loaded
 from guardian.pace import MEMORY, SWAP, bounded_wait, machine_seconds
@@ -54,6 +56,7 @@ from guardian.ranking import Ranked, Ranking
 from guardian.report import PRIORITY_NOTICE, PRIORITY_WARNING, Reporter
 from guardian.sample import Listing, Sample
 from guardian.selection import busy_with
+from guardian.sources.kmsg import KmsgFollower
 from guardian.sources.meminfo import quick_field
 from guardian.sources.psi import StallMeter
 from guardian.text import shown
@@ -72,6 +75,7 @@ LISTING_MAX_S = RESCAN_S  # the cgroup tree is walked again at least this often,
 # recording
 WARM = 0.5  # a watched cgroup past this share of its limit has its processes recorded too
 REAPED_KEPT = 1024  # dying processes remembered as reaped (each is reaped once)
+OOM_COUNT_S = 5.0  # the watched groups' oom_kill counters are read at most this often (full ticks)
 ENDED = ("terminated", "killed", "alive", "dry-run")  # outcomes after which a scope cools down
 
 
@@ -165,6 +169,13 @@ class Engine:
         self.history = Histories()
         self.listing = Listing(LISTING_MAX_S)
         self.metrics = reporter.metrics
+        # the kernel's own OOM kills (kernel_kills.py): the log followed, if it can be read; the
+        # counters' ledger; how many were seen, and who is told of each one as it is reported
+        self.kernel_log: Optional[KmsgFollower] = None
+        self.oom_ledger = OomLedger(hierarchical=False)
+        self.kernel_kills = 0
+        self.kernel_kill_listeners: list[Callable[[SeenKill], None]] = []
+        self._oom_counted_us: Optional[int] = None
 
     @property
     def policy(self) -> Policy:
@@ -270,6 +281,7 @@ class Engine:
         self._advance(assessment, now_us, result)
         for trigger in self._actionable(assessment, now_us):
             result.started.append(self._start(sample, trigger))
+        self._count_kernel_kills(sample, now_us)
         self.calm = self._calm(sample, assessment, now_us)
         result.interval_s = self._interval(sample, assessment, now_us)
         self._measured(sample, assessment, now_us)
@@ -354,6 +366,9 @@ class Engine:
             for at_us in (c.until_us, c.since_us + int(SETTLE_S * 1e6)):
                 if at_us > now_us:
                     interval = min(interval, (at_us - now_us) / 1e6)
+        held_us = self.oom_ledger.next_due_us()  # a counter's rise the log has not explained yet
+        if held_us is not None:
+            interval = min(interval, max(0.0, (held_us - now_us) / 1e6))
         return max(interval, 0.0)
 
     def _calm(self, sample: Sample, assessment: Assessment, now_us: int) -> Optional[Calm]:
@@ -363,8 +378,8 @@ class Engine:
         state = self.state
         if assessment.triggers or self.flights or self.cooldowns or state.stalled_since_us or self.uncovered:
             return None
-        if state.psi_polled_us == now_us:
-            return None
+        if state.psi_polled_us == now_us or self.oom_ledger.pending:
+            return None  # (a counter's rise waiting for the log's line: the next look reports it)
         # the lines themselves: no condition holds, so none is on and none has hysteresis
         line, swap_line = machine_lines(sample, self.policy)
         until = min((self._scanned_us or now_us) + int(RESCAN_S * 1e6), now_us + int(CALM_MAX_S * 1e6))
@@ -488,16 +503,21 @@ class Engine:
         self._start_cooldown(act.trigger)
         return act
 
+    def _rank(self, sample: Sample, scope: Optional[str], whole_group: bool) -> Ranking:
+        """The ranking a trigger in ``scope`` acts on: the group itself for a rule's ``action =
+        "group"``, else the processes in scope; the kills in flight's victims busy."""
+        selector = self.loaded.selector
+        busy = busy_with(self._busy_pids())
+        if whole_group and scope is not None:
+            return selector.rank_group(sample, scope, busy, self.history)
+        return selector.rank(sample, "process", scope, busy, self.history)
+
     def _start(self, sample: Sample, trigger: Trigger) -> Act:
         """Choose, pin, re-check, first signal."""
         act = Act(trigger)
         selector = self.loaded.selector
-        busy = busy_with(self._busy_pids())
         group_rule = trigger.action == "group" and trigger.scope is not None
-        if group_rule and trigger.scope is not None:
-            ranking = selector.rank_group(sample, trigger.scope, busy, self.history)
-        else:
-            ranking = selector.rank(sample, "process", trigger.scope, busy, self.history)
+        ranking = self._rank(sample, trigger.scope, group_rule)
         self._report_failures(ranking)
         self._reap_dying(ranking)
         victim = ranking.top
@@ -650,6 +670,132 @@ class Engine:
             self.reporter.decision(flight.trigger, flight.victim, flight.action, outcome)
         self.flights.clear()
 
+    # --- the kernel's own OOM kills (kernel_kills.py) -------------------------------------------
+
+    def follow_kernel_log(self) -> Optional[str]:
+        """Follow the kernel log from its end, for the kernel's OOM kills; why it cannot be read
+        (a container without /dev/kmsg, kernel.dmesg_restrict without CAP_SYSLOG), or None."""
+        follower = KmsgFollower(self.host)
+        try:
+            follower.open()
+        except Unavailable as exc:
+            return exc.reason
+        self.kernel_log = follower
+        return None
+
+    def stop_kernel_log(self) -> None:
+        """Follow the kernel log no more (the counters' rises are then reported at once)."""
+        if self.kernel_log is not None:
+            self.kernel_log.close()
+            self.kernel_log = None
+
+    def kernel_log_fd(self) -> Optional[int]:
+        """The kernel log's descriptor, to poll for POLLIN (None: not followed, or a recorded
+        file under --root, which every full tick reads instead)."""
+        return None if self.kernel_log is None else self.kernel_log.fileno()
+
+    def read_kernel_log(self, now_us: int, sample: Optional[Sample] = None) -> list[SeenKill]:
+        """Report every kill the kernel log completed since the last read. No full look: the
+        log is read, and for a kill, the ranking of its scope (once per scope per read)."""
+        if self.kernel_log is None:
+            return []
+        kills = self.kernel_log.read()
+        if not kills:
+            return []
+        sample = sample if sample is not None else Sample(self.host, now_us)
+        choices: dict[tuple[Optional[str], bool], tuple[Optional[Ranked], str]] = {}
+        seen = []
+        for kill in kills:
+            where = kill_location(kill)
+            self.oom_ledger.logged(where, now_us)
+            scope, known = kill_scope(kill)
+            logged = SeenKill("kmsg", now_us, where, scope, known, kill)
+            seen.append(self._kernel_kill(sample, logged, choices))
+        return seen
+
+    def _count_kernel_kills(self, sample: Sample, now_us: int) -> None:
+        """Kernel OOM kills the log did not report: a watched group's oom_kill counter that rose
+        (read every OOM_COUNT_S at most, by full ticks only). Under --root the recorded log is
+        read here too: a regular file always polls readable, so there is no descriptor to wait on."""
+        log = self.kernel_log
+        if log is not None and log.fileno() is None:
+            self.read_kernel_log(now_us, sample)
+        ledger = self.oom_ledger
+        last = self._oom_counted_us
+        if last is None or now_us - last >= OOM_COUNT_S * 1e6:
+            self._oom_counted_us = now_us
+            ledger.hierarchical = self.host.cgroup_layout().memory_controller == "v2"
+            counts: dict[str, int] = {}
+            for path in self.watched:
+                try:
+                    value = sample.cgroup(path).oom_kills
+                except GuardianError:
+                    continue  # gone or unreadable: its count starts again when it is read
+                if value is not None:
+                    counts[path] = value
+            due = ledger.counted(counts, now_us, hold=log is not None)
+        else:
+            due = ledger.due(now_us)
+        choices: dict[tuple[Optional[str], bool], tuple[Optional[Ranked], str]] = {}
+        for group, kills in due:
+            self._kernel_kill(sample, SeenKill("memory.events", now_us, group, group, count=kills), choices)
+
+    def _kernel_kill(
+        self,
+        sample: Sample,
+        seen: SeenKill,
+        choices: dict[tuple[Optional[str], bool], tuple[Optional[Ranked], str]],
+    ) -> SeenKill:
+        """Complete a kernel kill with the rule that watches its scope and whom the policy would
+        have chosen there (a ranking, as a trigger there would have run it, acting on nothing);
+        report it, count it, tell the listeners."""
+        rule = self._covering(seen.scope, seen.scope_known)
+        key = (seen.scope, seen.scope_known)
+        if key not in choices:
+            choices[key] = self._would_choose(sample, seen.scope, seen.scope_known, rule)
+        choice, note = choices[key]
+        label = None if rule is None else ("machine" if isinstance(rule, str) else rule.label)
+        seen = replace(seen, rule=label, choice=choice, choice_note=note)
+        self.kernel_kills += seen.count
+        constraint = None if seen.kill is None else seen.kill.constraint
+        for _ in range(seen.count):
+            self.metrics.kernel_oom_kill(constraint, covered=rule is not None)
+        self.reporter.kernel_oom_kill(seen)
+        for listener in self.kernel_kill_listeners:
+            listener(seen)
+        return seen
+
+    def _covering(self, scope: Optional[str], known: bool) -> Union[CgroupRule, str, None]:
+        """The policy's rule that watches ``scope``: the first cgroup rule matching it, or for
+        the machine its rule ("machine") when enabled; None when none does."""
+        if not known:
+            return None
+        if scope is None:
+            return "machine" if self.policy.machine.enabled else None
+        return next((rule for rule in self.policy.cgroups if rule.matches(scope)), None)
+
+    def _would_choose(
+        self, sample: Sample, scope: Optional[str], known: bool, rule: Union[CgroupRule, str, None]
+    ) -> tuple[Optional[Ranked], str]:
+        """Whom the policy ranks first in ``scope`` now (the kernel's victim is dead or dying by
+        then, and out of the ranking), or None and why."""
+        if not known:
+            return None, "the kernel's report does not say where the OOM was"
+        if scope is not None and not self.host.cgroup_exists(scope):
+            return None, f"{shown(scope)} is gone"
+        whole_group = isinstance(rule, CgroupRule) and rule.action == "group"
+        try:
+            ranking = self._rank(sample, scope, whole_group)
+        except GuardianError as exc:
+            return None, f"no ranking: {exc}"
+        self._report_failures(ranking)
+        if ranking.top is not None:
+            return ranking.top, ""
+        if ranking.excluded:
+            return None, f"nothing may be killed there: {ranking.excluded[0].reason}"
+        return None, "no process is left there"
+
     def close(self) -> None:
         """The loop is stopping: kills in flight end here (what was sent is sent), reported."""
         self._abandon("guardian stopped before the kill was over")
+        self.stop_kernel_log()

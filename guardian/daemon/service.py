@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Optional, Union
 
 from guardian.config import BUILT_IN, MetricsSettings, PolicyError
 from guardian.daemon.engine import Engine
-from guardian.daemon.wakeups import Waiter
+from guardian.daemon.wakeups import Waiter, Wake
 from guardian.host import Host
 from guardian.kernel import mlockall
 from guardian.loaded import Loaded, load, summarize
@@ -35,6 +35,9 @@ if TYPE_CHECKING:  # imported when a policy turns metrics on, not before (promet
     from guardian.daemon.exporter import Export, Pending
 
 MAX_TICK_FAILURES = 10  # full ticks in a row that raise before the daemon gives up
+# kernel log wakes in a row that read nothing: a descriptor that polls readable for ever (a read
+# that fails the same way each time) would make the loop spin; it is no longer followed then
+IDLE_LOG_WAKES = 100
 
 
 def protect_self(host: Host, adj: int, reporter: Reporter) -> None:
@@ -77,6 +80,7 @@ class Service:
         self._reload_again = False  # a SIGHUP came while a reload was being loaded
         self.export: Optional[Export] = None  # the metrics endpoint and text file, once wanted
         self._pending: Optional[Pending] = None  # a reloaded policy's metrics, prepared
+        self._idle_log_wakes = 0  # kernel log wakes in a row that read no record
 
     def _export(self) -> Export:
         """The metrics' exporter, made on first use (any thread: the reload's loader too)."""
@@ -190,20 +194,59 @@ class Service:
         traceback, and the loop goes on, because an OOM daemon that exits in the middle of an
         episode leaves the machine unguarded until systemd has restarted it. Ten in a row end
         the daemon after all (the unit restarts it)."""
-        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
-        self.engine.reporter.lifecycle(
-            f"a tick failed ({failures} in a row): {type(exc).__name__}: {exc}",
-            PRIORITY_ERR,
-            traceback=detail,
-        )
+        self._failed(f"a tick failed ({failures} in a row)", exc)
         if failures >= MAX_TICK_FAILURES:
             raise exc
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+        self.engine.reporter.lifecycle(f"{what}: {type(exc).__name__}: {exc}", PRIORITY_ERR, traceback=detail)
 
     def status(self) -> str:
         engine = self.engine
         mode = "dry run, " if engine.policy.dry_run else ""
         flying = f", {len(engine.flights)} in flight" if engine.flights else ""
-        return f"{mode}watching the machine and {len(engine.watched)} cgroups; {engine.kills} kills{flying}"
+        kernel = f"; {engine.kernel_kills} kernel OOM kills seen" if engine.kernel_kills else ""
+        watching = f"watching the machine and {len(engine.watched)} cgroups"
+        return f"{mode}{watching}; {engine.kills} kills{flying}{kernel}"
+
+    def wait(self, interval_s: float) -> Wake:
+        """Sleep until something wakes the loop or ``interval_s`` passes. Kernel log records are
+        read as they come (a kernel OOM kill is reported at once); a wake that brought nothing
+        else sleeps on for the rest of the interval, without a look at memory."""
+        deadline = time.monotonic() + interval_s
+        while True:
+            wake = self.waiter.wait(interval_s)
+            if wake.kmsg:
+                self._read_log()
+            interval_s = deadline - time.monotonic()
+            if not wake.kmsg_only or interval_s <= 0 or self.waiter.kmsg_fd is None:
+                return wake
+
+    def _read_log(self) -> None:
+        engine = self.engine
+        log = engine.kernel_log
+        if log is None:
+            return
+        before = (log.records, log.overruns)
+        try:
+            if engine.read_kernel_log(engine.clock.monotonic_us()):
+                self.notifier.send(STATUS=self.status())  # `systemctl status` counts them too
+        except Exception as exc:  # a bug: reported; the loop, and the log's next records, go on
+            self._failed("reading the kernel log failed", exc)
+        if (log.records, log.overruns) != before:
+            self._idle_log_wakes = 0
+            return
+        self._idle_log_wakes += 1
+        if self._idle_log_wakes >= IDLE_LOG_WAKES:
+            self.waiter.set_kmsg(None)
+            engine.stop_kernel_log()
+            engine.reporter.lifecycle(
+                f"the kernel log woke guardian {IDLE_LOG_WAKES} times in a row with nothing to read: it is "
+                "no longer followed; the kernel's OOM kills are seen only in the watched groups' "
+                "oom_kill counters",
+                PRIORITY_WARNING,
+            )
 
     def run(self, ticks: Optional[int] = None) -> int:
         """The loop; ``ticks`` bounds the number of passes (tests)."""
@@ -222,6 +265,14 @@ class Service:
         for error in engine.loaded.plugins.errors:
             engine.reporter.lifecycle(error, PRIORITY_WARNING)
         self.start_metrics()
+        unreadable = engine.follow_kernel_log()
+        if unreadable is not None:
+            engine.reporter.lifecycle(
+                f"the kernel log cannot be read ({unreadable}): the kernel's OOM kills are seen only "
+                "in the watched groups' oom_kill counters",
+                PRIORITY_WARNING,
+            )
+        self.waiter.set_kmsg(engine.kernel_log_fd())
         now = engine.clock.monotonic_us()
         engine.rescan(Sample(engine.host, now), now, force=True)
         self.rearm()
@@ -272,7 +323,7 @@ class Service:
                     interval = min(interval, 0.25)
                 if self.notifier.watchdog_s:
                     interval = min(interval, self.notifier.watchdog_s / 3)
-                engine.woke(self.waiter.wait(interval), engine.clock.monotonic_us())
+                engine.woke(self.wait(interval), engine.clock.monotonic_us())
         finally:
             self.waiter.close()
             engine.close()
@@ -285,5 +336,11 @@ class Service:
                 signal.signal(s, h)
             self.notifier.send(STOPPING="1")
             # what the loop cost, in looks: every pass, and those that were full ticks
-            engine.reporter.lifecycle("stopped", kills=engine.kills, looks=count, full_looks=full)
+            engine.reporter.lifecycle(
+                "stopped",
+                kills=engine.kills,
+                looks=count,
+                full_looks=full,
+                kernel_oom_kills=engine.kernel_kills,
+            )
         return 0

@@ -19,7 +19,10 @@ whichever comes first:
 * inotify on the directories where a cgroup matching a rule can appear;
 * the kills in flight: a victim's pidfd polls readable when it exits, a group's cgroup.events
   changes when it empties;
-* SIGHUP (reload) and SIGTERM/SIGINT (stop), through a wakeup pipe.
+* SIGHUP (reload) and SIGTERM/SIGINT (stop), through a wakeup pipe;
+* the kernel log (/dev/kmsg polls readable for each new record): a kernel OOM kill is reported
+  as soon as it is logged. It is registered apart from the plan's descriptors, so a rearm keeps
+  it, and a wake that brought only log records is no reason to look at memory.
 
 Arming a PSI trigger or a v1 threshold writes to a kernel file. Under ``--root`` (a fixture tree
 or a chroot, not this machine's kernel) nothing is ever written: those conditions are polled.
@@ -102,6 +105,12 @@ class Wake:
     events: frozenset[str] = frozenset()  # cgroups whose memory.events changed
     kernel: bool = False  # any kernel event at all (PSI, memory.events, threshold, a kill, cgroups)
     signal: bool = False
+    kmsg: bool = False  # the kernel log has new records
+
+    @property
+    def kmsg_only(self) -> bool:
+        """Nothing but kernel log records: nothing the loop looks at changed."""
+        return self.kmsg and not (self.psi or self.cgroups or self.kernel or self.signal)
 
 
 def headroom_usage_line(sample: Sample, path: str, rules: Sequence[CgroupRule]) -> Optional[int]:
@@ -217,6 +226,7 @@ class Waiter:
         self.triggers: dict[int, tuple[PsiTrigger, PsiKey]] = {}
         self.events_of: dict[int, str] = {}  # memory.events fd -> its cgroup
         self.kill_fds: dict[int, int] = {}  # fd -> events; owned by the kills in flight, only polled here
+        self.kmsg_fd: Optional[int] = None  # the kernel log's; owned by its follower, only polled here
         self.wakeup_fd = wakeup_fd
         if wakeup_fd is not None:
             self.poller.register(wakeup_fd, select.POLLIN)
@@ -236,6 +246,7 @@ class Waiter:
 
     def close(self) -> None:
         self.set_kills([])
+        self.set_kmsg(None)
         for fd in list(self.fds):
             self._drop(fd)
 
@@ -325,6 +336,15 @@ class Waiter:
                 self.poller.register(fd, events)
         self.kill_fds = wanted
 
+    def set_kmsg(self, fd: Optional[int]) -> None:
+        """Poll the kernel log's descriptor for POLLIN (None: stop); never closed here."""
+        if self.kmsg_fd is not None and self.kmsg_fd not in self.fds and self.kmsg_fd not in self.kill_fds:
+            with contextlib.suppress(KeyError, OSError, ValueError):
+                self.poller.unregister(self.kmsg_fd)
+        self.kmsg_fd = fd
+        if fd is not None:
+            self.poller.register(fd, select.POLLIN)
+
     def wait(self, timeout_s: float) -> Wake:
         """Sleep until an fd fires or the timeout passes; what fired, drained for the next wait."""
         try:
@@ -333,8 +353,11 @@ class Waiter:
             return Wake(signal=True)
         psi: set[PsiKey] = set()
         changed: set[str] = set()
-        cgroups = kernel = signalled = False
+        cgroups = kernel = signalled = kmsg = False
         for fd, mask in events:
+            if fd == self.kmsg_fd:
+                kmsg = True  # the follower reads it (and an overrun's POLLERR with it)
+                continue
             if fd in self.kill_fds:
                 kernel = True  # the kill's own step() reads and re-arms it
                 continue
@@ -362,5 +385,10 @@ class Waiter:
                 elif state == "fired" and key[0] != WAKE:  # a wake-up is only a wake-up
                     psi.add(key)
         return Wake(
-            psi=frozenset(psi), cgroups=cgroups, events=frozenset(changed), kernel=kernel, signal=signalled
+            psi=frozenset(psi),
+            cgroups=cgroups,
+            events=frozenset(changed),
+            kernel=kernel,
+            signal=signalled,
+            kmsg=kmsg,
         )

@@ -285,6 +285,16 @@ def read_cgroup_events(host: Host, cgroup: str) -> dict[str, int]:
     return _by_controller(host, cgroup, _v2_events, _v1_events)
 
 
+def read_cgroup_oom_kills(host: Host, cgroup: str) -> Optional[int]:
+    """The group's oom_kill counter alone (memory.events, or v1 memory.oom_control without
+    memory.failcnt): None where the kernel keeps none (v1 before 4.13)."""
+
+    def v1(h: Host, c: str) -> dict[str, int]:
+        return _if_present(lambda: read_v1_keyed(h, c, "memory.oom_control"), {})
+
+    return _by_controller(host, cgroup, _v2_events, v1).get("oom_kill")
+
+
 def read_cgroup_current(host: Host, cgroup: str) -> Optional[int]:
     """The group's memory use alone (memory.current, or v1 memory.usage_in_bytes): the one file
     the usage history needs per group, without the other files read_cgroup_memory() reads."""
