@@ -7,7 +7,8 @@
 #   /usr/local/share/man/man8/guardian.8 and man5/guardian.toml.5, the bash completion
 #   (/usr/local/share/bash-completion/completions/guardian) and the zsh completion
 #   (/usr/local/share/zsh/site-functions/_guardian)
-# then enables and starts the service. Re-running upgrades the package and keeps the policy.
+# then enables and (re)starts the service. Re-running upgrades the package, keeps the policy and
+# restarts a running guardian on the new code.
 # GUARDIAN_OFFLINE=1: fetch nothing (no apt-get, no package index); see the offline branch below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,8 +69,12 @@ install -D -m 0644 packaging/completion/guardian.bash /usr/local/share/bash-comp
 install -D -m 0644 packaging/completion/_guardian /usr/local/share/zsh/site-functions/_guardian
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
-    systemctl enable --now guardian.service
+    # restart, not `enable --now`: a running guardian keeps the code it imported at its start,
+    # so an upgrade takes effect only when the service starts again (on a first install,
+    # restart simply starts it)
+    systemctl enable guardian.service
+    systemctl restart guardian.service
     systemctl --no-pager --lines=5 status guardian.service || true
 else
-    echo "install: systemd is not running here; start guardian with: systemctl enable --now guardian" >&2
+    echo "install: systemd is not running here; start guardian with: systemctl enable guardian && systemctl restart guardian" >&2
 fi

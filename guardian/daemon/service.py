@@ -28,6 +28,7 @@ from guardian.host import Host
 from guardian.kernel import mlockall
 from guardian.loaded import Loaded, load, summarize
 from guardian.notify import Notifier
+from guardian.oomd import oomd_warnings
 from guardian.report import PRIORITY_ERR, PRIORITY_WARNING, Reporter
 from guardian.sample import Sample
 
@@ -174,6 +175,8 @@ class Service:
             engine.reporter.lifecycle(error, PRIORITY_WARNING)
         now = engine.clock.monotonic_us()
         engine.rescan(Sample(engine.host, now), now, force=True)
+        for warning in oomd_warnings(engine.host, engine.policy, engine.watched):
+            engine.reporter.lifecycle(warning, PRIORITY_WARNING)
         self.rearm()
         self.notifier.send(READY="1", STATUS=self.status())
         # Everything allocated so far (imports, plugins, policy) lives as long as the process:
