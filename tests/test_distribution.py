@@ -86,3 +86,17 @@ def test_sdist_holds_the_sources_and_the_policy(built: Path) -> None:
     assert "guardian/default_policy.toml" in names
     assert "pyproject.toml" in names
     assert "README.md" in names
+
+
+def test_without_re2_guardian_says_what_to_install() -> None:
+    """Debian does not package google-re2 (debian/README.Debian): its absence is a sentence."""
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['re2'] = None; import guardian.cli"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 1
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("ModuleNotFoundError: guardian needs the module re2 of google-re2 ")
+    assert "pip install --break-system-packages google-re2" in last

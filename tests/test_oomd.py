@@ -1,8 +1,8 @@
 """systemd-oomd beside guardian: its managed cgroups read from unit files, and the start-up
 warning where guardian's rules act on the same cgroups.
 
-The fake roots hold unit files where a Debian or Fedora host has them: the defaults Fedora's
-systemd-oomd-defaults ships (``-.slice.d`` ManagedOOMSwap=kill, ``user@.service.d``
+The fake roots hold unit files where a Debian host has them: the defaults Debian's (bookworm)
+systemd-oomd package ships (``-.slice.d`` ManagedOOMSwap=kill, ``user@.service.d``
 ManagedOOMMemoryPressure=kill), and what ``systemctl set-property`` writes
 (``/etc/systemd/system.control/NAME.d/50-ManagedOOM*.conf``).
 """

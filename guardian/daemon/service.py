@@ -21,6 +21,7 @@ import time
 import traceback
 from typing import Optional, Union
 
+from guardian import __version__
 from guardian.config import BUILT_IN, PolicyError
 from guardian.daemon.engine import Engine
 from guardian.daemon.wakeups import Waiter
@@ -169,7 +170,7 @@ class Service:
         if engine.killer.dry_run and not engine.policy.dry_run:
             summary += f"; DRY RUN (--root {engine.host.root}: its pids are not this machine's)"
         engine.reporter.lifecycle(
-            f"started: policy {self.policy_path or BUILT_IN}: {summary}", pid=os.getpid()
+            f"started: policy {self.policy_path or BUILT_IN}: {summary}", pid=os.getpid(), version=__version__
         )
         for error in engine.loaded.plugins.errors:
             engine.reporter.lifecycle(error, PRIORITY_WARNING)
