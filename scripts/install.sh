@@ -14,6 +14,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX=${GUARDIAN_PREFIX:-/opt/guardian}
 
+# The distribution was called "guardian" before it became guardian-oom: an upgrade of such a venv
+# removes the old one first, or both would claim the files of the package guardian/.
+drop_old_distribution() {
+    if [ -x "$PREFIX/bin/python" ] &&
+        "$PREFIX/bin/python" -c 'import importlib.metadata as m; m.distribution("guardian")' 2>/dev/null; then
+        "$PREFIX/bin/python" -m pip uninstall -q -y --disable-pip-version-check guardian
+    fi
+}
+
 if [ "${GUARDIAN_OFFLINE:-0}" = 1 ]; then
     # Offline mode, for machines that reach no package index: the end-to-end test guest
     # (tests/e2e) has no network at all, and air-gapped hosts are the same. Nothing is fetched:
@@ -37,6 +46,7 @@ if [ "${GUARDIAN_OFFLINE:-0}" = 1 ]; then
         exit 1
     fi
     [ -x "$PREFIX/bin/python" ] || python3 -m venv --system-site-packages --without-pip "$PREFIX"
+    drop_old_distribution
     "$PREFIX/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation --no-index .
     if ! "$PREFIX/bin/python" -c 'import guardian.cli, pluggy, re2, systemd.journal' 2>/dev/null; then
         echo "install: $PREFIX does not see the system's packages; remove it and run again" >&2
@@ -48,6 +58,7 @@ else
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-dev gcc pkg-config libsystemd-dev >/dev/null
     fi
     [ -x "$PREFIX/bin/python" ] || python3 -m venv "$PREFIX"
+    drop_old_distribution
     "$PREFIX/bin/python" -m pip install -q --disable-pip-version-check ".[journal]"
 fi
 ln -sf "$PREFIX/bin/guardian" /usr/local/bin/guardian
