@@ -159,7 +159,11 @@ def test_unit_names_its_documentation_and_the_peers_it_excludes() -> None:
     assert docs[:2] == ["man:guardian(8)", "man:guardian.toml(5)"]
     for page in ("guardian.8", "guardian.toml.5"):
         assert (ROOT / "packaging" / "man" / page).is_file(), f"the unit points at a missing page: {page}"
-    assert set(one(unit, "Conflicts").split()) == {"earlyoom.service", "nohang.service", "nohang-desktop.service"}
+    assert set(one(unit, "Conflicts").split()) == {
+        "earlyoom.service",
+        "nohang.service",
+        "nohang-desktop.service",
+    }
     assert "systemd-oomd.service" not in one(unit, "Conflicts")  # it may coexist: see README
 
 
