@@ -18,11 +18,17 @@ import guardian
 ROOT = Path(__file__).parent.parent
 TOOLS = ("dpkg-buildpackage", "dh", "lintian", "dpkg-deb")
 
-pytestmark = pytest.mark.skipif(
-    any(shutil.which(t, path="/usr/sbin:/usr/bin:/sbin:/bin") is None for t in TOOLS)
-    or not Path("/usr/share/perl5/Debian/Debhelper/Buildsystem/pybuild.pm").exists(),
-    reason="needs debhelper, dh-python, pybuild-plugin-pyproject and lintian (scripts/setup.sh)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        any(shutil.which(t, path="/usr/sbin:/usr/bin:/sbin:/bin") is None for t in TOOLS)
+        or not Path("/usr/share/perl5/Debian/Debhelper/Buildsystem/pybuild.pm").exists(),
+        reason="needs debhelper, dh-python, pybuild-plugin-pyproject and lintian (scripts/setup.sh)",
+    ),
+    pytest.mark.skipif(
+        shutil.which("git") is None or not (ROOT / ".git").exists(),
+        reason="scripts/build_deb.sh copies the files git knows: needs a git checkout",
+    ),
+]
 
 
 def dpkg_deb(*args: str) -> str:
