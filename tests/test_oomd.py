@@ -190,17 +190,17 @@ def test_no_warning_and_no_unit_file_read_when_oomd_is_not_running(tmp_path: Pat
     assert not Host(tmp_path / "nowhere").oomd_running()  # no cgroup tree at all
 
 
-def test_guardian_warns_once_at_start_when_it_overlaps_oomd(tmp_path: Path) -> None:
-    host_with_units(tmp_path)
+def engine_on(root: Path, sink: MemorySink) -> Engine:
+    """The daemon's engine on a fake root, with the built-in policy but for a quick loop."""
     policy = parse_policy("[poll]\nmin_interval_s = 0.01\nmax_interval_s = 0.01\n", "test.toml")
     plugins = make_plugin_manager(None, entry_points=False)
+    return Engine(Host(root), Loaded(policy, plugins, Selector(policy, plugins)), Reporter(sink), FakeClock())
+
+
+def test_guardian_warns_once_at_start_when_it_overlaps_oomd(tmp_path: Path) -> None:
+    host_with_units(tmp_path)
     sink = MemorySink()
-    engine = Engine(
-        Host(tmp_path / "root"),
-        Loaded(policy, plugins, Selector(policy, plugins)),
-        Reporter(sink),
-        FakeClock(),
-    )
+    engine = engine_on(tmp_path / "root", sink)
     assert Service(engine, None, False, Notifier({})).run(ticks=3) == 0
     warnings = [e for e in sink.events if e["MESSAGE"].startswith("systemd-oomd is running")]
     assert [w["PRIORITY"] for w in warnings] == ["4", "4", "4"]  # /, system.slice, user@1000.service
@@ -209,3 +209,20 @@ def test_guardian_warns_once_at_start_when_it_overlaps_oomd(tmp_path: Path) -> N
         "systemd-oomd is running and kills in /system.slice",
         f"systemd-oomd is running and kills in {USER}",
     }
+
+
+def test_a_failing_check_is_a_warning_and_guardian_starts_anyway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host_with_units(tmp_path)
+    sink = MemorySink()
+    engine = engine_on(tmp_path / "root", sink)
+
+    def broken(*args: object) -> list[str]:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr("guardian.daemon.service.oomd_warnings", broken)
+    assert Service(engine, None, False, Notifier({})).run(ticks=2) == 0
+    messages = [e["MESSAGE"] for e in sink.events]
+    assert "could not check whether systemd-oomd acts where guardian does: ValueError('a bug')" in messages
+    assert any(m.startswith("started: ") for m in messages)

@@ -176,7 +176,11 @@ class Service:
             engine.reporter.lifecycle(error, PRIORITY_WARNING)
         now = engine.clock.monotonic_us()
         engine.rescan(Sample(engine.host, now), now, force=True)
-        for warning in oomd_warnings(engine.host, engine.policy, engine.watched):
+        try:
+            warnings = oomd_warnings(engine.host, engine.policy, engine.watched)
+        except Exception as exc:  # advisory: a failure here must never keep guardian from starting
+            warnings = [f"could not check whether systemd-oomd acts where guardian does: {exc!r}"]
+        for warning in warnings:
             engine.reporter.lifecycle(warning, PRIORITY_WARNING)
         self.rearm()
         self.notifier.send(READY="1", STATUS=self.status())
