@@ -34,6 +34,19 @@ BLOCK_DIR = "/sys/block"
 POLICY_FILE = "/etc/guardian.toml"
 PLUGIN_DIR = "/etc/guardian/plugins.d"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
+# systemd's unit search path for the system manager (systemd.unit(5)), highest precedence first:
+# set-property's persistent and runtime drop-ins, transient units, then the usual directories
+UNIT_DIRS = (
+    "/etc/systemd/system.control",
+    "/run/systemd/system.control",
+    "/run/systemd/transient",
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+)
+OOMD_CGROUP = "/system.slice/systemd-oomd.service"  # where systemd runs systemd-oomd
 KMSG = "/dev/kmsg"  # the kernel log, one record per read() (Documentation/ABI/testing/dev-kmsg)
 # How long a call that can wait on another process (Host.slow_call) is waited for: a
 # /proc/PID/cmdline read takes microseconds unless the process holds its own memory lock
@@ -427,6 +440,19 @@ class Host:
 
     def plugin_dir(self) -> str:
         return self.path(PLUGIN_DIR)
+
+    def unit_dirs(self) -> list[str]:
+        """systemd's system unit directories, highest precedence first (guardian/oomd.py)."""
+        return [self.path(d) for d in UNIT_DIRS]
+
+    def oomd_running(self) -> bool:
+        """True when systemd-oomd's service cgroup holds a process: a read of one cgroup file,
+        no D-Bus (guardian/oomd.py)."""
+        try:
+            procs = os.path.join(self.cgroup_v2_dir(OOMD_CGROUP), "cgroup.procs")
+            return bool(self.read_bytes(procs).strip())
+        except (Unavailable, OSError):
+            return False
 
     def journal_socket(self) -> str:
         """journald's socket: on the real root only (a fake root has no journald)."""

@@ -33,7 +33,17 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal, Optional
 
-import re2
+try:
+    import re2
+except ModuleNotFoundError as exc:  # Debian, for one, does not package it: README "Debian package"
+    if exc.name != "re2":
+        raise
+    raise ModuleNotFoundError(
+        "guardian needs the module re2 of google-re2 (linear-time matching of rule patterns), "
+        "which is not installed: pip install google-re2 (on Debian: pip install "
+        "--break-system-packages google-re2, or its wheel offline)",
+        name="re2",
+    ) from None
 
 RuleKind = Literal["protect", "ignore", "prefer", "avoid"]  # which [[table]] a rule comes from
 

@@ -7,11 +7,21 @@
 #   /usr/local/share/man/man8/guardian.8 and man5/guardian.toml.5, the bash completion
 #   (/usr/local/share/bash-completion/completions/guardian) and the zsh completion
 #   (/usr/local/share/zsh/site-functions/_guardian)
-# then enables and starts the service. Re-running upgrades the package and keeps the policy.
+# then enables and (re)starts the service. Re-running upgrades the package, keeps the policy and
+# restarts a running guardian on the new code.
 # GUARDIAN_OFFLINE=1: fetch nothing (no apt-get, no package index); see the offline branch below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX=${GUARDIAN_PREFIX:-/opt/guardian}
+
+# The distribution was called "guardian" before it became guardian-oom: an upgrade of such a venv
+# removes the old one first, or both would claim the files of the package guardian/.
+drop_old_distribution() {
+    if [ -x "$PREFIX/bin/python" ] &&
+        "$PREFIX/bin/python" -c 'import importlib.metadata as m; m.distribution("guardian")' 2>/dev/null; then
+        "$PREFIX/bin/python" -m pip uninstall -q -y --disable-pip-version-check guardian
+    fi
+}
 
 if [ "${GUARDIAN_OFFLINE:-0}" = 1 ]; then
     # Offline mode, for machines that reach no package index: the end-to-end test guest
@@ -37,6 +47,7 @@ if [ "${GUARDIAN_OFFLINE:-0}" = 1 ]; then
         exit 1
     fi
     [ -x "$PREFIX/bin/python" ] || python3 -m venv --system-site-packages --without-pip "$PREFIX"
+    drop_old_distribution
     "$PREFIX/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation --no-index .
     if ! "$PREFIX/bin/python" -c 'import guardian.cli, pluggy, re2, systemd.journal, prometheus_client' 2>/dev/null; then
         echo "install: $PREFIX does not see the system's packages; remove it and run again" >&2
@@ -48,6 +59,7 @@ else
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-dev gcc pkg-config libsystemd-dev >/dev/null
     fi
     [ -x "$PREFIX/bin/python" ] || python3 -m venv "$PREFIX"
+    drop_old_distribution
     "$PREFIX/bin/python" -m pip install -q --disable-pip-version-check ".[journal]"
 fi
 ln -sf "$PREFIX/bin/guardian" /usr/local/bin/guardian
@@ -69,8 +81,12 @@ install -D -m 0644 packaging/completion/guardian.bash /usr/local/share/bash-comp
 install -D -m 0644 packaging/completion/_guardian /usr/local/share/zsh/site-functions/_guardian
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
-    systemctl enable --now guardian.service
+    # restart, not `enable --now`: a running guardian keeps the code it imported at its start,
+    # so an upgrade takes effect only when the service starts again (on a first install,
+    # restart simply starts it)
+    systemctl enable guardian.service
+    systemctl restart guardian.service
     systemctl --no-pager --lines=5 status guardian.service || true
 else
-    echo "install: systemd is not running here; start guardian with: systemctl enable --now guardian" >&2
+    echo "install: systemd is not running here; start guardian with: systemctl enable guardian && systemctl restart guardian" >&2
 fi

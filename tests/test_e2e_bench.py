@@ -491,3 +491,12 @@ def test_a_first_run_that_fails_leaves_the_other_runs_in_place(
         bench_main(results, "--repeat", "2", "--reuse")
     assert bench.kept_runs(cell) == [cell / "runs" / "2"]
     assert sorted(p.name for p in cell.parent.iterdir()) == ["hog-fast"]  # nothing left set aside
+
+
+def test_the_installation_scenarios_build_their_packages_and_stay_out_of_the_benchmark() -> None:
+    by_name = {s.name: s for s in map(vm.load_scenario, vm.scenario_dirs())}
+    assert by_name["deb-install"].debs == ("",)  # the checkout's own version
+    upgrade = by_name["deb-upgrade"]
+    assert upgrade.debs == (upgrade.env["OLD_VERSION"], "")  # an older build, then the checkout's
+    assert not by_name["deb-install"].bench and not upgrade.bench
+    assert by_name["smoke"].bench and by_name["smoke"].debs == ()

@@ -154,6 +154,20 @@ def test_unit_runs_guardian_as_a_notify_service_with_a_watchdog(service: dict[st
     assert "78" in " ".join(service["RestartPreventExitStatus"]).split(), "EX_CONFIG must not restart"
 
 
+def test_unit_names_its_documentation_and_the_peers_it_excludes() -> None:
+    unit = parse_unit(UNIT.read_text())["Unit"]
+    docs = " ".join(unit["Documentation"]).split()
+    assert docs[:2] == ["man:guardian(8)", "man:guardian.toml(5)"]
+    for page in ("guardian.8", "guardian.toml.5"):
+        assert (ROOT / "packaging" / "man" / page).is_file(), f"the unit points at a missing page: {page}"
+    assert set(one(unit, "Conflicts").split()) == {
+        "earlyoom.service",
+        "nohang.service",
+        "nohang-desktop.service",
+    }
+    assert "systemd-oomd.service" not in one(unit, "Conflicts")  # it may coexist: see README
+
+
 def test_unit_protects_guardian_from_running_out_of_memory(service: dict[str, list[str]]) -> None:
     assert one(service, "OOMScoreAdjust") == "-1000"
     assert one(service, "MemoryMin")

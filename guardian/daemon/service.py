@@ -21,6 +21,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Optional, Union
 
+from guardian import __version__
 from guardian.config import BUILT_IN, MetricsSettings, PolicyError
 from guardian.daemon.engine import Engine
 from guardian.daemon.wakeups import Waiter, Wake
@@ -28,6 +29,7 @@ from guardian.host import Host
 from guardian.kernel import mlockall
 from guardian.loaded import Loaded, load, summarize
 from guardian.notify import Notifier
+from guardian.oomd import oomd_warnings
 from guardian.report import PRIORITY_ERR, PRIORITY_WARNING, Reporter
 from guardian.sample import Sample
 
@@ -260,7 +262,7 @@ class Service:
         if engine.killer.dry_run and not engine.policy.dry_run:
             summary += f"; DRY RUN (--root {engine.host.root}: its pids are not this machine's)"
         engine.reporter.lifecycle(
-            f"started: policy {self.policy_path or BUILT_IN}: {summary}", pid=os.getpid()
+            f"started: policy {self.policy_path or BUILT_IN}: {summary}", pid=os.getpid(), version=__version__
         )
         for error in engine.loaded.plugins.errors:
             engine.reporter.lifecycle(error, PRIORITY_WARNING)
@@ -275,6 +277,12 @@ class Service:
         self.waiter.set_kmsg(engine.kernel_log_fd())
         now = engine.clock.monotonic_us()
         engine.rescan(Sample(engine.host, now), now, force=True)
+        try:
+            warnings = oomd_warnings(engine.host, engine.policy, engine.watched)
+        except Exception as exc:  # advisory: a failure here must never keep guardian from starting
+            warnings = [f"could not check whether systemd-oomd acts where guardian does: {exc!r}"]
+        for warning in warnings:
+            engine.reporter.lifecycle(warning, PRIORITY_WARNING)
         self.rearm()
         self.notifier.send(READY="1", STATUS=self.status())
         # Everything allocated so far (imports, plugins, policy) lives as long as the process:

@@ -248,8 +248,11 @@ def py_spy_binary(cache: Optional[Path] = None) -> Path:
 class Scenario:
     """A directory with ``scenario.sh`` (run as root in the guest) and ``expect.py``, whose
     ``check(result) -> list[str]`` returns the failures (empty: passed). expect.py may also set
-    ``TIMEOUT_S``, ``MEMORY_MIB``, ``CPUS`` and ``ENV`` (a dict for scenario.env), and for the
-    benchmark (bench.py) ``VICTIM`` and ``SPARED`` (cgroup prefixes) and ``BENCH_ENV``."""
+    ``TIMEOUT_S``, ``MEMORY_MIB``, ``CPUS`` and ``ENV`` (a dict for scenario.env), ``DEBS``
+    (Debian packages to build on the host for the guest: "" for the checkout's version, or a
+    version to build the same tree as; see build_debs), and for the benchmark (bench.py)
+    ``VICTIM`` and ``SPARED`` (cgroup prefixes), ``BENCH_ENV``, and ``BENCH = False`` for a
+    scenario about guardian's own installation, which the peers have no part in."""
 
     name: str
     path: Path
@@ -261,6 +264,8 @@ class Scenario:
     victim: tuple[str, ...] = ()
     spared: tuple[str, ...] = ()
     bench_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    debs: tuple[str, ...] = ()
+    bench: bool = True
 
     def run(self, results_dir: Path, **overrides: Any) -> RunResult:
         kwargs: dict[str, Any] = {
@@ -268,6 +273,7 @@ class Scenario:
             "memory_mib": self.memory_mib,
             "cpus": self.cpus,
             "env": self.env,
+            "debs": self.debs,
         }
         kwargs.update(overrides)
         return run_scenario(self.path, results_dir=results_dir, **kwargs)
@@ -301,6 +307,8 @@ def load_scenario(path: Path) -> Scenario:
         victim=tuple(getattr(expect, "VICTIM", ())),
         spared=tuple(getattr(expect, "SPARED", ())),
         bench_env=dict(getattr(expect, "BENCH_ENV", {})),
+        debs=tuple(getattr(expect, "DEBS", ())),
+        bench=bool(getattr(expect, "BENCH", True)),
     )
 
 
@@ -427,6 +435,31 @@ def pack_repo(dest: Path, root: Path = REPO_ROOT) -> int:
     return len(names)
 
 
+BUILD_DEB = REPO_ROOT / "scripts" / "build_deb.sh"
+CURRENT = "current"  # in debs/index.txt: the checkout's own version
+
+
+def build_debs(versions: Sequence[str], dest: Path) -> None:
+    """Build the Debian package of this checkout once per entry of ``versions`` into ``dest``
+    (scripts/build_deb.sh: dpkg-buildpackage on a copy of the tree, about 6 s each): "" as the
+    checkout's version, anything else as that version of the same tree (an older build for an
+    upgrade). ``dest/index.txt`` maps each entry ("current" for "") to its file, for guest.sh's
+    ``deb_file``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for version in versions:
+        out = dest / (version or CURRENT)
+        args = ["bash", str(BUILD_DEB), *(["--version", version] if version else []), str(out)]
+        run = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False)
+        if run.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
+        (deb,) = out.glob("*.deb")
+        deb.rename(dest / deb.name)
+        out.rmdir()
+        lines.append(f"{version or CURRENT} {deb.name}\n")
+    (dest / "index.txt").write_text("".join(lines))
+
+
 def _run_in_guest_sh(name: str, profile: Optional[str] = None) -> str:
     profiler = ""
     if profile:
@@ -509,6 +542,7 @@ def run_scenario(
     image: Optional[Image] = None,
     keep_workdir: bool = False,
     profile: Optional[str] = None,
+    debs: Sequence[str] = (),
 ) -> RunResult:
     """Boot a fresh guest, run ``scenario_dir/scenario.sh`` in it, and return what came back.
 
@@ -518,7 +552,8 @@ def run_scenario(
     results_dir receives the guest's results/ plus console.log and qemu.json (the command and how
     it ended); the overlay and the share are removed unless keep_workdir (or GUARDIAN_E2E_KEEP=1).
     profile ("cpu", "idle"; default: GUARDIAN_E2E_PROFILE, see profile_mode()) has guardian
-    sampled by py-spy in the guest, into results/profile.txt.
+    sampled by py-spy in the guest, into results/profile.txt. debs: the Debian packages to
+    build on the host into the share's debs/ (build_debs).
     """
     scenario_dir = Path(scenario_dir).resolve()
     if not (scenario_dir / "scenario.sh").is_file():
@@ -563,6 +598,8 @@ def run_scenario(
         if profiler is not None:
             (share / "tools").mkdir()
             shutil.copy2(profiler, share / "tools" / "py-spy")
+        if debs:
+            build_debs(debs, share / "debs")
         (share / "guest_timeout_s").write_text(f"{guest_timeout_s}\n")
         (share / "results").mkdir()
 

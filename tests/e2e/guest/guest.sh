@@ -46,13 +46,44 @@ unpack_repo() {
     tar -xf "$E2E_REPO_TAR" -C /root/guardian
 }
 
+# deb_file SPEC: the Debian package the host built for this run (expect.py's DEBS; vm.py
+# build_debs) as a path in the share: SPEC "current" is the checkout's version, anything else
+# the version it was built as. Empty when there is none.
+deb_file() {
+    local name
+    name=$(awk -v spec="$1" '$1 == spec { print $2 }' "$E2E_SHARE/debs/index.txt" 2>/dev/null)
+    [ -n "$name" ] && echo "$E2E_SHARE/debs/$name"
+}
+
+# install_deb SPEC: dpkg -i the package deb_file SPEC names (a first installation or an
+# upgrade); its maintainer scripts enable and start, or restart, guardian.service. Output to
+# results/install.log (appended), stamped with the uptime; returns dpkg's exit status.
+install_deb() {
+    local deb rc
+    deb=$(deb_file "$1")
+    if [ -z "$deb" ]; then
+        e2e_log "no Debian package $1 in the share (expect.py's DEBS)"
+        return 1
+    fi
+    e2e_log "installing $(basename "$deb"): dpkg -i"
+    dpkg -i "$deb" </dev/null 2>&1 | e2e_stamp >>"$E2E_RESULTS/install.log"
+    rc=${PIPESTATUS[0]}
+    e2e_log "dpkg -i exit status $rc; guardian.service $(systemctl is-active guardian.service)"
+    return "$rc"
+}
+
 # install_guardian: install guardian the way the README tells users (scripts/install.sh, as
 # root, from a clone), offline, from the repository unpacked into /root/guardian. Output, with
 # a trace of install.sh's steps stamped with the uptime, goes to results/install.log; returns
-# install.sh's exit status.
+# install.sh's exit status. With E2E_INSTALL=deb (scenario.env), the Debian package of the
+# checkout built on the host instead (install_deb current).
 install_guardian() {
     local rc=0
     unpack_repo
+    if [ "${E2E_INSTALL:-}" = deb ]; then
+        install_deb current
+        return
+    fi
     e2e_log "installing guardian: GUARDIAN_OFFLINE=1 bash scripts/install.sh"
     (cd /root/guardian && GUARDIAN_OFFLINE=1 bash -x scripts/install.sh) 2>&1 | e2e_stamp >"$E2E_RESULTS/install.log"
     rc=${PIPESTATUS[0]}

@@ -8,7 +8,7 @@ from typing import Any
 
 from guardian.report import MSG_KILL, MSG_LIFECYCLE
 
-TIMEOUT_S = 420  # a TCG boot (~15 s), the install (~30 s), a 30 s hog, collection and power-off
+TIMEOUT_S = 480  # a TCG boot (~15 s), the install (~30 s) twice, a 30 s hog, collection and power-off
 
 # For tests/e2e/bench.py, whichever daemon runs: the cgroups (prefixes) the right victim is in,
 # and those that must be spared (any other cgroup where something is killed is a bystander too).
@@ -55,6 +55,15 @@ def check(result: Any) -> list[str]:
     show = result.text("daemon-show-after.txt")
     if "NRestarts=0" not in show or "ActiveState=active" not in show:
         failures.append(f"guardian.service restarted or stopped during the run: {show.split()}")
+
+    if "install.sh again: exit status 0" not in result.text("scenario.log"):
+        failures.append(f"install.sh run again failed: {result.tail('reinstall.log', 10)}")
+    before, after = (
+        result.text("pid-before-reinstall.txt").strip(),
+        result.text("pid-after-reinstall.txt").strip(),
+    )
+    if before in ("", "0") or after in ("", "0", before):
+        failures.append(f"install.sh run again did not restart guardian: main pid {before!r} -> {after!r}")
 
     proc = result.text("guardian-proc.txt")
     if "oom_score_adj: -1000" not in proc:

@@ -16,7 +16,7 @@ start_daemon || exit 1
 # What only guardian has: its service, status, rank, and what the kernel accepts for PSI triggers.
 if is_guardian; then
 save is-active.txt systemctl is-active guardian.service
-# install.sh's `systemctl enable --now` returns once READY=1 came; the started message is sent
+# install.sh's `systemctl restart` returns once READY=1 came; the started message is sent
 # just before, so it is in the journal by now, but give journald a moment under TCG.
 wait_until 20 journal_has MESSAGE_ID=8614d6fccaca40658d1eb8dcdae3a3e6 ||
     e2e_log "no 'started' message from guardian after 20 s"
@@ -63,6 +63,13 @@ PY
     python3 /run/psi-probe.py "root, all capabilities"
     setpriv --inh-caps=-sys_resource --bounding-set=-sys_resource python3 /run/psi-probe.py "root without CAP_SYS_RESOURCE"
 } >"$R/psi-triggers.txt" 2>&1
+
+# Running install.sh again is the README's upgrade: it keeps the policy and must restart the
+# running guardian (a running Python keeps the code it imported), not leave it as it was.
+save pid-before-reinstall.txt systemctl show -p MainPID --value guardian.service
+(cd /root/guardian && GUARDIAN_OFFLINE=1 bash scripts/install.sh) >"$R/reinstall.log" 2>&1
+e2e_log "install.sh again: exit status $?"
+save pid-after-reinstall.txt systemctl show -p MainPID --value guardian.service
 fi
 
 # --oomable: stress-ng does not start a new worker when this one is killed (by SIGKILL, from
