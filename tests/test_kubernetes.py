@@ -204,6 +204,9 @@ def test_node_policy_parses_and_says_what_a_node_needs() -> None:
     matches = [rule.match for rule in policy.cgroups]
     assert matches == ["kubepods.slice", "kubepods.slice/**/*.scope"]
     assert [rule.action for rule in policy.cgroups] == ["process", "group"]
+    # memory.events is hierarchical: an events condition on kubepods.slice would answer every
+    # container's own OOM at its own limit with a kill somewhere else among the pods
+    assert [rule.events for rule in policy.cgroups] == [None, None]
     assert policy.dry_run is False
 
 
