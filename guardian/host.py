@@ -217,14 +217,25 @@ def cgroup_ancestors(path: str) -> list[str]:
     return out
 
 
+def _leading_up(root: str) -> str:
+    """The ``/..`` components a mount's root starts with (``/../../x`` -> ``/../..``)."""
+    end = 0
+    while root[end : end + 3] == "/.." and root[end + 3 : end + 4] in ("", "/"):
+        end += 3
+    return root[:end]
+
+
 def cgroup_layout(mounts: list[Mount], v2_controllers: frozenset[str]) -> CgroupLayout:
     """Decide the layout from the mounts. Pure; ``v2_controllers`` is the v2 root's cgroup.controllers."""
     v2 = [m for m in mounts if m.fstype == "cgroup2"]
     v1_memory = [m for m in mounts if m.fstype == "cgroup" and "memory" in m.super_options]
     # systemd mounts cgroup2 once; if several exist (bind mounts), the shortest mount point is
     # the canonical one (/sys/fs/cgroup before /sys/fs/cgroup/unified before container binds).
-    v2_mount = min(v2, key=lambda m: len(m.mount_point)) if v2 else None
-    v1_mount = min(v1_memory, key=lambda m: len(m.mount_point)) if v1_memory else None
+    # Of two at the same mount point the later one is seen: mountinfo lists mounts in the
+    # order they were made, and a mount hides what was mounted there before it (a container
+    # runtime's own cgroup mount under a bind of the host's tree).
+    v2_mount = min(reversed(v2), key=lambda m: len(m.mount_point)) if v2 else None
+    v1_mount = min(reversed(v1_memory), key=lambda m: len(m.mount_point)) if v1_memory else None
     if v2_mount and v1_mount:
         mode = "hybrid"
     elif v2_mount:
@@ -259,6 +270,7 @@ class Host:
         self.root = root_str.rstrip("/")  # "" for the real root
         self.proc = self.path(PROC)
         self._layout: Optional[CgroupLayout] = None
+        self._above: Optional[str] = None  # cgroupns_above(), once the layout is known
         self._hot: dict[str, int] = {}
         self._hot_dirs: frozenset[str] = frozenset()  # cgroup directories whose files stay open
         self._dirs: dict[tuple[str, str], str] = {}  # ("v2" or "v1", cgroup) -> its directory
@@ -485,12 +497,33 @@ class Host:
     def _mount_dir(self, mount: Mount) -> str:
         return self.path(mount.mount_point)
 
+    def cgroupns_above(self) -> str:
+        """How far the cgroup2 mount reaches above guardian's own cgroup namespace: ``/../..``
+        when the host's whole cgroup tree is bind-mounted into a container two levels below
+        the namespace's root, else "".
+
+        The kernel prints every cgroup path relative to the reader's cgroup namespace
+        (cgroup_path_ns(), and cgroup_show_path() for the mount's root in mountinfo), with a
+        ``..`` for each level above it. A container on cgroup v2 gets a private namespace
+        unless it is privileged (containerd, CRI-O, podman), and a Kubernetes pod cannot ask
+        for the host's; with the host's /sys/fs/cgroup mounted in (a hostPath volume), the
+        mount's root reads ``/../../..`` and a host process's cgroup
+        ``/../../../system.slice/kubelet.service``. Stripping this prefix gives every path
+        as the host names it (README.md, "Kubernetes")."""
+        if self._above is None:
+            v2_mount = self.cgroup_layout().v2_mount
+            self._above = _leading_up(v2_mount.root) if v2_mount is not None else ""
+        return self._above
+
     @staticmethod
     def _relative(mount: Mount, cgroup: str) -> str:
         # Inside a cgroup namespace the mount's root is a subpath and /proc/PID/cgroup paths
         # are relative to it; outside, mount root is "/" and the path is used as is. Only whole
-        # components count: mount root /kube does not hold /kubepods.
+        # components count: mount root /kube does not hold /kubepods. A root that leads up
+        # out of guardian's namespace (cgroupns_above) is taken from where it arrives: the
+        # processes' paths have had that part taken off already.
         root = mount.root.rstrip("/")
+        root = root[len(_leading_up(root)) :]
         if root and (cgroup == root or cgroup.startswith(root + "/")):
             cgroup = cgroup[len(root) :] or "/"
         return cgroup

@@ -11,6 +11,7 @@ from conftest import write
 from guardian.errors import NoSuchProcess, Unavailable
 from guardian.host import Host
 from guardian.sample import Sample
+from guardian.sources.processes import parse_proc_cgroup
 
 PACKAGE = Path(__file__).parent.parent / "guardian"
 
@@ -85,6 +86,57 @@ def test_namespaced_mount_root_is_stripped(tmp_path: Path) -> None:
     )
     host = Host(tmp_path)
     assert host.cgroup_v2_dir("/kubepods/pod1/ctr") == f"{tmp_path}/sys/fs/cgroup/ctr"
+
+
+def test_host_tree_bound_into_a_private_cgroup_namespace(tmp_path: Path) -> None:
+    """A container three levels down with its own cgroup namespace, the host's cgroup tree
+    bind-mounted over the runtime's /sys/fs/cgroup: the kernel prints the bind's root and every
+    host process's cgroup with a ``..`` per level above the namespace. Paths come out as the
+    host names them, and the directories are the host's."""
+    write(
+        tmp_path,
+        "proc/self/mountinfo",
+        "35 24 0:30 / /sys/fs/cgroup ro shared:9 - cgroup2 cgroup2 rw,nsdelegate\n"
+        "36 35 0:30 /../../.. /sys/fs/cgroup ro - cgroup2 cgroup2 rw,nsdelegate\n"
+        "37 36 0:30 /../../../kubepods.slice /sys/fs/cgroup/kubepods.slice rw - cgroup2 cgroup2 rw\n",
+    )
+    write(tmp_path, "proc/300/cgroup", "0::/../../../system.slice/kubelet.service\n")
+    write(
+        tmp_path,
+        "proc/301/cgroup",
+        "0::/../../../kubepods.slice/kubepods-pod1.slice/cri-containerd-a.scope\n",
+    )
+    write(tmp_path, "proc/302/cgroup", "0::/\n")  # guardian's own container
+    write(tmp_path, "proc/303/cgroup", "0::/../pause.scope\n")  # beside it, in guardian's pod
+    host = Host(tmp_path)
+    assert host.cgroupns_above() == "/../../.."
+    assert host.cgroup_layout().v2_mount.root == "/../../.."  # type: ignore[union-attr]
+    paths = {
+        pid: parse_proc_cgroup(host.read_pid_file(pid, "cgroup").decode(), host.cgroupns_above()).v2
+        for pid in (300, 301, 302, 303)
+    }
+    assert paths == {
+        300: "/system.slice/kubelet.service",
+        301: "/kubepods.slice/kubepods-pod1.slice/cri-containerd-a.scope",
+        302: "/",
+        303: None,  # outside the namespace and not in the mount: no cgroup guardian can reach
+    }
+    assert (
+        host.cgroup_v2_dir("/system.slice/kubelet.service")
+        == f"{tmp_path}/sys/fs/cgroup/system.slice/kubelet.service"
+    )
+    # a path that goes up but not to the mount's root names nothing here
+    assert parse_proc_cgroup("0::/../../system.slice/x\n", "/../../..").v2 is None
+    # v1 hierarchies keep their own namespace roots: only cgroup2 paths are taken up
+    assert parse_proc_cgroup("4:memory:/../../../x\n", "/../../..").v1 == {}
+
+
+@pytest.mark.parametrize(
+    ("root", "above"), [("/", ""), ("/kubepods/pod1", ""), ("/..", "/.."), ("/../..x", "/.."), ("/x/..", "")]
+)
+def test_cgroupns_above_takes_only_whole_leading_components(tmp_path: Path, root: str, above: str) -> None:
+    write(tmp_path, "proc/self/mountinfo", f"35 24 0:30 {root} /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n")
+    assert Host(tmp_path).cgroupns_above() == above
 
 
 def test_no_cgroup_mounts(tmp_path: Path) -> None:

@@ -125,30 +125,34 @@ def parse_status(text: str) -> ProcStatus:
         raise ParseError("process status", "non-numeric field") from None
 
 
-_PARSED_CGROUPS: dict[str, ProcCgroups] = {}
+_PARSED_CGROUPS: dict[tuple[str, str], ProcCgroups] = {}
 PARSED_CGROUPS_KEPT = 4096  # distinct cgroup files remembered (most processes share a few)
 
 
-def parse_proc_cgroup(text: str) -> ProcCgroups:
+def parse_proc_cgroup(text: str, above: str = "") -> ProcCgroups:
     """parse_cgroup_file(), remembered by the file's text: the processes of one service print
     the same lines, and a ProcCgroups is immutable (bounded: forgotten wholesale when full)."""
-    parsed = _PARSED_CGROUPS.get(text)
+    key = (above, text)
+    parsed = _PARSED_CGROUPS.get(key)
     if parsed is None:
-        parsed = parse_cgroup_file(text)
+        parsed = parse_cgroup_file(text, above)
         if len(_PARSED_CGROUPS) >= PARSED_CGROUPS_KEPT:
             _PARSED_CGROUPS.clear()
-        _PARSED_CGROUPS[text] = parsed
+        _PARSED_CGROUPS[key] = parsed
     return parsed
 
 
-def parse_cgroup_file(text: str) -> ProcCgroups:
+def parse_cgroup_file(text: str, above: str = "") -> ProcCgroups:
     """Parse /proc/PID/cgroup: ``0::/path`` is cgroup2; ``N:ctrl[,ctrl]:/path`` are v1
     hierarchies (named ones as ``name=systemd``). Hybrid hosts print both kinds.
 
     Paths come out in host.cgroup_path()'s form (``system.slice/x`` -> ``/system.slice/x``),
-    so every walk up a path ends at the root. A path that names no cgroup guardian can reach
-    (``/../other``: the process is outside guardian's cgroup namespace) is left out, as if
-    that hierarchy were not listed."""
+    so every walk up a path ends at the root. ``above`` (Host.cgroupns_above(): ``/../..``)
+    is where the cgroup2 mount's root lies above guardian's cgroup namespace; a cgroup2 path
+    that starts there is taken as the host names it (``/../../system.slice/x`` ->
+    ``/system.slice/x``). A path that still names no cgroup guardian can reach (``/../other``:
+    the process is outside guardian's cgroup namespace and outside the mount) is left out, as
+    if that hierarchy were not listed."""
     v2 = None
     v1: dict[str, str] = {}
     # "\n" only: the kernel prints cgroup names unescaped, and str.splitlines() would also
@@ -160,6 +164,8 @@ def parse_cgroup_file(text: str) -> ProcCgroups:
         hier, controllers, raw = parts
         if raw.endswith(" (deleted)"):  # a zombie whose cgroup was removed
             raw = raw[: -len(" (deleted)")]
+        if above and hier == "0" and (raw == above or raw.startswith(above + "/")):
+            raw = raw[len(above) :] or "/"
         try:
             path = cgroup_path(raw)
         except ValueError:
@@ -226,7 +232,7 @@ def read_process(host: Host, pid: int, *, oom_score: bool = False, cmdline: bool
     if stat.state in ("Z", "X") and status.threads > 1:
         stat, status = _through_a_live_thread(host, pid, stat, status)
     adj = read_oom_score_adj(host, pid)
-    cgroups = parse_proc_cgroup(os.fsdecode(host.read_pid_file(pid, "cgroup")))
+    cgroups = parse_proc_cgroup(os.fsdecode(host.read_pid_file(pid, "cgroup")), host.cgroupns_above())
     kernel_thread = status.kthread if status.kthread is not None else stat.is_kernel_thread
     return Process(
         pid=pid,
