@@ -32,8 +32,10 @@ from guardian.candidates import in_scope
 from guardian.clock import Clock
 from guardian.config import Policy
 from guardian.daemon.wakeups import Armed, PsiKey, UsageLine, Wake, WakePlan, plan
+from guardian.decision import freed_bytes
 from guardian.errors import GuardianError
-from guardian.history import Histories, process_usage
+from guardian.history import Histories
+from guardian.hooks import AfterKill, action_for, first_allowed
 from guardian.host import Host, cgroup_ancestors
 from guardian.kinds import KillAction, Level, NotDone, OutcomeResult
 from guardian.loaded import Loaded
@@ -129,6 +131,10 @@ class Calm:
     swap_line_bytes: Optional[int] = None  # None: memory alone decides (no swap, or not judged)
 
 
+def _after_kill(loaded: Loaded, reporter: Reporter) -> AfterKill:
+    return AfterKill(loaded.plugins, loaded.policy.hooks, loaded.policy.plugins.budget_ms, reporter)
+
+
 def _nested(a: Optional[str], b: Optional[str]) -> bool:
     """One scope contains the other (the machine, None, contains every cgroup)."""
     return a is None or b is None or in_scope(a, b) or in_scope(b, a)
@@ -147,6 +153,7 @@ class Engine:
         self.clock = clock or Clock()
         self.state = PolicyState()
         self.killer = Killer(host, dry_run=loaded.policy.dry_run)
+        self.after_kill = _after_kill(loaded, reporter)
         self.flights: dict[Optional[str], Flight] = {}
         self.cooldowns: list[Cooldown] = []
         self.watched: list[str] = []
@@ -173,6 +180,8 @@ class Engine:
         next signal on."""
         self.loaded = loaded
         self.killer = Killer(self.host, dry_run=loaded.policy.dry_run)
+        self.after_kill.close()
+        self.after_kill = _after_kill(loaded, self.reporter)
         self.state = PolicyState()
         self._scanned_us = None
         self._signature = []
@@ -458,10 +467,16 @@ class Engine:
                 kind: NotDone = "protected" if why.protects else "no-candidate"
                 return self._not_done(act, kind, f"group {trigger.scope}: {why.reason}")
             return self._not_done(act, "no-candidate", "nothing in scope may be killed")
+        budget_ms = self.policy.plugins.budget_ms
+        victim = first_allowed(
+            selector.plugins, ranking, trigger, self.killer.dry_run, budget_ms, self.reporter
+        )
+        if victim is None:
+            return self._not_done(act, "vetoed", "a plugin vetoed the kill of every candidate asked about")
         act.victim = victim
         candidate = victim.candidate
         group = candidate.kill_group
-        action: KillAction = "group-kill" if group else ("kill" if trigger.level == KILL else "term")
+        action = action_for(victim, trigger)
         process = candidate.process
 
         # pin the victim now, then re-check that the trigger still holds on a fresh read
@@ -568,6 +583,7 @@ class Engine:
             act.action = "kill"
         act.outcome = outcome
         self.reporter.decision(act.trigger, act.victim, act.action, outcome)
+        self.after_kill.told(act.trigger, act.victim, act.action, outcome, self.killer.dry_run)
         if outcome.result in ENDED:
             self.kills += outcome.result != "dry-run"
             self._start_cooldown(act.trigger)
@@ -578,8 +594,7 @@ class Engine:
         """The victim's memory is gone: out of the history of its cgroup and of every cgroup
         above it, so that growth there is the survivors' (history.History.discount)."""
         candidate = victim.candidate
-        killed = set(outcome.pids)
-        freed = sum(process_usage(p) for p in candidate.processes if p.pid in killed)
+        freed = freed_bytes(victim, outcome.result, outcome.pids)
         if candidate.cgroup and freed:
             self.history.cgroups.discount(
                 cgroup_ancestors(candidate.cgroup), freed, self.clock.monotonic_us()
@@ -598,8 +613,10 @@ class Engine:
             outcome.detail = "; ".join(filter(None, [outcome.detail, why]))
             flight.kill.close()
             self.reporter.decision(flight.trigger, flight.victim, flight.action, outcome)
+            self.after_kill.told(flight.trigger, flight.victim, flight.action, outcome, self.killer.dry_run)
         self.flights.clear()
 
     def close(self) -> None:
         """The loop is stopping: kills in flight end here (what was sent is sent), reported."""
         self._abandon("guardian stopped before the kill was over")
+        self.after_kill.close()
