@@ -760,8 +760,10 @@ def _executable_problem(path: str) -> Optional[str]:
     st = _stat_problem(path)
     if isinstance(st, str):
         return st
+    if stat.S_ISDIR(st.st_mode):
+        return "a directory, not a program"
     if not stat.S_ISREG(st.st_mode):
-        return f"not a regular file ({_file_kind(st.st_mode)})"
+        return f"{_file_kind(st.st_mode)}, not a program"
     if not st.st_mode & 0o111:
         return "not executable"
     return None
