@@ -85,6 +85,7 @@ def test_every_policy_key_is_documented_in_the_shipped_file() -> None:
         "prefer.points", "avoid", "avoid.comm", "avoid.points", "avoid.user_unit", "avoid.uid",
         "plugins", "plugins.entry_points", "plugins.directory", "plugins.budget_ms", "plugins.settings",
         "poll", "poll.min_interval_s", "poll.max_interval_s", "poll.fill_rate",
+        "hook", "hook.command", "hook.when", "hook.timeout_s",
     }  # fmt: skip
     missing = sorted(k for k in known - documented if k.rsplit(".", 1)[-1] not in uncommented)
     assert missing == []
