@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Set up guardian on a fresh Debian machine, as root: system packages, a venv in .venv with the
 # package (editable), its journald binding and the test tools, and the example plugin. man-db
-# (with groff) and zsh are for the tests of the man pages and the shell completion.
+# (with groff) and zsh are for the tests of the man pages and the shell completion; dbus-daemon
+# and python3-jeepney for the test of the notification plugin (a private session bus, and a
+# Python with jeepney that an unprivileged user can run).
 # Idempotent: a second run only checks what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in python3-venv python3-dev gcc pkg-config libsystemd-dev man-db zsh; do
+for pkg in python3-venv python3-dev gcc pkg-config libsystemd-dev man-db zsh dbus-daemon python3-jeepney; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -24,4 +26,7 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,journal]'
 # the example third-party plugin, so the tests can prove entry-point discovery
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e plugins/guardian-example-scorer
+# the notification plugin's one dependency, for its tests; the plugin itself is loaded from its
+# file by them (installed, its entry point would load in every guardian the suite starts)
+.venv/bin/python -m pip install -q --disable-pip-version-check 'jeepney>=0.8'
 echo "setup: guardian $(.venv/bin/guardian --version | cut -d' ' -f2) ready in .venv" >&2
