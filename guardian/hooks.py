@@ -53,6 +53,8 @@ VETO_MAX = 3  # candidates asked about per trigger: each costs up to a budget pe
 QUEUE_MAX = 64  # ended kills waiting to be told
 MAX_RUNNING = 4  # [[hook]] commands running at once
 OUTPUT_MAX = 4096  # bytes of a command's output that are reported
+# the outcomes after which [[hook]] commands run: a kill that ended (plugins are told of every one)
+COMMAND_OUTCOMES = ("terminated", "killed", "alive", "dry-run")
 
 
 def action_for(victim: Ranked, trigger: Trigger) -> KillAction:
@@ -162,8 +164,9 @@ class AfterKill:
                 self._busy = True
             try:
                 self._tell_plugins(told)
-                for command in self.commands:
-                    self._start(command, told)
+                if told.outcome.result in COMMAND_OUTCOMES:
+                    for command in self.commands:
+                        self._start(command, told)
             except Exception as exc:  # a bug here must not end the worker; report it
                 self.reporter.lifecycle(
                     f"after-kill hooks failed: {type(exc).__name__}: {exc}", PRIORITY_WARNING

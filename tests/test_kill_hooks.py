@@ -8,6 +8,7 @@ own AfterKill."""
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +25,7 @@ from guardian.api import KillDecision, KillOutcome, hookimpl
 from guardian.config import HookCommand, PolicyError, parse_policy
 from guardian.daemon.engine import Engine
 from guardian.decision import hook_env
-from guardian.hooks import MAX_RUNNING, QUEUE_MAX, VETO_MAX, AfterKill
+from guardian.hooks import MAX_RUNNING, QUEUE_MAX, VETO_MAX, AfterKill, _Told
 from guardian.host import Host
 from guardian.loaded import Loaded, load
 from guardian.plugins import make_plugin_manager
@@ -292,8 +293,6 @@ def runner(tmp_path: Path, *commands: HookCommand) -> tuple[AfterKill, MemorySin
 
 def tell(after: AfterKill, d: KillDecision) -> None:
     """Queue a kill directly (what AfterKill.told does after building the records)."""
-    from guardian.hooks import _Told
-
     with after._cond:
         after._queue.append(_Told(d, OUTCOME))
         if after._thread is None:
@@ -317,6 +316,19 @@ def test_a_hook_command_gets_the_decision_in_its_environment(tmp_path: Path) -> 
     assert ran["GUARDIAN_HOOK"] == "hook[0]" and ran["GUARDIAN_HOOK_RESULT"] == "exit status 3"
     assert ran["GUARDIAN_HOOK_EXIT"] == "3" and ran["PRIORITY"] == "4"
     assert ran["GUARDIAN_DETAIL"] == "done\noops"
+
+
+def test_hook_commands_run_only_after_a_kill_that_ended(tmp_path: Path) -> None:
+    out = tmp_path / "ran"
+    after, _ = runner(
+        tmp_path, HookCommand(("/bin/sh", "-c", f"echo $GUARDIAN_OUTCOME >> {out}"), label="hook[0]")
+    )
+    for result in ("vanished", "pid-reused", "protected", "failed", "abandoned", "dry-run", "alive"):
+        with after._cond:
+            after._queue.append(_Told(decision(), replace(OUTCOME, result=result)))  # type: ignore[arg-type]
+    tell(after, decision())
+    assert after.flush(30)
+    assert out.read_text().split() == ["dry-run", "alive", "killed"]
 
 
 def test_a_hook_command_that_overruns_is_killed_with_its_process_group(tmp_path: Path) -> None:
@@ -464,3 +476,12 @@ def test_a_hook_program_a_user_could_change_is_refused_at_load(tmp_path: Path) -
     assert str(info.value).startswith(
         f"{policy}: hook[0].command[0]: {script}: /tmp is writable by group or others"
     )
+
+
+def test_every_hook_variable_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Kill hooks", 1)[1].split("\n## ", 1)[0]
+    rows = "\n".join(line for line in section.splitlines() if line.startswith("| `GUARDIAN_"))
+    names = set(hook_env(decision(), OUTCOME)) - {"PATH"}
+    assert sorted(n for n in names if f"`{n}`" not in rows) == []
+    assert sorted(set(re.findall(r"`(GUARDIAN_\w+)`", rows)) - names) == []
