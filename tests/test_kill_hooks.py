@@ -328,7 +328,8 @@ def test_hook_commands_run_only_after_a_kill_that_ended(tmp_path: Path) -> None:
             after._queue.append(_Told(decision(), replace(OUTCOME, result=result)))  # type: ignore[arg-type]
     tell(after, decision())
     assert after.flush(30)
-    assert out.read_text().split() == ["dry-run", "alive", "killed"]
+    # each command runs on its own (up to four at once): in any order
+    assert sorted(out.read_text().split()) == ["alive", "dry-run", "killed"]
 
 
 def test_a_hook_command_that_overruns_is_killed_with_its_process_group(tmp_path: Path) -> None:
