@@ -334,8 +334,12 @@ class Plugins:
     def exclude_hooks(self) -> list[PluginInfo]:
         """The loaded plugins that implement ``guardian_exclude``, in the order they are asked:
         each of them can keep any candidate from being killed."""
+        return self.implementing("guardian_exclude")
+
+    def implementing(self, hook: str) -> list[PluginInfo]:
+        """The loaded plugins that implement ``hook``, in the order they are called."""
         by_name = {info.registered: info for info in self.loaded}
-        asked = [impl.plugin_name for impl in call_order(self.manager.hook.guardian_exclude)]
+        asked = [impl.plugin_name for impl in call_order(getattr(self.manager.hook, hook))]
         return [by_name.get(name, PluginInfo(name, name, "registered")) for name in asked]
 
     def scorers(self, policy: Policy) -> dict[str, Offered]:

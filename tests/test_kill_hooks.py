@@ -486,3 +486,37 @@ def test_every_hook_variable_is_documented_in_the_readme() -> None:
     names = set(hook_env(decision(), OUTCOME)) - {"PATH"}
     assert sorted(n for n in names if f"`{n}`" not in rows) == []
     assert sorted(set(re.findall(r"`(GUARDIAN_\w+)`", rows)) - names) == []
+
+
+VETO_PLUGIN = """
+from guardian.api import hookimpl
+
+@hookimpl
+def guardian_before_kill(decision):
+    return None
+"""
+
+
+def test_check_names_the_plugins_that_can_veto_and_the_hook_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from support.secure import root_only_dir, secure_base
+
+    from guardian.cli import main
+
+    if secure_base() is None:
+        pytest.skip("needs root and a directory only root controls")
+    with root_only_dir() as plugin_dir:
+        (Path(plugin_dir) / "vetoes.py").write_text(VETO_PLUGIN)
+        policy = tmp_path / "policy.toml"
+        policy.write_text(
+            f'[plugins]\ndirectory = "{plugin_dir}"\nentry_points = false\n'
+            '[[hook]]\ncommand = ["/bin/sh", "-c", "logger killed $GUARDIAN_PID"]\n'
+        )
+        assert main(["check", "--policy", str(policy), "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        out[2]
+        == f"{policy}: plugins that can veto a kill (guardian_before_kill): vetoes (file {plugin_dir}/vetoes.py)"
+    )
+    assert out[3] == f"{policy}: commands run after a kill: hook[0]: /bin/sh -c 'logger killed $GUARDIAN_PID'"
