@@ -7,8 +7,10 @@
 3. move every kill in flight on: has the victim gone, is its grace period over, has memory
    reached the KILL level meanwhile (then SIGKILL at once);
 4. act on each trigger whose scope has no kill in flight and is not cooling down: choose the
-   victim (selection.py: processes and whole groups alike), pin it, re-check the trigger on a
-   fresh read, send the first signal (actions.py) and carry the kill as state.
+   victim (selection.py: processes and whole groups alike; a plugin's guardian_before_kill may
+   veto it, hooks.py), pin it, re-check the trigger on a fresh read, send the first signal
+   (actions.py) and carry the kill as state. A kill that ended is handed to the after-kill
+   worker (hooks.AfterKill), which never holds up the loop.
 
 A victim's grace period never stops the loop: every other scope keeps being assessed and acted
 on at its normal pace, each scope with at most one kill in flight. A scope nested in (or
