@@ -16,6 +16,7 @@ from __future__ import annotations
 from guardian.badness import process_oom_score
 from guardian.candidates import Candidate, memory_cgroup
 from guardian.config import PluginSettings, Policy
+from guardian.decision import KillDecision, KillOutcome
 from guardian.errors import Unavailable
 from guardian.gain import Gain, expected_gain, worth_a_look
 from guardian.history import Growth
@@ -36,6 +37,8 @@ __all__ = [
     "Facts",
     "Gain",
     "Growth",
+    "KillDecision",
+    "KillOutcome",
     "MemInfo",
     "PluginFailure",
     "PluginSettings",

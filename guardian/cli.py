@@ -404,6 +404,13 @@ def cmd_check(args: argparse.Namespace, clock: Clock) -> int:
     hooks = loaded.plugins.exclude_hooks()
     listed = ", ".join(info.describe() for info in hooks) or "none"
     print(f"{shown(name)}: plugins that can keep candidates from being killed (guardian_exclude): {listed}")
+    vetoes = ", ".join(info.describe() for info in loaded.plugins.implementing("guardian_before_kill"))
+    print(f"{shown(name)}: plugins that can veto a kill (guardian_before_kill): {vetoes or 'none'}")
+    if loaded.policy.hooks:
+        import shlex  # check alone needs it: a start does not import it
+
+        commands = "; ".join(f"{h.label}: {shlex.join(h.command)}" for h in loaded.policy.hooks)
+        print(f"{shown(name)}: commands run after a kill: {shown(commands)}")
     for i, rule in enumerate(loaded.policy.cgroups):
         prefix, depth = rule.walk()
         if not any(rule.matches(path) for path in host.cgroups_below(prefix, depth)):

@@ -32,10 +32,10 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Optional, TypeVar, cast, get_args
+from typing import Any, Callable, Optional, TypeVar, Union, cast, get_args
 
 from guardian.errors import GuardianError
-from guardian.kinds import PsiKind, RuleAction
+from guardian.kinds import HookWhen, PsiKind, RuleAction
 from guardian.records import frozen_value
 from guardian.rules import FIELDS, RE2_SYNTAX, Pattern, PatternError, Rule, RuleKind
 from guardian.text import shown
@@ -196,6 +196,24 @@ class PollSettings:
     fill_rate_bytes_per_s: int = 256 << 20
 
 
+# A [[hook]] command's timeout: how long it may run before its process group is killed. A hook
+# is a notification, not a job: a minute is plenty, and a bound keeps hooks that hang from
+# piling up (guardian/hooks.py runs at most MAX_RUNNING at once).
+HOOK_TIMEOUT_MAX_S = 60.0
+HOOK_ARGS_MAX = 64  # arguments of one command
+HOOK_ARG_MAX_CHARS = 4096  # characters of one argument
+
+
+@dataclass(frozen=True)
+class HookCommand:
+    """A ``[[hook]]``: a command run after a kill, with the decision in its environment."""
+
+    command: tuple[str, ...] = ()  # argv; command[0] an absolute path (no shell, no PATH lookup)
+    when: HookWhen = "after"
+    timeout_s: float = 10.0  # then its process group is sent SIGKILL
+    label: str = ""  # hook[N], for reports
+
+
 @dataclass(frozen=True)
 class Listen:
     """Where the metrics endpoint listens: an IP address (no name, so that nothing is resolved)
@@ -241,11 +259,12 @@ class Policy:
     cgroups: tuple[CgroupRule, ...] = ()
     poll: PollSettings = field(default_factory=PollSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    hooks: tuple[HookCommand, ...] = ()
 
     def __post_init__(self) -> None:
         # read-only however it was built (tests and dataclasses.replace pass plain dicts/lists)
         object.__setattr__(self, "scorers", MappingProxyType(dict(self.scorers)))
-        for name in ("protect", "ignore", "prefer", "avoid", "cgroups"):
+        for name in ("protect", "ignore", "prefer", "avoid", "cgroups", "hooks"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
 
@@ -792,20 +811,76 @@ def parse_plugin_settings(table: Table) -> dict[str, Mapping[str, Any]]:
     return found
 
 
+def parse_hook(table: Table) -> HookCommand:
+    """A ``[[hook]]``. The command is checked where it can be at load time (an absolute path to
+    an executable regular file), so that a typo is an error of ``guardian check`` and of a
+    reload, not a failure found after the first kill; who controls the file is checked when the
+    policy is loaded with its plugins (guardian/loaded.py), by the rule plugin files follow."""
+    default = HookCommand()
+    command = table.raw("command")
+    example = 'e.g. ["/usr/local/bin/notify-oom", "--urgent"]'
+    if not isinstance(command, list) or not command:
+        raise table.error("command", f"expected a non-empty array of strings (the argv, no shell), {example}")
+    if len(command) > HOOK_ARGS_MAX:
+        raise table.error("command", f"expected at most {HOOK_ARGS_MAX} arguments, got {len(command)}")
+    for i, arg in enumerate(command):
+        if not isinstance(arg, str):
+            raise table.error(f"command[{i}]", f"expected a string, got {_type_name(arg)}")
+        if "\0" in arg:
+            raise table.error(f"command[{i}]", "an argument cannot hold a NUL character")
+        if len(arg) > HOOK_ARG_MAX_CHARS:
+            raise table.error(f"command[{i}]", f"longer than {HOOK_ARG_MAX_CHARS} characters")
+    problem = _executable_problem(command[0])
+    if problem is not None:
+        raise table.error("command[0]", f"{_show(command[0])}: {problem}")
+    hook = HookCommand(
+        command=tuple(command),
+        when=table.choice("when", default.when, get_args(HookWhen)),
+        timeout_s=table.number("timeout_s", default.timeout_s, 0.1, HOOK_TIMEOUT_MAX_S),
+        label=table.path,
+    )
+    table.finish()
+    return hook
+
+
+def _stat_problem(path: str) -> Union[os.stat_result, str]:
+    """``os.stat(path)``, or why it cannot be had, as a sentence."""
+    if "\0" in path:
+        return "a path cannot hold a NUL character"
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        return f"cannot use it: {os.strerror(exc.errno or errno.EIO)}"
+    except ValueError as exc:  # a path the OS cannot take (e.g. not encodable)
+        return f"cannot use it: {exc}"
+
+
+def _executable_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be a hook's program, or None: guardian runs it as root, by its
+    absolute path (no search of PATH, which would run whatever comes first there)."""
+    if not path.startswith("/"):
+        return "expected an absolute path to an executable (no search of PATH)"
+    st = _stat_problem(path)
+    if isinstance(st, str):
+        return st
+    if stat.S_ISDIR(st.st_mode):
+        return "a directory, not a program"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{_file_kind(st.st_mode)}, not a program"
+    if not st.st_mode & 0o111:
+        return "not executable"
+    return None
+
+
 def _directory_problem(path: str) -> Optional[str]:
     """Why ``path`` cannot be the plugin directory, or None. It is used as written (not under
     ``--root``), so it must be absolute; and it must be a directory: a plugin directory that is
     missing or a file would silently load no plugins."""
     if not path.startswith("/"):
         return "expected an absolute path to a directory"
-    if "\0" in path:
-        return "a path cannot hold a NUL character"
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        return f"cannot use it: {os.strerror(exc.errno or errno.EIO)}"
-    except ValueError as exc:  # a path the OS cannot take (e.g. not encodable)
-        return f"cannot use it: {exc}"
+    st = _stat_problem(path)
+    if isinstance(st, str):
+        return st
     if not stat.S_ISDIR(st.st_mode):
         return "not a directory"
     return None
@@ -823,6 +898,7 @@ def policy_from_dict(data: Mapping[str, Any], source: str) -> Policy:
     cgroups = tuple(parse_cgroup_rule(t) for t in top.tables("cgroup"))
     poll = parse_poll(top.table("poll"))
     metrics = parse_metrics(top.table("metrics"))
+    hooks = tuple(parse_hook(t) for t in top.tables("hook"))
     policy = Policy(
         source=source,
         scorers=scorers,
@@ -842,6 +918,7 @@ def policy_from_dict(data: Mapping[str, Any], source: str) -> Policy:
         cgroups=cgroups,
         poll=poll,
         metrics=metrics,
+        hooks=hooks,
     )
     top.finish()
     return policy

@@ -25,6 +25,7 @@ import pluggy
 if TYPE_CHECKING:
     from guardian.candidates import Candidate
     from guardian.config import Policy
+    from guardian.decision import KillDecision, KillOutcome
     from guardian.ranking import RankContext
 
 PROJECT = "guardian"
@@ -89,4 +90,37 @@ def guardian_exclude(candidate: Candidate, context: RankContext) -> Optional[str
     answer, a raise, or overrunning the budget (one per plugin for all of a ranking's
     candidates) is that plugin's failure: it is reported and not asked about the remaining
     candidates of that ranking, and the answers it gave before stand.
+    """
+
+
+@hookspec
+def guardian_before_kill(decision: KillDecision) -> Optional[str]:
+    """Return a reason (a sentence) to veto this kill, or None to let it go ahead.
+
+    Asked right before guardian acts on the victim it chose (in a dry run too), on the loop,
+    every plugin in pluggy's order under the budget (``[plugins] budget_ms``) each, until one
+    vetoes. A veto is reported with the plugin's name and reason; guardian then acts on the
+    next candidate of the same ranking, as if the vetoed one had been excluded, and asks again.
+    At most ``guardian.hooks.VETO_MAX`` candidates are asked about per trigger: when all of them
+    are vetoed (or a group rule's one group is), there is no kill for that trigger, reported as
+    ``vetoed``, and the scope cools down as after any trigger with no kill.
+
+    Fail open: a plugin that raises, overruns its budget or answers anything but None or a
+    non-empty ``str`` is reported, and its answer does not count: the kill goes ahead. A veto
+    hook that could stop kills by breaking would let the kernel's OOM killer act instead. A
+    hook can only veto: it never chooses the victim, and never makes guardian kill a process
+    that its own rules or the policy protect (those are never candidates).
+    """
+
+
+@hookspec
+def guardian_after_kill(decision: KillDecision, outcome: KillOutcome) -> None:
+    """Told how a kill ended (any outcome: the victim died, was still alive, vanished before a
+    signal, the kill was a dry run or was abandoned). The return value is ignored.
+
+    Called off the loop: the loop hands the kill to one worker thread and goes on; the worker
+    calls every plugin in pluggy's order, each under the budget (``[plugins] budget_ms``). A
+    plugin that raises or overruns is reported; one still stuck is not called again until it
+    returns. When kills end faster than the worker can tell them, the excess is dropped and
+    reported (``guardian.hooks.QUEUE_MAX``).
     """

@@ -51,7 +51,8 @@ class PluginFailure:
 
     ``plugin`` is the plugin's registered name (``kernel_badness``, ``entrypoint:NAME``,
     ``file:PATH``); ``hook`` is what was running: ``guardian_scorers``, ``guardian_exclude``,
-    ``import``, or ``SCORER.prepare`` / ``SCORER.score`` for a scorer's pass over a ranking;
+    ``guardian_before_kill``, ``guardian_after_kill``, ``import``, or ``SCORER.prepare`` /
+    ``SCORER.score`` for a scorer's pass over a ranking;
     ``reason`` is a printable sentence (``guardian.text.shown``).
     """
 
@@ -68,6 +69,10 @@ class PluginFailure:
             cost = "its scorers are not offered"
         elif self.hook == "import":
             cost = "not loaded"
+        elif self.hook == "guardian_before_kill":
+            cost = "its answer does not count: the kill goes ahead"
+        elif self.hook == "guardian_after_kill":
+            cost = "not told of this kill"
         else:  # SCORER.prepare / SCORER.score
             cost = f"scorer {self.hook.rsplit('.', 1)[0]} left out of this ranking"
         return f"plugin {shown(self.plugin)}, {shown(self.hook)}: {shown(self.reason)}; {shown(cost)}"

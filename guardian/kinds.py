@@ -24,4 +24,6 @@ OutcomeResult = Literal[
     "failed",  # the kernel refused
     "abandoned",  # guardian stopped, or reloaded a dry run, before the kill was over
 ]
-NotDone = Literal["recovered", "no-candidate", "protected"]  # why a trigger led to no kill
+# why a trigger led to no kill
+NotDone = Literal["recovered", "no-candidate", "protected", "vetoed"]
+HookWhen = Literal["after"]  # when a [[hook]] command runs: after a kill

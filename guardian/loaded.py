@@ -13,9 +13,9 @@ from typing import Optional
 
 from guardian.config import BUILT_IN, Policy, PolicyError, builtin_policy, load_policy
 from guardian.host import Host
-from guardian.plugins import Plugins, make_plugin_manager
+from guardian.plugins import Plugins, insecure_reason, make_plugin_manager
 from guardian.selection import Selector
-from guardian.text import counted
+from guardian.text import counted, shown
 
 
 @dataclass
@@ -32,6 +32,11 @@ def load(host: Host, path: Optional[str], dry_run: bool = False) -> Loaded:
         policy = load_policy(path) if path else builtin_policy()
         if dry_run:
             policy = replace(policy, dry_run=True)
+        for hook in policy.hooks:
+            # guardian runs it as root: the rule of plugin files, for the same reason
+            reason = insecure_reason(hook.command[0])
+            if reason is not None:
+                raise PolicyError(source, f"{hook.label}.command[0]", f"{shown(hook.command[0])}: {reason}")
         plugins = make_plugin_manager(
             policy.plugins.directory or host.plugin_dir(), policy.plugins.entry_points
         )

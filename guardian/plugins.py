@@ -45,6 +45,7 @@ import pluggy
 from guardian import hookspecs
 from guardian.candidates import Candidate, Exclusion
 from guardian.config import Policy, PolicyError
+from guardian.decision import KillDecision
 from guardian.isolation import (
     Done,
     Isolation,
@@ -253,13 +254,19 @@ def _trial_register(plugin: object, name: str) -> None:
 def exclusion_reason(answer: object, candidate: Candidate) -> Optional[str]:
     """A ``guardian_exclude`` answer as a printable reason, None for no opinion; ``Refusal``
     for anything else. Runs inside the worker: it touches the plugin's object."""
+    return _reason(answer, f" for {candidate.key}", "an exclusion")
+
+
+def _reason(answer: object, about: str, what: str) -> Optional[str]:
+    """A hook's reason (``what``: an exclusion, a veto) printable, or None; ``Refusal`` for an
+    answer that is neither a non-empty ``str`` nor None."""
     if answer is None:
         return None
     if not isinstance(answer, str):
-        raise Refusal(f"returned {value_text(answer)} for {candidate.key}: a reason is a str, or None")
+        raise Refusal(f"returned {value_text(answer)}{about}: a reason is a str, or None")
     text = str.__str__(answer)  # a plain str, whatever subclass the plugin used
     if not text.strip():
-        raise Refusal(f"returned an empty reason for {candidate.key}: an exclusion must say why")
+        raise Refusal(f"returned an empty reason{about}: {what} must say why")
     return printable(text)
 
 
@@ -327,8 +334,12 @@ class Plugins:
     def exclude_hooks(self) -> list[PluginInfo]:
         """The loaded plugins that implement ``guardian_exclude``, in the order they are asked:
         each of them can keep any candidate from being killed."""
+        return self.implementing("guardian_exclude")
+
+    def implementing(self, hook: str) -> list[PluginInfo]:
+        """The loaded plugins that implement ``hook``, in the order they are called."""
         by_name = {info.registered: info for info in self.loaded}
-        asked = [impl.plugin_name for impl in call_order(self.manager.hook.guardian_exclude)]
+        asked = [impl.plugin_name for impl in call_order(getattr(self.manager.hook, hook))]
         return [by_name.get(name, PluginInfo(name, name, "registered")) for name in asked]
 
     def scorers(self, policy: Policy) -> dict[str, Offered]:
@@ -427,6 +438,42 @@ class Plugins:
             else:
                 kept.append(candidate)
         return Exclusions(kept, excluded, failures, asked)
+
+    def veto(self, decision: KillDecision, budget_ms: float) -> tuple[Optional[Veto], list[PluginFailure]]:
+        """Ask every plugin's ``guardian_before_kill`` about ``decision``, in pluggy's order,
+        each under ``budget_ms``, until one vetoes. A failure (a raise, an overrun, an answer
+        that is neither None nor a non-empty ``str``) does not count as a veto: fail open."""
+        failures: list[PluginFailure] = []
+        for impl in call_order(self.manager.hook.guardian_before_kill):
+
+            def work(impl: pluggy.HookImpl = impl) -> Optional[str]:
+                return veto_reason(call_impl(impl, {"decision": decision}))
+
+            result = self.isolation.run(impl.plugin_name, "guardian_before_kill", budget_ms / 1000.0, work)
+            if isinstance(result, PluginFailure):
+                failures.append(result)
+            elif result.value is not None:
+                return Veto(impl.plugin_name, result.value), failures
+        return None, failures
+
+    def tells_after_kill(self) -> bool:
+        """Some plugin implements ``guardian_after_kill``."""
+        return bool(self.manager.hook.guardian_after_kill.get_hookimpls())
+
+
+@dataclass(frozen=True)
+class Veto:
+    """A plugin's ``guardian_before_kill`` vetoed a kill: which plugin, and why (printable)."""
+
+    plugin: str
+    reason: str
+
+
+def veto_reason(answer: object) -> Optional[str]:
+    """A ``guardian_before_kill`` answer as guardian keeps it: None, or the reason printable and
+    bounded; ``Refusal`` for anything else. Runs inside the worker (``str`` subclasses run
+    plugin code)."""
+    return _reason(answer, "", "a veto")
 
 
 def _register(

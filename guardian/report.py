@@ -35,6 +35,7 @@ from typing import Callable, Optional, Protocol, TextIO, Union
 
 from guardian.actions import Outcome
 from guardian.config import PolicyError
+from guardian.decision import KillDecision
 from guardian.kernel_kills import SeenKill
 from guardian.kinds import KillAction, NotDone
 from guardian.metrics import Metrics
@@ -49,6 +50,8 @@ MSG_POLICY_LOADED = "2a84573cbba6498daaab9afdcc7d2dae"
 MSG_POLICY_REJECTED = "2f664e5f69b9416d8cda340495d0661a"
 MSG_LIFECYCLE = "8614d6fccaca40658d1eb8dcdae3a3e6"
 MSG_KERNEL_OOM_KILL = "a061dd4cbf59429ba9362090877862e4"
+MSG_VETOED = "63f2a189c080437a9dcb83252417da17"
+MSG_HOOK = "4d809bc45c534f45b2ba41f3e4c95aa4"
 
 PRIORITY_ERR, PRIORITY_WARNING, PRIORITY_NOTICE, PRIORITY_INFO = 3, 4, 5, 6
 
@@ -480,6 +483,42 @@ class Reporter:
             "GUARDIAN_DETAIL": detail,
         }
         self._send(f"no kill for {trigger.reason}: {detail}", MSG_NOT_DONE, PRIORITY_NOTICE, fields)
+
+    def vetoed(self, decision: KillDecision, plugin: str, reason: str, then: str) -> None:
+        """A plugin's ``guardian_before_kill`` vetoed acting on a victim; ``then`` says what
+        guardian does instead (the next candidate, or no kill)."""
+        fields: Fields = {
+            "GUARDIAN_TRIGGER": f"{decision.rule}:{decision.condition}",
+            "GUARDIAN_LEVEL": decision.level,
+            "GUARDIAN_SCOPE": decision.scope or "/",
+            "GUARDIAN_ACTION": decision.action,
+            "GUARDIAN_PLUGIN": plugin,
+            "GUARDIAN_VETO": reason,
+            "GUARDIAN_VICTIM_CGROUP": decision.cgroup,
+        }
+        if decision.pid is not None:
+            fields["GUARDIAN_VICTIM_PID"] = decision.pid
+            fields["GUARDIAN_VICTIM_COMM"] = decision.comm
+        message = f"plugin {shown(plugin)} vetoed the {decision.action} of {decision.name}: {reason}; {then}"
+        self._send(message, MSG_VETOED, PRIORITY_NOTICE, fields)
+
+    def hook_ran(
+        self, label: str, decision: KillDecision, result: str, priority: int, detail: str = "", **extra: Field
+    ) -> None:
+        """What a ``[[hook]]`` command did after a kill: its exit status, a timeout, a failure
+        to start, or that it was not run (too many running)."""
+        fields: Fields = {
+            "GUARDIAN_HOOK": label,
+            "GUARDIAN_HOOK_RESULT": result,
+            "GUARDIAN_TRIGGER": f"{decision.rule}:{decision.condition}",
+            **{f"GUARDIAN_{k.upper()}": v for k, v in extra.items()},
+        }
+        if decision.pid is not None:
+            fields["GUARDIAN_VICTIM_PID"] = decision.pid
+        if detail:
+            fields["GUARDIAN_DETAIL"] = detail
+        message = f"hook {shown(label)} after the kill of {decision.name}: {result}"
+        self._send(message + (f": {shown(detail)}" if detail else ""), MSG_HOOK, priority, fields)
 
     def policy_loaded(self, source: str, summary: str) -> None:
         self.metrics.policy_loaded("loaded")

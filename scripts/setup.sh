@@ -3,13 +3,15 @@
 # package (editable), its journald binding and the test tools, and the example plugin. man-db
 # (with groff) and zsh are for the tests of the man pages and the shell completion; debhelper,
 # dh-python, pybuild-plugin-pyproject, python3-all, python3-setuptools, python3-wheel and
-# lintian for the Debian package's build (scripts/build_deb.sh, tests/test_debian.py).
+# lintian for the Debian package's build (scripts/build_deb.sh, tests/test_debian.py); dbus-daemon
+# and python3-jeepney for the test of the notification plugin (a private session bus, and a
+# Python with jeepney that an unprivileged user can run).
 # Idempotent: a second run only checks what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in python3-venv python3-dev gcc pkg-config libsystemd-dev man-db zsh \
+for pkg in python3-venv python3-dev gcc pkg-config libsystemd-dev man-db zsh dbus-daemon python3-jeepney \
     debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel lintian; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
@@ -27,4 +29,7 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,journal]'
 # the example third-party plugin, so the tests can prove entry-point discovery
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e plugins/guardian-example-scorer
+# the notification plugin's one dependency, for its tests; the plugin itself is loaded from its
+# file by them (installed, its entry point would load in every guardian the suite starts)
+.venv/bin/python -m pip install -q --disable-pip-version-check 'jeepney>=0.8'
 echo "setup: guardian $(.venv/bin/guardian --version | cut -d' ' -f2) ready in .venv" >&2

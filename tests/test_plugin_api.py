@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib.util
 import inspect
 import re
 import sys
@@ -14,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from support.modules import load_module
 
 from guardian import api
 from guardian.config import Policy, parse_policy
@@ -26,7 +26,8 @@ else:  # pragma: no cover - exercised on Python 3.9/3.10 only
 ROOT = Path(__file__).parent.parent
 DOCS = ROOT / "docs" / "plugin_hooks.md"
 EXAMPLE = ROOT / "plugins" / "guardian-example-scorer" / "guardian_example_scorer.py"
-PLUGINS = [EXAMPLE, *sorted((ROOT / "guardian" / "scorers").glob("*.py"))]
+NOTIFY = sorted((ROOT / "plugins" / "guardian-notify").glob("*.py"))
+PLUGINS = [EXAMPLE, *NOTIFY, *sorted((ROOT / "guardian" / "scorers").glob("*.py"))]
 
 
 def public_fields(cls: type) -> set[str]:
@@ -149,11 +150,7 @@ def test_the_docs_examples_import_only_the_api() -> None:
 
 
 def load_example() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("guardian_example_scorer_under_test", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("guardian_example_scorer_under_test", EXAMPLE)
 
 
 def test_the_example_plugin_of_this_tree_scores_through_the_api() -> None:

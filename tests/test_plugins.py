@@ -697,7 +697,7 @@ def test_an_entry_point_that_names_no_hooks_is_refused(monkeypatch: pytest.Monke
     assert loaded.errors == [
         f"refused plugin function ({ENTRY_POINT_MODULE}:hook): implements no guardian hook: a plugin "
         "is a module, or an object, whose attributes include @hookimpl functions named after a hook "
-        "(guardian_exclude, guardian_scorers)"
+        "(guardian_after_kill, guardian_before_kill, guardian_exclude, guardian_scorers)"
     ]
 
 

@@ -7,8 +7,10 @@
 3. move every kill in flight on: has the victim gone, is its grace period over, has memory
    reached the KILL level meanwhile (then SIGKILL at once);
 4. act on each trigger whose scope has no kill in flight and is not cooling down: choose the
-   victim (selection.py: processes and whole groups alike), pin it, re-check the trigger on a
-   fresh read, send the first signal (actions.py) and carry the kill as state.
+   victim (selection.py: processes and whole groups alike; a plugin's guardian_before_kill may
+   veto it, hooks.py), pin it, re-check the trigger on a fresh read, send the first signal
+   (actions.py) and carry the kill as state. A kill that ended is handed to the after-kill
+   worker (hooks.AfterKill), which never holds up the loop.
 
 A victim's grace period never stops the loop: every other scope keeps being assessed and acted
 on at its normal pace, each scope with at most one kill in flight. A scope nested in (or
@@ -33,8 +35,10 @@ from guardian.candidates import in_scope
 from guardian.clock import Clock
 from guardian.config import CgroupRule, Policy
 from guardian.daemon.wakeups import Armed, PsiKey, UsageLine, Wake, WakePlan, plan
+from guardian.decision import freed_bytes
 from guardian.errors import GuardianError, Unavailable
-from guardian.history import Histories, process_usage
+from guardian.history import Histories
+from guardian.hooks import AfterKill, action_for, first_allowed
 from guardian.host import Host, cgroup_ancestors
 from guardian.kernel_kills import OomLedger, SeenKill, kill_location, kill_scope
 from guardian.kinds import KillAction, Level, NotDone, OutcomeResult
@@ -134,6 +138,10 @@ class Calm:
     swap_line_bytes: Optional[int] = None  # None: memory alone decides (no swap, or not judged)
 
 
+def _after_kill(loaded: Loaded, reporter: Reporter) -> AfterKill:
+    return AfterKill(loaded.plugins, loaded.policy.hooks, loaded.policy.plugins.budget_ms, reporter)
+
+
 def _nested(a: Optional[str], b: Optional[str]) -> bool:
     """One scope contains the other (the machine, None, contains every cgroup)."""
     return a is None or b is None or in_scope(a, b) or in_scope(b, a)
@@ -152,6 +160,7 @@ class Engine:
         self.clock = clock or Clock()
         self.state = PolicyState()
         self.killer = Killer(host, dry_run=loaded.policy.dry_run)
+        self.after_kill = _after_kill(loaded, reporter)
         self.flights: dict[Optional[str], Flight] = {}
         self.cooldowns: list[Cooldown] = []
         self.watched: list[str] = []
@@ -188,6 +197,8 @@ class Engine:
         next signal on."""
         self.loaded = loaded
         self.killer = Killer(self.host, dry_run=loaded.policy.dry_run)
+        self.after_kill.close()
+        self.after_kill = _after_kill(loaded, self.reporter)
         self.state = PolicyState()
         self._scanned_us = None
         self._signature = []
@@ -527,10 +538,16 @@ class Engine:
                 kind: NotDone = "protected" if why.protects else "no-candidate"
                 return self._not_done(act, kind, f"group {trigger.scope}: {why.reason}")
             return self._not_done(act, "no-candidate", "nothing in scope may be killed")
+        budget_ms = self.policy.plugins.budget_ms
+        victim = first_allowed(
+            selector.plugins, ranking, trigger, self.killer.dry_run, budget_ms, self.reporter
+        )
+        if victim is None:
+            return self._not_done(act, "vetoed", "a plugin vetoed the kill of every candidate asked about")
         act.victim = victim
         candidate = victim.candidate
         group = candidate.kill_group
-        action: KillAction = "group-kill" if group else ("kill" if trigger.level == KILL else "term")
+        action = action_for(victim, trigger)
         process = candidate.process
 
         # pin the victim now, then re-check that the trigger still holds on a fresh read
@@ -638,6 +655,7 @@ class Engine:
             act.action = "kill"
         act.outcome = outcome
         self.reporter.decision(act.trigger, act.victim, act.action, outcome)
+        self.after_kill.told(act.trigger, act.victim, act.action, outcome, self.killer.dry_run)
         if outcome.result in ENDED:
             self.kills += outcome.result != "dry-run"
             self._start_cooldown(act.trigger)
@@ -648,8 +666,7 @@ class Engine:
         """The victim's memory is gone: out of the history of its cgroup and of every cgroup
         above it, so that growth there is the survivors' (history.History.discount)."""
         candidate = victim.candidate
-        killed = set(outcome.pids)
-        freed = sum(process_usage(p) for p in candidate.processes if p.pid in killed)
+        freed = freed_bytes(victim, outcome.result, outcome.pids)
         if candidate.cgroup and freed:
             self.history.cgroups.discount(
                 cgroup_ancestors(candidate.cgroup), freed, self.clock.monotonic_us()
@@ -668,6 +685,7 @@ class Engine:
             outcome.detail = "; ".join(filter(None, [outcome.detail, why]))
             flight.kill.close()
             self.reporter.decision(flight.trigger, flight.victim, flight.action, outcome)
+            self.after_kill.told(flight.trigger, flight.victim, flight.action, outcome, self.killer.dry_run)
         self.flights.clear()
 
     # --- the kernel's own OOM kills (kernel_kills.py) -------------------------------------------
@@ -799,3 +817,4 @@ class Engine:
         """The loop is stopping: kills in flight end here (what was sent is sent), reported."""
         self._abandon("guardian stopped before the kill was over")
         self.stop_kernel_log()
+        self.after_kill.close()
