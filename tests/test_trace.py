@@ -417,3 +417,66 @@ def test_the_writer_stops_at_the_size_limit(tmp_path: Path) -> None:
         max_bytes=1,
     )
     assert done.frames == 1 and "size limit of 1 bytes" in done.stopped
+
+
+HEADROOM = """
+cooldown_s = 3.0
+[machine]
+mem_available = { term = "0.01%", kill = "0.005%" }
+swap_free = { term = "0.01%", kill = "0.005%" }
+[[cgroup]]
+match = "system.slice/*.service"
+min_headroom = { term = "10%", kill = "4%" }
+[plugins]
+entry_points = false
+"""
+
+# the service's process, MiB, frame by frame (None: the service does not exist yet)
+GROWER_MIB = [None, None, 500, 800, 950, 960]
+
+
+def test_a_group_that_appears_is_watched_from_the_frame_it_appears(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = FakeRoot(tmp_path / "root")
+    root.mounts("unified")
+    root.meminfo(total_kb=16 * GiB_KB, available_kb=8 * GiB_KB)
+    root.psi("memory")
+    root.process(1, "systemd", ppid=0, rss_anon_kb=8192, cgroup_v2="/init.scope")
+    root.process(600, "steady", rss_anon_kb=GiB_KB, cgroup_v2="/system.slice/steady.service")
+    root.cgroup_v2("/system.slice/steady.service", max=4 << 30)
+    root.finish()
+
+    def step(frame: int) -> None:
+        mib = GROWER_MIB[frame] if frame < len(GROWER_MIB) else None
+        if mib is not None:
+            root.cgroup_v2("/system.slice/grow.service", max=1 << 30)
+            root.process(610, "grower", rss_anon_kb=mib * 1024, cgroup_v2="/system.slice/grow.service")
+            root.finish()
+
+    policy = policy_file(tmp_path, HEADROOM)
+    host = RecordingHost(root.root)
+    trace = tmp_path / "grow.trace"
+    with open(trace, "wb") as out:
+        record(
+            host, load(host, policy, dry_run=True), out, FallingClock(step),
+            interval_s=1.0, duration_s=len(GROWER_MIB) - 1, processes_every=100, max_bytes=1 << 30,
+        )  # fmt: skip
+    report = replay_json(capsys, trace, policy)
+    # the daemon's inotify watch tells it of a new group at once; the replay rescans when the
+    # tree changes in a frame, not 30 s later: 950 of 1024 MiB is under the 10 % headroom
+    triggers = [(e["frame"], e["level"], e["scope"]) for e in report["events"] if e["kind"] == "trigger"]
+    assert triggers == [(4, "TERM", "/system.slice/grow.service")]
+    victims = [(v["frame"], v["pid"], v["comm"]) for v in report["victims"]]
+    assert victims == [(4, 610, "grower")]
+
+
+def test_every_key_of_the_json_report_is_documented(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = policy_file(tmp_path, FALLING)
+    report = replay_json(capsys, record_falling(tmp_path, policy), policy)
+    keys = set(report) | {k for v in report["victims"] for k in v} | {k for e in report["events"] for k in e}
+    keys |= {e["kind"] for e in report["events"]}
+    doc = (Path(__file__).parent.parent / "docs" / "trace.md").read_text()
+    assert sorted(k for k in keys if f"`{k}`" not in doc) == []

@@ -10,12 +10,14 @@ replay only where it recovered on the machine.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 from guardian.clock import Clock
 from guardian.daemon.engine import Engine
+from guardian.daemon.wakeups import Wake
 from guardian.loaded import Loaded, load
 from guardian.report import MSG_DRY_RUN, MSG_KILL, MSG_LIFECYCLE, MSG_NOT_DONE, Field, Reporter
 from guardian.text import shown
@@ -123,6 +125,13 @@ def _decision_event(
     return None
 
 
+def _tree_changed(host: TraceHost, frame: Frame) -> bool:
+    """A directory of a cgroup hierarchy changed in this frame."""
+    layout = host.cgroup_layout()
+    mounts = [os.fsencode(m.mount_point) for m in (layout.v2_mount, layout.v1_memory_mount) if m is not None]
+    return any(path.startswith(tuple(mounts)) for path in frame.delta.maps["dir"]) if mounts else False
+
+
 def replay(
     reader: TraceReader,
     policy_path: Optional[str],
@@ -150,6 +159,10 @@ def replay(
             if frame.processes:
                 facts = frame
             clock.now_us = frame.time_us
+            if _tree_changed(host, frame):
+                # what the daemon's inotify watch on the rules' directories tells it: a group
+                # came or went, rescan now (not at the next RESCAN_S)
+                engine.woke(Wake(cgroups=True), frame.time_us)
             done.first_us = frame.time_us if done.first_us is None else done.first_us
             done.last_us = frame.time_us
             done.frames += 1
