@@ -480,3 +480,26 @@ def test_every_key_of_the_json_report_is_documented(
     keys |= {e["kind"] for e in report["events"]}
     doc = (Path(__file__).parent.parent / "docs" / "trace.md").read_text()
     assert sorted(k for k in keys if f"`{k}`" not in doc) == []
+
+
+def test_a_tick_that_raises_is_reported_and_the_replay_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from guardian.daemon.engine import Engine
+
+    policy = policy_file(tmp_path, FALLING)
+    trace = record_falling(tmp_path, policy)
+    real_tick = Engine.tick
+
+    def tick(self: Engine, now_us: Optional[int] = None) -> Any:
+        if now_us == 2_000_000:  # frame 1 (the recording's clock starts at 1 s)
+            raise RuntimeError("a reader met something new")
+        return real_tick(self, now_us)
+
+    monkeypatch.setattr(Engine, "tick", tick)
+    report = replay_json(capsys, trace, policy)
+    failed = [e for e in report["events"] if e["kind"] == "tick-failed"]
+    assert [(e["frame"], e["message"]) for e in failed] == [
+        (1, "the tick failed: RuntimeError: a reader met something new")
+    ]
+    assert report["frames"] == 8 and [v["frame"] for v in report["victims"]] == [3, 6]

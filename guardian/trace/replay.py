@@ -166,7 +166,18 @@ def replay(
             done.first_us = frame.time_us if done.first_us is None else done.first_us
             done.last_us = frame.time_us
             done.frames += 1
-            result = engine.tick(frame.time_us)
+            try:
+                result = engine.tick(frame.time_us)
+            except Exception as exc:  # as the daemon's loop does (service.py _tick_failed): said, and on
+                emit(
+                    {
+                        "kind": "tick-failed",
+                        "frame": frame.index,
+                        "t_s": round((frame.time_us - header.time_us) / 1e6, 3),
+                        "message": f"the tick failed: {type(exc).__name__}: {exc}",
+                    }
+                )
+                continue
             now = {t.key: t for t in result.assessment.triggers}
             for key, trigger in now.items():
                 if on.get(key) != trigger.level:
