@@ -503,3 +503,30 @@ def test_a_tick_that_raises_is_reported_and_the_replay_goes_on(
         (1, "the tick failed: RuntimeError: a reader met something new")
     ]
     assert report["frames"] == 8 and [v["frame"] for v in report["victims"]] == [3, 6]
+
+
+GUEST = Path(__file__).parent / "fixtures" / "traces" / "record-replay"
+
+
+def test_a_trace_recorded_in_the_guest_replays_to_the_daemons_decision(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the guest's daemon had no plugin but guardian's own: neither has this replay
+    monkeypatch.setenv("GUARDIAN_DISABLE_PLUGIN_AUTOLOAD", "1")
+    live = json.loads((GUEST / "live.json").read_text())
+    report = replay_json(capsys, GUEST / "episode.trace", str(GUEST / "policy.toml"))
+    assert report["error"] is None and report["frames"] == 97
+    first = report["victims"][0]
+    assert (first["pid"], first["comm"], first["cgroup"]) == (
+        int(live["GUARDIAN_VICTIM_PID"]),
+        live["GUARDIAN_VICTIM_COMM"],
+        live["GUARDIAN_VICTIM_CGROUP"],
+    )
+    kill = next(e for e in report["events"] if e["kind"] == "kill")
+    assert (kill["trigger"], kill["level"], kill["scope"]) == (
+        live["GUARDIAN_TRIGGER"],
+        live["GUARDIAN_LEVEL"],
+        live["GUARDIAN_SCOPE"],
+    )
+    # the facts the decision used are the frame's own: the group was past half its limit
+    assert kill["facts_age_s"] == 0

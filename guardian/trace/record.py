@@ -101,36 +101,41 @@ class Recorder:
         for path in watched:
             _touch(sample.cgroup(path), "procs", "populated", "stat", "kill_supported")
         near = self._near(sample, now_us, watched)
-        processes = near or self.index % self.processes_every == 0
+        processes = bool(near) or self.index % self.processes_every == 0
         if processes:
-            self._read_processes(sample, watched)
+            self._read_processes(sample, near)
         self.index += 1
         return processes
 
-    def _near(self, sample: Sample, now_us: int, watched: list[str]) -> bool:
+    def _near(self, sample: Sample, now_us: int, watched: list[str]) -> set[Optional[str]]:
+        """The scopes near a line of the policy (None: the machine): a condition holds there,
+        MemAvailable is under NEAR times its TERM line, a watched group is past WARM of its
+        limit. Something that cannot be read counts as near: the facts may be what explains it."""
         policy = self.loaded.policy
+        near: set[Optional[str]] = set()
         try:
-            if assess(sample, policy, self.state, now_us, watched).triggers:
-                return True
+            near.update(t.scope for t in assess(sample, policy, self.state, now_us, watched).triggers)
             line, _ = machine_lines(sample, policy)
             if line is not None and sample.meminfo.available_bytes <= NEAR * line:
-                return True
+                near.add(None)
         except GuardianError:
-            return True  # something could not be read: the facts may be what explains it
+            near.add(None)
         for path in watched:
             try:
                 usage = sample.cgroup(path).usage
             except GuardianError:
                 continue
             if usage.max_bytes and (usage.current_bytes or 0) >= WARM * usage.max_bytes:
-                return True
-        return False
+                near.add(path)
+        return near
 
-    def _read_processes(self, sample: Sample, watched: list[str]) -> None:
-        """What the rankings of the machine and of each watched group read, scorers included."""
+    def _read_processes(self, sample: Sample, near: set[Optional[str]]) -> None:
+        """Every process, and what the rankings of the machine and of each group near a line
+        read, scorers included (a group's ranking reads the same processes' files, and what its
+        scorers read for its own candidates)."""
         selector = self.loaded.selector
         _call(selector.rank, sample, "process", None)
-        for path in watched:
+        for path in sorted(p for p in near if p is not None):
             if any(r.matches(path) and r.action == "group" for r in self.loaded.policy.cgroups):
                 _call(selector.rank_group, sample, path)
             _call(selector.rank, sample, "process", path)
