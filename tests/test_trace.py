@@ -18,7 +18,7 @@ from support.clock import FakeClock
 from guardian.cli import EXIT_ERROR, EXIT_OK, main
 from guardian.loaded import load
 from guardian.trace.fileformat import TraceReader
-from guardian.trace.hosts import RecordingHost
+from guardian.trace.hosts import RecordingHost, TraceHost
 from guardian.trace.record import record
 from guardian.trace.replay import replay
 
@@ -530,3 +530,33 @@ def test_a_trace_recorded_in_the_guest_replays_to_the_daemons_decision(
     )
     # the facts the decision used are the frame's own: the group was past half its limit
     assert kill["facts_age_s"] == 0
+
+
+def test_a_process_that_exits_is_forgotten_by_the_writer_and_the_reader(tmp_path: Path) -> None:
+    root = falling_machine(tmp_path / "root")
+
+    def step(frame: int) -> None:
+        if frame == 2:
+            root.remove("proc/410")  # the editor exits
+
+    host = RecordingHost(root.root)
+    trace = tmp_path / "exit.trace"
+    with open(trace, "wb") as out:
+        record(
+            host, load(host, policy_file(tmp_path, FALLING), dry_run=True), out, FallingClock(step),
+            interval_s=1.0, duration_s=3.0, processes_every=1, max_bytes=1 << 30,
+        )  # fmt: skip
+    reader = TraceReader(str(trace))
+    try:
+        frames = list(reader.frames())
+    finally:
+        reader.close()
+    state = TraceHost(str(trace), -1)
+    for frame in frames[:2]:
+        state.apply(frame.delta)
+    assert any(p.startswith(b"/proc/410/") for p in state.state.maps["file"])
+    state.apply(frames[2].delta)
+    assert not any(p.startswith(b"/proc/410/") for m in state.state.maps.values() for p in m)
+    assert any(p.startswith(b"/proc/400/") for p in state.state.maps["file"])
+    # frame 3 (nothing changed in the processes) is no bigger for it: the writer forgot 410 too
+    assert not any(p.startswith(b"/proc/410") for p in frames[3].delta.maps["file"])

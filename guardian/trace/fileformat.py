@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Optional, Union
 
+from guardian import host
 from guardian.errors import GuardianError
 from guardian.text import shown
 
@@ -40,6 +41,9 @@ MAX_TIME_US = (1 << 63) - 1  # CLOCK_MONOTONIC in microseconds fits an int64
 #   kind   whether a path is a directory ("d"), another file ("f"), or absent ("-")
 #   xattr  the names of the extended attributes that are set on a root-owned directory
 OPS = ("file", "dir", "link", "kind", "xattr")
+
+PROC = os.fsencode(host.PROC)  # traces hold the machine's paths
+PROC_PREFIX = PROC + b"/"
 
 Answer = Union[bytes, int, tuple[tuple[bytes, bool], ...], str, frozenset[bytes]]
 
@@ -67,8 +71,28 @@ class Observations:
         return self.maps[op].get(path)
 
     def apply(self, delta: Observations) -> None:
+        """Add a frame. A frame that lists /proc anew also forgets every process that is not in
+        the listing: the writer and the reader both apply each frame this way, so the state
+        each keeps (and what a frame is a change against) stays the same on both sides, and
+        neither grows with every process that ever ran."""
         for op in OPS:
             self.maps[op].update(delta.maps[op])
+        if PROC in delta.maps["dir"]:
+            self._forget_gone_processes()
+
+    def _forget_gone_processes(self) -> None:
+        listing = self.maps["dir"].get(PROC)
+        live = {name for name, _ in listing} if isinstance(listing, tuple) else set()
+        for entries in self.maps.values():
+            gone = [
+                path
+                for path in entries
+                if path.startswith(PROC_PREFIX)
+                and (pid := path[len(PROC_PREFIX) :].split(b"/", 1)[0]).isdigit()
+                and pid not in live
+            ]
+            for path in gone:
+                del entries[path]
 
     def changed_since(self, before: Observations) -> Observations:
         """What ``before`` (the state after the previous frame) lacks or holds differently."""
