@@ -515,7 +515,7 @@ def test_a_trace_recorded_in_the_guest_replays_to_the_daemons_decision(
     monkeypatch.setenv("GUARDIAN_DISABLE_PLUGIN_AUTOLOAD", "1")
     live = json.loads((GUEST / "live.json").read_text())
     report = replay_json(capsys, GUEST / "episode.trace", str(GUEST / "policy.toml"))
-    assert report["error"] is None and report["frames"] == 97
+    assert report["error"] is None and report["frames"] == 91
     first = report["victims"][0]
     assert (first["pid"], first["comm"], first["cgroup"]) == (
         int(live["GUARDIAN_VICTIM_PID"]),
@@ -560,3 +560,17 @@ def test_a_process_that_exits_is_forgotten_by_the_writer_and_the_reader(tmp_path
     assert any(p.startswith(b"/proc/400/") for p in state.state.maps["file"])
     # frame 3 (nothing changed in the processes) is no bigger for it: the writer forgot 410 too
     assert not any(p.startswith(b"/proc/410") for p in frames[3].delta.maps["file"])
+
+
+def test_a_more_eager_policy_fires_earlier_on_the_guest_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GUARDIAN_DISABLE_PLUGIN_AUTOLOAD", "1")
+    shipped = (GUEST / "policy.toml").read_text()
+    line = 'min_headroom = { term = "10%", kill = "4%" }'
+    assert shipped.count(line) == 1
+    eager = policy_file(tmp_path, shipped.replace(line, 'min_headroom = { term = "25%", kill = "4%" }'))
+    as_shipped = replay_json(capsys, GUEST / "episode.trace", str(GUEST / "policy.toml"))["victims"][0]
+    earlier = replay_json(capsys, GUEST / "episode.trace", eager)["victims"][0]
+    assert earlier["pid"] == as_shipped["pid"]
+    assert earlier["frame"] < as_shipped["frame"] and earlier["t_s"] < as_shipped["t_s"] - 2
