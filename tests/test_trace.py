@@ -326,6 +326,7 @@ def test_a_truncated_trace_replays_its_whole_frames_then_says_where_it_ends(
         (lambda f: b'{"t":0,"processes":false}\n', "earlier than the frame before"),
         (lambda f: b"[1, 2]\n", "not a JSON object"),
         (lambda f: b"\xff\xfe\n", "not a JSON object"),
+        (lambda f: b"[" * 100_000 + b"\n", "nested too deeply"),
     ],
     ids=[
         "5000-digit-number",
@@ -339,6 +340,7 @@ def test_a_truncated_trace_replays_its_whole_frames_then_says_where_it_ends(
         "time-backwards",
         "a-list",
         "not-utf8",
+        "deep-nesting",
     ],
 )
 def test_a_bad_frame_is_named_with_its_reason(
@@ -362,8 +364,9 @@ def test_a_bad_frame_is_named_with_its_reason(
         (gzip.compress(b'{"format":"something else"}\n'), "header: not a guardian-trace file"),
         (gzip.compress(b'{"format":"guardian-trace","version":99}\n'), "header: version 99"),
         (gzip.compress(b'{"format":"guardian-trace","version":1}'), "header: the file ends in the middle"),
+        (gzip.compress(b'{"a":' * 50_000 + b"\n"), "header: not a JSON object: nested too deeply"),
     ],
-    ids=["empty", "not-gzip", "no-lines", "other-format", "other-version", "truncated"],
+    ids=["empty", "not-gzip", "no-lines", "other-format", "other-version", "truncated", "deep-nesting"],
 )
 def test_a_bad_header_is_named_with_its_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, reason: str

@@ -265,6 +265,8 @@ def decode_frame(line: bytes, index: int) -> Frame:
         body = json.loads(line)
     except ValueError as exc:  # not JSON, not UTF-8, or a number of more than 4300 digits
         raise _Bad(f"not a JSON object: {exc}") from None
+    except RecursionError:
+        raise _Bad("not a JSON object: nested too deeply") from None
     if not isinstance(body, dict):
         raise _Bad("not a JSON object")
     unknown = set(body) - {"t", "processes", *OPS}
@@ -292,6 +294,8 @@ def _decode_header(line: bytes) -> Header:
         body = json.loads(line)
     except ValueError as exc:
         raise _Bad(f"not a JSON object: {exc}") from None
+    except RecursionError:
+        raise _Bad("not a JSON object: nested too deeply") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise _Bad(f"not a {FORMAT} file")
     if body.get("version") != VERSION:
