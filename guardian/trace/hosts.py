@@ -1,8 +1,8 @@
 """Two Hosts for traces: one that notes every answer the machine gives, one that gives the
 answers of a recorded frame.
 
-Both override only Host's OS primitives (read_bytes, list_dir, is_dir, exists, read_link,
-root_xattrs), so every reader in guardian/sources, the Sample, the ranking and the Engine run
+Both override only Host's OS primitives (read_bytes, list_dir, list_names, is_dir, exists,
+read_link, root_xattrs), so every reader in guardian/sources, the Sample, the ranking and the Engine run
 unchanged over them: what a replay decides is decided by the daemon's own code.
 """
 
@@ -65,6 +65,9 @@ class RecordingHost(Host):
         self._note("dir", path, tuple(sorted((os.fsencode(n), d) for n, d in entries)))
         return entries
 
+    def list_names(self, path: str) -> list[str]:
+        return [name for name, _ in self.list_dir(path)]  # noted with the entries' types
+
     def _kind(self, path: str) -> str:
         kind = "d" if os.path.isdir(path) else "f" if os.path.exists(path) else "-"
         self._note("kind", path, kind)
@@ -124,6 +127,9 @@ class TraceHost(Host):
         if not isinstance(answer, tuple):
             raise FileNotFoundError(errno.ENOENT, "not in the trace", path)
         return [(os.fsdecode(name), is_dir) for name, is_dir in answer]
+
+    def list_names(self, path: str) -> list[str]:
+        return [name for name, _ in self.list_dir(path)]
 
     def _kind(self, path: str) -> str:
         try:
