@@ -66,6 +66,16 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0.1):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0.1 or more, got {text!r}")
+    return value
+
+
 def _columns() -> int:
     """``shutil.get_terminal_size().columns``, computed the same way (COLUMNS, else the
     terminal's width, else 80) without importing shutil."""
@@ -109,9 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser(
         "status",
         formatter_class=HelpFormatter,
-        help="memory, swap, overcommit, PSI and the cgroups closest to trouble",
+        help="memory, swap, overcommit, PSI, the cgroups closest to trouble, kernel OOM kills",
         description="Show memory and swap, overcommit state, memory PSI (kernel averages and "
-        "the live stall rate) and the cgroups closest to their limit or under most pressure.",
+        "the live stall rate), the cgroups closest to their limit or under most pressure, and the "
+        "kernel's own OOM kills (since boot, by cgroup, and the last ones in the kernel log).",
     )
     status.add_argument("--json", action="store_true", help="print JSON (keys in README.md)")
     status.add_argument(
@@ -166,6 +177,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_policy(rank)
     _add_root(rank)
+
+    top = sub.add_parser(
+        "top",
+        formatter_class=HelpFormatter,
+        help="a live view: memory, stall rate, cgroups nearest their lines, who would go first",
+        description="Refresh in place every --interval seconds: memory, swap and zram, the live "
+        "memory stall rate with its recent history, the cgroups nearest their limits or under most "
+        "pressure, and the first three candidates the policy would kill, with why. q or Ctrl-C "
+        "quits. When stdout is not a terminal, prints one block of plain lines per refresh.",
+    )
+    top.add_argument(
+        "--interval",
+        type=_interval,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between refreshes, 0.1 or more (default 1); the live stall rate is measured "
+        "over this window",
+    )
+    top.add_argument("--count", type=_positive_int, metavar="N", help="stop after N refreshes")
+    _add_policy(top)
+    _add_root(top)
 
     check = sub.add_parser(
         "check",
@@ -390,6 +422,34 @@ def cmd_rank(args: argparse.Namespace, clock: Clock) -> int:
     return EXIT_OK
 
 
+def cmd_top(args: argparse.Namespace, clock: Clock) -> int:
+    from guardian.selection import Selector
+    from guardian.top import LogLines, Monitor, Quit, Screen, Terminal, quit_on_signals, watch
+
+    host = Host(args.root)
+    policy = load_policy_for(args, host)
+    plugins = plugins_for(policy, host)
+    monitor = Monitor(host, Selector(policy, plugins), plugins.errors, clock, args.interval)
+    name = shown(args.policy or (host.policy_path() if os.path.exists(host.policy_path()) else BUILT_IN))
+    stdout = sys.stdout
+    on_terminal = stdout.isatty() and os.environ.get("TERM") != "dumb"
+    try:
+        with quit_on_signals():
+            if on_terminal:
+                try:  # keys come from stdin when it is a terminal too
+                    keys: Optional[int] = sys.stdin.fileno()
+                except (AttributeError, ValueError, OSError):  # no stdin, or closed
+                    keys = None
+                with Terminal(write_out, stdout.fileno(), keys) as screen:
+                    watch(monitor, screen, clock, args.count, name)
+            else:
+                lines: Screen = LogLines(write_out, clock)
+                watch(monitor, lines, clock, args.count, name)
+    except (KeyboardInterrupt, Quit):
+        pass  # Ctrl-C (or SIGTERM, SIGHUP) is how a live view is left: not an error
+    return EXIT_OK
+
+
 def cmd_check(args: argparse.Namespace, clock: Clock) -> int:
     from guardian.loaded import load, summarize
 
@@ -525,6 +585,7 @@ def main(argv: Optional[Sequence[str]] = None, clock: Optional[Clock] = None) ->
     commands = {
         "status": cmd_status,
         "rank": cmd_rank,
+        "top": cmd_top,
         "check": cmd_check,
         "run": cmd_run,
         "record": cmd_record,

@@ -197,6 +197,33 @@ class PollSettings:
 
 
 @dataclass(frozen=True)
+class Listen:
+    """Where the metrics endpoint listens: an IP address (no name, so that nothing is resolved)
+    and a TCP port; port 0 lets the kernel choose a free one (reported when it is bound)."""
+
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """[metrics]: Prometheus metrics, off unless ``listen`` or ``textfile`` is given."""
+
+    listen: Optional[Listen] = None  # serve /metrics over HTTP here
+    allow_remote: bool = False  # a ``listen`` address that is not loopback is refused without it
+    textfile: Optional[str] = None  # or write the metrics to this file (node_exporter's collector)
+    textfile_interval_s: float = 15.0  # at most this often
+    max_cgroups: int = 64  # watched cgroups with series of their own, in path order
+
+    @property
+    def enabled(self) -> bool:
+        return self.listen is not None or self.textfile is not None
+
+
+@dataclass(frozen=True)
 class Policy:
     source: str = "<defaults>"
     scorers: Mapping[str, float] = field(default_factory=lambda: DEFAULT_SCORERS)
@@ -213,6 +240,7 @@ class Policy:
     machine: MachineRule = field(default_factory=MachineRule)
     cgroups: tuple[CgroupRule, ...] = ()
     poll: PollSettings = field(default_factory=PollSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def __post_init__(self) -> None:
         # read-only however it was built (tests and dataclasses.replace pass plain dicts/lists)
@@ -653,6 +681,81 @@ def parse_poll(table: Table) -> PollSettings:
     return settings
 
 
+def parse_listen(table: Table, allow_remote: bool) -> Optional[Listen]:
+    """``"127.0.0.1:9464"``, ``"[::1]:9464"`` or ``"localhost:9464"``: an IP address (or
+    localhost, which is 127.0.0.1 without asking a resolver) and a port from 0 to 65535. An
+    address that is not loopback needs ``allow_remote = true``."""
+    import ipaddress  # noqa: PLC0415 - only for a policy with an endpoint
+
+    text = table.string("listen", None)
+    if text is None:
+        return None
+    expected = 'expected "ADDRESS:PORT" with an IP address ("127.0.0.1:9464", "[::1]:9464")'
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise table.error("listen", f"{expected}, got {_show(text)}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise table.error("listen", f"{expected}; an IPv6 address goes in brackets, got {_show(text)}")
+    if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5 or int(port_text) > 65535:
+        raise table.error("listen", f"expected a port from 0 to 65535 after the colon, got {_show(text)}")
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise table.error(
+            "listen", f"{expected}: {_show(host)} is not an IP address (names are not resolved)"
+        ) from None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        raise table.error("listen", f"{expected}, without a zone (%), got {_show(text)}")
+    if not address.is_loopback and not allow_remote:
+        raise table.error(
+            "listen",
+            f"{_show(text)} is not a loopback address: the endpoint tells whoever reaches it what "
+            "runs here and what guardian killed; set allow_remote = true to serve it there",
+        )
+    return Listen(address.compressed, int(port_text))
+
+
+def _textfile_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be the metrics text file, or None. Used as written (not under
+    ``--root``): an absolute path ending in .prom (node_exporter's textfile collector reads
+    nothing else) in an existing directory (the file is written next to it, then renamed)."""
+    if not path.startswith("/"):
+        return "expected an absolute path"
+    if "\0" in path:
+        return "a path cannot hold a NUL character"
+    if not path.endswith(".prom") or path.endswith("/.prom"):
+        return "expected a file name ending in .prom (node_exporter's textfile collector reads no other)"
+    directory = os.path.dirname(path)
+    reason = _directory_problem(directory)
+    return None if reason is None else f"its directory {_show(directory)}: {reason}"
+
+
+def parse_metrics(table: Table) -> MetricsSettings:
+    default = MetricsSettings()
+    allow_remote = table.boolean("allow_remote", default.allow_remote)
+    listen = parse_listen(table, allow_remote)
+    if allow_remote and listen is None:
+        raise table.error("allow_remote", "only means something with listen")
+    textfile = table.string("textfile", default.textfile)
+    if textfile is not None:
+        reason = _textfile_problem(textfile)
+        if reason is not None:
+            raise table.error("textfile", f"{_show(textfile)}: {reason}")
+    settings = MetricsSettings(
+        listen=listen,
+        allow_remote=allow_remote,
+        textfile=textfile,
+        textfile_interval_s=table.number("textfile_interval_s", default.textfile_interval_s, 1, 3600),
+        max_cgroups=table.integer("max_cgroups", default.max_cgroups, 0, 10_000),
+    )
+    table.finish()
+    return settings
+
+
 def parse_plugins(table: Table) -> PluginSettings:
     default = PluginSettings()
     directory = table.string("directory", default.directory)
@@ -719,6 +822,7 @@ def policy_from_dict(data: Mapping[str, Any], source: str) -> Policy:
     machine = parse_machine(top.table("machine"))
     cgroups = tuple(parse_cgroup_rule(t) for t in top.tables("cgroup"))
     poll = parse_poll(top.table("poll"))
+    metrics = parse_metrics(top.table("metrics"))
     policy = Policy(
         source=source,
         scorers=scorers,
@@ -737,6 +841,7 @@ def policy_from_dict(data: Mapping[str, Any], source: str) -> Policy:
         machine=machine,
         cgroups=cgroups,
         poll=poll,
+        metrics=metrics,
     )
     top.finish()
     return policy

@@ -9,6 +9,7 @@ one line.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Optional
 
 from guardian.candidates import Candidate
@@ -39,6 +40,13 @@ def number(value: Optional[float], spec: str = "g") -> str:
     if value is None or not math.isfinite(value):
         return "-"
     return format(value, spec)
+
+
+def terms(weights: Mapping[str, Optional[float]], scores: Mapping[str, Optional[float]]) -> str:
+    """How a weighted total is made, scorer by scorer: ``cause 1 x 1.98 + rules 1 x 0``."""
+    return " + ".join(
+        f"{name} {number(weights.get(name, 0))} x {number(value)}" for name, value in scores.items()
+    )
 
 
 def _opt(text: Optional[str]) -> Optional[str]:
@@ -100,10 +108,7 @@ def explain(ranking: Ranking) -> list[str]:
     if top is None:
         lines.append("no candidate: nothing in scope may be killed")
     else:
-        parts = " + ".join(
-            f"{name} {number(ranking.weights.get(name, 0))} x {number(value)}"
-            for name, value in top.scores.items()
-        )
+        parts = terms(ranking.weights, top.scores)
         lines.append(
             f"{_who(top.candidate)} is first with total {number(top.total)} = {parts or 'no scores'}"
         )

@@ -38,6 +38,9 @@ KMSG = "/dev/kmsg"  # the kernel log, one record per read() (Documentation/ABI/t
 # How long a call that can wait on another process (Host.slow_call) is waited for: a
 # /proc/PID/cmdline read takes microseconds unless the process holds its own memory lock
 SLOW_CALL_S = 0.2
+DIRS_KEPT = 8192  # cgroup directories remembered (forgotten wholesale when full)
+HOT_MAX = 384  # files read_hot keeps open at most (a service's soft RLIMIT_NOFILE is 1024); the
+# rest are read with open, read and close
 
 T = TypeVar("T")
 
@@ -244,6 +247,8 @@ class Host:
         self.proc = self.path(PROC)
         self._layout: Optional[CgroupLayout] = None
         self._hot: dict[str, int] = {}
+        self._hot_dirs: frozenset[str] = frozenset()  # cgroup directories whose files stay open
+        self._dirs: dict[tuple[str, str], str] = {}  # ("v2" or "v1", cgroup) -> its directory
         self._offloop = OffLoop(timeout_s=SLOW_CALL_S)
 
     def __repr__(self) -> str:
@@ -333,7 +338,13 @@ class Host:
         return os.fsdecode(self.read_bytes(path))
 
     def read_feature(self, path: str, feature: str) -> str:
-        """Read a file that a kernel feature provides; a missing file means the feature is off."""
+        """Read a file that a kernel feature provides; a missing file means the feature is off.
+        A file of a cgroup held open (hold_open) is read as read_hot reads."""
+        if self._hot_dirs and path.rpartition("/")[0] in self._hot_dirs:
+            return self.read_hot(path, feature)
+        return self._read_feature(path, feature)
+
+    def _read_feature(self, path: str, feature: str) -> str:
         try:
             return self.read_text(path)
         except OSError as exc:
@@ -344,20 +355,43 @@ class Host:
         descriptor stays open and each read is one pread() from offset 0, which the kernel
         answers with fresh contents; two system calls fewer per tick than open/read/close."""
         if not self.is_live:
-            return self.read_feature(path, feature)
+            return self._read_feature(path, feature)
         fd = self._hot.get(path)
         if fd is None:
+            if len(self._hot) >= HOT_MAX:
+                return self._read_feature(path, feature)
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
-                return self.read_feature(path, feature)  # the same errors, worded the same way
+                return self._read_feature(path, feature)  # the same errors, worded the same way
             self._hot[path] = fd
         try:
             return os.fsdecode(os.pread(fd, 65536, 0))
-        except OSError:
-            os.close(fd)
-            del self._hot[path]
-            return self.read_feature(path, feature)
+        except OSError:  # ENODEV: the group was removed (and maybe made again under its name)
+            directory = path.rpartition("/")[0]
+            if directory in self._hot_dirs:  # its other files too: none stays pinned by guardian
+                self.forget_hot([p for p in self._hot if p.rpartition("/")[0] == directory])
+            else:
+                os.close(fd)
+                del self._hot[path]
+            return self._read_feature(path, feature)
+
+    def hold_open(self, cgroups: Iterable[str]) -> None:
+        """Keep the files guardian reads of these cgroups open from now on (their memory files
+        are read on every full look: one pread instead of open, read and close, and opening a
+        cgroup file was the costliest part of a look under emulation); close those of the
+        groups held before and not now, so that no removed group stays pinned by guardian."""
+        dirs: set[str] = set()
+        for cgroup in cgroups:
+            for directory in (self.cgroup_v2_dir, self.cgroup_v1_memory_dir):
+                try:
+                    dirs.add(directory(cgroup))
+                except Unavailable:
+                    continue
+        dropped = self._hot_dirs - dirs
+        self._hot_dirs = frozenset(dirs)
+        if dropped:
+            self.forget_hot([path for path in self._hot if path.rpartition("/")[0] in dropped])
 
     def slow_call(self, key: Hashable, what: str, call: Callable[[], T]) -> T:
         """A call that can wait on another process (a /proc/PID/cmdline read, process_mrelease):
@@ -370,7 +404,7 @@ class Host:
     def forget_hot(self, paths: Iterable[str]) -> None:
         """Close the descriptors read_hot keeps for these paths (a watched cgroup that went away
         must not stay pinned by guardian's open file)."""
-        for path in paths:
+        for path in list(paths):
             fd = self._hot.pop(path, None)
             if fd is not None:
                 os.close(fd)
@@ -495,6 +529,20 @@ class Host:
 
     def cgroup_v2_dir(self, cgroup: str) -> str:
         """Directory of a cgroup2 group given its path as /proc/PID/cgroup prints it."""
+        known = self._dirs.get(("v2", cgroup))
+        if known is not None:
+            return known
+        return self._remember_dir("v2", cgroup, self._cgroup_v2_dir(cgroup))
+
+    def _remember_dir(self, tree: str, cgroup: str, directory: str) -> str:
+        """A cgroup's directory, remembered (the layout does not change; every cgroup file read
+        asks for one, and working it out was a tenth of a full look)."""
+        if len(self._dirs) >= DIRS_KEPT:
+            self._dirs.clear()
+        self._dirs[(tree, cgroup)] = directory
+        return directory
+
+    def _cgroup_v2_dir(self, cgroup: str) -> str:
         layout = self.cgroup_layout()
         if layout.v2_mount is None:
             raise Unavailable("cgroup2", "no cgroup2 filesystem is mounted")
@@ -504,12 +552,29 @@ class Host:
 
     def cgroup_v1_memory_dir(self, cgroup: str) -> str:
         """Directory of a cgroup in the v1 memory hierarchy."""
+        known = self._dirs.get(("v1", cgroup))
+        if known is not None:
+            return known
+        return self._remember_dir("v1", cgroup, self._cgroup_v1_memory_dir(cgroup))
+
+    def _cgroup_v1_memory_dir(self, cgroup: str) -> str:
         layout = self.cgroup_layout()
         if layout.v1_memory_mount is None:
             raise Unavailable("cgroup v1 memory", "the v1 memory controller is not mounted")
         self._checked("cgroup v1 memory", cgroup)
         rel = self._relative(layout.v1_memory_mount, cgroup)
         return (self._mount_dir(layout.v1_memory_mount) + rel).rstrip("/")
+
+    def cgroup_identity(self, cgroup: str) -> tuple[int, ...]:
+        """The inode numbers of the group's directories (cgroup2, v1 memory): what tells a group
+        from one removed and made again under the same name; () where it has none."""
+        found = []
+        for directory in (self.cgroup_v2_dir, self.cgroup_v1_memory_dir):
+            try:
+                found.append(os.stat(directory(cgroup)).st_ino)
+            except (Unavailable, OSError):
+                continue
+        return tuple(found)
 
     def cgroup_exists(self, cgroup: str) -> bool:
         """True when ``cgroup`` is a directory in the cgroup2 tree or the v1 memory tree."""
@@ -561,6 +626,19 @@ class Host:
                 found.add(prefix.rstrip("/"))  # the prefix itself, when a glob names it whole
             found.update(prefix.rstrip("/") + rel for rel in self.walk_cgroups(top, max_depth))
         return sorted(found)
+
+    def cgroup_count_files(self) -> list[tuple[str, str]]:
+        """(path, kind) of the files whose numbers change when a cgroup that holds memory is made
+        or removed: the cgroup2 root's ``cgroup.stat`` ("cgroup.stat": nr_descendants and
+        nr_dying_descendants) and, with the v1 memory controller, ``/proc/cgroups`` ("cgroups":
+        its num_cgroups, which counts dying groups too)."""
+        layout = self.cgroup_layout()
+        files = []
+        if layout.v2_mount is not None:
+            files.append((self._mount_dir(layout.v2_mount) + "/cgroup.stat", "cgroup.stat"))
+        if layout.v1_memory_mount is not None:
+            files.append((f"{self.proc}/cgroups", "cgroups"))
+        return files
 
     def v1_memory_cgroups(self) -> list[str]:
         layout = self.cgroup_layout()

@@ -239,6 +239,7 @@ def _cgroup_triggers(
     cgroups: Iterable[str],
     prune: bool = True,
     quiet: Collection[PsiKey] = (),
+    quiet_events: Collection[str] = (),
 ) -> list[Trigger]:
     triggers: list[Trigger] = []
     seen_events: set[str] = set()
@@ -291,10 +292,14 @@ def _cgroup_triggers(
                         triggers.append(Trigger(label, path, "psi", TERM, rule.action, reason, values))
             if rule.events is not None:
                 seen_events.add(path)
-                try:
-                    counters: Optional[Mapping[str, int]] = group.events
-                except Unavailable:
-                    counters = None
+                known = state.events.get(path) if path in quiet_events else None
+                if known is not None:  # unchanged since read: the kernel reports every change
+                    counters: Optional[Mapping[str, int]] = known[1]
+                else:
+                    try:
+                        counters = group.events
+                    except Unavailable:
+                        counters = None
                 trig = _events(counters, rule.events.limits(), state, path, now_us)
                 if trig is not None:
                     reason, values = trig
@@ -430,11 +435,13 @@ def assess(
     now_us: int,
     cgroups: Iterable[str] = (),
     quiet_psi: Collection[PsiKey] = (),
+    quiet_events: Collection[str] = (),
 ) -> Assessment:
     """Evaluate every condition of the policy on one sample. ``cgroups`` are the cgroup paths to
     consider for the per-cgroup rules (the daemon rescans the tree now and then); ``quiet_psi``
     the PSI sources whose kernel trigger is armed and quiet: while the kernel watches them,
-    they are not read at all."""
+    they are not read at all; ``quiet_events`` the cgroups whose memory.events the kernel
+    reports changes of and has not since the last read: their counters are as read then."""
     cgroups = list(cgroups)
     triggers: list[Trigger] = []
     if policy.machine.enabled:
@@ -444,7 +451,9 @@ def assess(
         ):
             if trig is not None:
                 triggers.append(trig)
-    triggers.extend(_cgroup_triggers(sample, policy, state, now_us, cgroups, quiet=quiet_psi))
+    triggers.extend(
+        _cgroup_triggers(sample, policy, state, now_us, cgroups, quiet=quiet_psi, quiet_events=quiet_events)
+    )
     _forget_unwatched(state, cgroups)
     triggers = [replace(t, detected_us=now_us) for t in triggers]
     # A crossed memory or headroom line can reach KILL within milliseconds: look again at once.

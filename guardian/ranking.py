@@ -180,7 +180,10 @@ class Ranker:
         context: RankContext,
         candidates: Sequence[Candidate],
         excluded: Sequence[Exclusion] = (),
+        explained: int = 0,
     ) -> Ranking:
+        """The candidates in order, the first ``max(explained, EXPLAINED)`` with each scorer's
+        note on them."""
         start = time.monotonic()
         failures: list[PluginFailure] = []
         totals = [0.0] * len(candidates)
@@ -234,7 +237,8 @@ class Ranker:
             ]
         ranked = [Ranked(c, per_candidate[i], totals[i]) for i, c in enumerate(candidates)]
         ranked.sort(key=lambda r: _order(r, context))
-        ranked[:EXPLAINED] = self._notes(context, ranked[:EXPLAINED], failures)
+        noted = max(explained, EXPLAINED)
+        ranked[:noted] = self._notes(context, ranked[:noted], failures)
         return Ranking(
             context=context,
             ranked=tuple(ranked),

@@ -35,10 +35,12 @@ from typing import Callable, Optional, Protocol, TextIO, Union
 
 from guardian.actions import Outcome
 from guardian.config import PolicyError
+from guardian.kernel_kills import SeenKill
 from guardian.kinds import KillAction, NotDone
+from guardian.metrics import Metrics
 from guardian.policy import Trigger
 from guardian.ranking import Ranked
-from guardian.text import counted, shown
+from guardian.text import counted, human_bytes, shown
 
 MSG_KILL = "7291c848aa2b4d64ad479ace240749f7"
 MSG_DRY_RUN = "4f7a8db32a734063a9e9ae210b8d3af0"
@@ -46,6 +48,7 @@ MSG_NOT_DONE = "aeb9eaa4743442df8537c476de4dc782"
 MSG_POLICY_LOADED = "2a84573cbba6498daaab9afdcc7d2dae"
 MSG_POLICY_REJECTED = "2f664e5f69b9416d8cda340495d0661a"
 MSG_LIFECYCLE = "8614d6fccaca40658d1eb8dcdae3a3e6"
+MSG_KERNEL_OOM_KILL = "a061dd4cbf59429ba9362090877862e4"
 
 PRIORITY_ERR, PRIORITY_WARNING, PRIORITY_NOTICE, PRIORITY_INFO = 3, 4, 5, 6
 
@@ -314,14 +317,19 @@ def _field_name(name: str) -> str:
 
 
 class Reporter:
-    def __init__(self, sink: Sink) -> None:
+    """Every decision, trigger without a kill, policy change and lifecycle event, to the sink;
+    the decisions and policy changes are counted in ``metrics`` too."""
+
+    def __init__(self, sink: Sink, metrics: Optional[Metrics] = None) -> None:
         self.sink = sink
+        self.metrics = metrics if metrics is not None else Metrics()
 
     def _send(self, message: str, message_id: str, priority: int, fields: Mapping[str, Field]) -> None:
         self.sink.send(message, {"MESSAGE_ID": message_id, "PRIORITY": str(priority), **fields})
 
     def decision(self, trigger: Trigger, victim: Ranked, action: KillAction, outcome: Outcome) -> None:
         """A victim was chosen and acted on (or, in a dry run, would have been)."""
+        self.metrics.decision(action, outcome.result, trigger.rule)
         c = victim.candidate
         fields: Fields = {
             "GUARDIAN_ACTION": action,
@@ -378,8 +386,91 @@ class Reporter:
             message = f"did not {action} {who}: {outcome.result}: {outcome.detail or trigger.reason}"
             self._send(message, MSG_NOT_DONE, PRIORITY_NOTICE, fields)
 
+    def kernel_oom_kill(self, seen: SeenKill) -> None:
+        """The kernel's OOM killer killed a process: guardian did not prevent it (or the kill was
+        in a scope no rule watches). What the kernel said, and what the policy would have done."""
+        fields: Fields = {"GUARDIAN_SOURCE": seen.source, "GUARDIAN_OOM_KILLS": seen.count}
+        if seen.scope_known:
+            fields["GUARDIAN_SCOPE"] = seen.scope or "/"
+        fields["GUARDIAN_RULE"] = seen.rule or "none"
+        if seen.cgroup is not None:
+            fields["GUARDIAN_VICTIM_CGROUP"] = seen.cgroup
+        where = f" in {shown(seen.cgroup)}" if seen.cgroup is not None else ""
+        kill = seen.kill
+        if kill is not None:
+            fields["GUARDIAN_VICTIM_PID"] = kill.pid
+            fields["GUARDIAN_VICTIM_COMM"] = kill.comm
+            fields["GUARDIAN_OOM_CONTEXT"] = kill.context
+            optional: dict[str, Union[str, int, None]] = {
+                "GUARDIAN_OOM_CONSTRAINT": kill.constraint,
+                "GUARDIAN_OOM_MEMCG": kill.oom_memcg,
+                "GUARDIAN_OOM_GROUP": kill.oom_group_memcg,
+                "GUARDIAN_OOM_CPUSET": kill.cpuset,
+                "GUARDIAN_VICTIM_UID": kill.uid,
+                "GUARDIAN_VICTIM_OOM_SCORE_ADJ": kill.oom_score_adj,
+                "GUARDIAN_VICTIM_TOTAL_VM_BYTES": kill.total_vm_bytes,
+                "GUARDIAN_VICTIM_ANON_RSS_BYTES": kill.anon_rss_bytes,
+                "GUARDIAN_VICTIM_FILE_RSS_BYTES": kill.file_rss_bytes,
+                "GUARDIAN_VICTIM_SHMEM_RSS_BYTES": kill.shmem_rss_bytes,
+                "GUARDIAN_VICTIM_PGTABLES_BYTES": kill.pgtables_bytes,
+                "GUARDIAN_KERNEL_TIME_USEC": kill.kernel_time_us,
+                "GUARDIAN_KMSG_SEQ": kill.seq,
+            }
+            fields.update((k, v) for k, v in optional.items() if v is not None)
+            if not seen.scope_known:
+                domain = "out of memory, where the report does not say"
+            elif seen.scope is None:
+                domain = "the machine out of memory"
+            else:
+                domain = f"memory cgroup {shown(seen.scope)} out of memory"
+            if kill.constraint is not None:
+                domain += f" ({kill.constraint})"
+            rss = ", ".join(
+                f"{name} {human_bytes(value)}"
+                for name, value in (
+                    ("anon-rss", kill.anon_rss_bytes),
+                    ("file-rss", kill.file_rss_bytes),
+                    ("shmem-rss", kill.shmem_rss_bytes),
+                )
+                if value is not None
+            )
+            message = f"kernel OOM killer killed pid {kill.pid} ({shown(kill.comm)}){where}: {domain}; {rss}"
+        else:
+            kills = counted(seen.count, "process", "processes")
+            message = (
+                f"kernel OOM killer killed {kills}{where}: its oom_kill counter rose, "
+                "and the kernel log did not report it"
+            )
+        scope_name = "the machine" if seen.scope is None else shown(seen.scope)
+        if not seen.scope_known:
+            message += "; no guardian rule is known to watch it"
+        elif seen.rule is None:
+            message += f"; no guardian rule watches {scope_name}"
+        else:
+            message += f"; guardian's rule {shown(seen.rule)} watches {scope_name}"
+        choice = seen.choice
+        if choice is not None:
+            c = choice.candidate
+            if c.process is not None:
+                who = f"pid {c.process.pid} ({shown(c.process.comm)})"
+                fields["GUARDIAN_WOULD_CHOOSE_PID"] = c.process.pid
+                fields["GUARDIAN_WOULD_CHOOSE_COMM"] = c.process.comm
+            else:
+                who = f"cgroup {shown(c.cgroup or '/')} ({counted(len(c.members), 'process', 'processes')})"
+            who += f", {human_bytes(c.rss_bytes)}"
+            fields["GUARDIAN_WOULD_CHOOSE"] = who
+            fields["GUARDIAN_WOULD_CHOOSE_CGROUP"] = c.cgroup or "/"
+            fields["GUARDIAN_WOULD_CHOOSE_RSS_BYTES"] = c.rss_bytes
+            fields["GUARDIAN_WOULD_CHOOSE_TOTAL"] = choice.total
+            message += f"; its policy would have chosen {who}"
+        else:
+            fields["GUARDIAN_WOULD_CHOOSE"] = f"nothing: {seen.choice_note}"
+            message += f"; its policy would have chosen nothing: {seen.choice_note}"
+        self._send(message, MSG_KERNEL_OOM_KILL, PRIORITY_WARNING, fields)
+
     def not_done(self, trigger: Trigger, outcome: NotDone, detail: str) -> None:
         """A trigger that led to no kill: recovered before it, or nothing killable in scope."""
+        self.metrics.no_kill(trigger.rule, outcome)
         fields: Fields = {
             "GUARDIAN_TRIGGER": f"{trigger.rule}:{trigger.condition}",
             "GUARDIAN_LEVEL": trigger.level,
@@ -391,6 +482,7 @@ class Reporter:
         self._send(f"no kill for {trigger.reason}: {detail}", MSG_NOT_DONE, PRIORITY_NOTICE, fields)
 
     def policy_loaded(self, source: str, summary: str) -> None:
+        self.metrics.policy_loaded("loaded")
         self._send(
             f"policy {source} loaded: {summary}",
             MSG_POLICY_LOADED,
@@ -399,6 +491,7 @@ class Reporter:
         )
 
     def policy_rejected(self, source: str, error: str) -> None:
+        self.metrics.policy_loaded("rejected")
         self._send(
             f"new policy rejected, the old one stays in force: {error}",
             MSG_POLICY_REJECTED,

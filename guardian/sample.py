@@ -69,6 +69,11 @@ class _Lazy:
             raise value
         return value  # type: ignore[return-value]
 
+    def _peek(self, key: str) -> Optional[object]:
+        """What was read under ``key`` so far, without reading (None: not read, or failed)."""
+        value = self._memo.get(key)
+        return None if isinstance(value, GuardianError) else value
+
 
 class CgroupSample(_Lazy):
     """One cgroup within a Sample. Memory state comes from the hierarchy that accounts memory
@@ -115,8 +120,34 @@ class CgroupSample(_Lazy):
         )
 
     @property
+    def oom_kills(self) -> Optional[int]:
+        """The oom_kill counter alone (None where the kernel keeps none), from the counters
+        when they were read already: kernel OOM kills in the group (kernel_kills.py)."""
+        memory = self._read_memory()
+        if memory is not None:
+            return memory.events.get("oom_kill")
+        events = self._memo.get(self._key("memory.events"))
+        if isinstance(events, Mapping):
+            return events.get("oom_kill")
+        return self._get(self._key("oom_kill"), lambda: cg.read_cgroup_oom_kills(self._host, self.path))
+
+    @property
     def pressure(self) -> Pressure:
         return self._get(self._key("memory.pressure"), lambda: read_cgroup_pressure(self._host, self.path))
+
+    def usage_if_read(self) -> Optional[CgroupMemory]:
+        """memory.current and memory.max as this Sample read them already; None where it did
+        not (the metrics show what the loop read, and read nothing for themselves)."""
+        memory = self._read_memory()
+        if memory is not None:
+            return memory
+        usage = self._peek(self._key("usage"))
+        return usage if isinstance(usage, CgroupMemory) else None
+
+    def pressure_if_read(self) -> Optional[Pressure]:
+        """memory.pressure as this Sample read it already, or None."""
+        pressure = self._peek(self._key("memory.pressure"))
+        return pressure if isinstance(pressure, Pressure) else None
 
     @property
     def events_local(self) -> Mapping[str, int]:
@@ -149,17 +180,52 @@ class CgroupSample(_Lazy):
         return self._get(self._key("cgroup.kill"), lambda: cg.cgroup_kill_supported(self._host, self.path))
 
 
-class Sample(_Lazy):
-    """What the machine looked like at ``time_us`` (monotonic), as far as anyone asked."""
+class Listing:
+    """Every cgroup's path, kept across Samples: walked again only when the tree's stamp
+    (cgroups.read_tree_stamp: the counts of groups made and dying) has moved, when no stamp can
+    be read, or at least every ``max_age_s``. Walking every directory of both hierarchies is
+    most of what a usage-history recording costs; reading two counters is not."""
 
-    __slots__ = ("_cgroups", "time_us")
+    def __init__(self, max_age_s: float) -> None:
+        self.max_age_us = int(max_age_s * 1e6)
+        self.walks = 0  # how often the tree was walked (tests, and what a listing saved)
+        self._stamp: Optional[tuple[int, ...]] = None
+        self._paths: tuple[str, ...] = ()
+        self._walked_us: Optional[int] = None
+
+    def paths(self, host: Host, now_us: int) -> tuple[str, ...]:
+        # the stamp first, then the walk: a group made during the walk moves the next stamp
+        stamp = cg.read_tree_stamp(host)
+        walked = self._walked_us
+        fresh = walked is not None and 0 <= now_us - walked < self.max_age_us
+        if fresh and stamp is not None and stamp == self._stamp:
+            return self._paths
+        self._paths = walk_cgroup_paths(host)
+        self._stamp, self._walked_us = stamp, now_us
+        self.walks += 1
+        return self._paths
+
+
+def walk_cgroup_paths(host: Host) -> tuple[str, ...]:
+    """Every non-root cgroup in the cgroup2 tree and in the v1 memory tree, merged by path."""
+    return tuple(sorted(set(host.v2_cgroups()) | set(host.v1_memory_cgroups())))
+
+
+class Sample(_Lazy):
+    """What the machine looked like at ``time_us`` (monotonic), as far as anyone asked.
+    ``listing``: where the cgroup paths come from when they are asked for (the daemon keeps one
+    across ticks); without one, the tree is walked."""
+
+    __slots__ = ("_cgroups", "_listing", "time_us")
     time_us: int
     _cgroups: dict[str, CgroupSample]
+    _listing: Optional[Listing]
 
-    def __init__(self, host: Host, time_us: int) -> None:
+    def __init__(self, host: Host, time_us: int, listing: Optional[Listing] = None) -> None:
         super().__init__(host)
         object.__setattr__(self, "time_us", time_us)
         object.__setattr__(self, "_cgroups", {})
+        object.__setattr__(self, "_listing", listing)
 
     @property
     def host(self) -> Host:
@@ -184,6 +250,20 @@ class Sample(_Lazy):
     def pressure(self, resource: str = "memory") -> Pressure:
         """System-wide PSI; raises Unavailable without PSI."""
         return self._get(f"psi:{resource}", lambda: read_pressure(self._host, resource))
+
+    def meminfo_if_read(self) -> Optional[MemInfo]:
+        """meminfo as this Sample read it already, or None (not read, or unreadable)."""
+        meminfo = self._peek("meminfo")
+        return meminfo if isinstance(meminfo, MemInfo) else None
+
+    def pressure_if_read(self, resource: str = "memory") -> Optional[Pressure]:
+        """System-wide PSI as this Sample read it already, or None."""
+        pressure = self._peek(f"psi:{resource}")
+        return pressure if isinstance(pressure, Pressure) else None
+
+    def cgroup_if_read(self, path: str) -> Optional[CgroupSample]:
+        """The cgroup's view when this Sample has made one (something asked about it)."""
+        return self._cgroups.get(path)
 
     def pressure_or_none(self, resource: str = "memory") -> Optional[Pressure]:
         try:
@@ -256,7 +336,11 @@ class Sample(_Lazy):
         return self._get(f"smaps:{pid}", read)
 
     def cgroup_current(self, path: str) -> int:
-        """The group's memory use alone (one file; Unavailable when it cannot be read)."""
+        """The group's memory use alone (one file; Unavailable when it cannot be read), or
+        what the group's whole memory state gave, where that was read already."""
+        memory = self.cgroup(path)._read_memory()
+        if memory is not None and memory.current_bytes is not None:
+            return memory.current_bytes
         return self._get(
             f"cgroup:{path}:current", lambda: _required(cg.read_cgroup_current(self._host, path), path)
         )
@@ -296,7 +380,10 @@ class Sample(_Lazy):
         """Every non-root cgroup in the cgroup2 tree and in the v1 memory tree, merged by path."""
 
         def read() -> tuple[str, ...]:
-            return tuple(sorted(set(self._host.v2_cgroups()) | set(self._host.v1_memory_cgroups())))
+            listing = self._listing
+            if listing is None:
+                return walk_cgroup_paths(self._host)
+            return listing.paths(self._host, self.time_us)
 
         return self._get("cgroup_paths", read)
 

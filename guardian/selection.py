@@ -209,9 +209,11 @@ class Selector:
         scope: Optional[str] = None,
         busy: Busy = _not_busy,
         history: Optional[Histories] = None,
+        explained: int = 0,
     ) -> Ranking:
         """Every candidate in ``scope``: processes, or cgroups for a group kill. ``history``
-        gives the scorers each group's growth (history.py)."""
+        gives the scorers each group's growth (history.py); the first ``explained`` candidates
+        (at least the first two) come with each scorer's note."""
         context = self.context(sample, mode, scope, history)
         layout = sample.host.cgroup_layout()
         processes = sample.processes_in(scope)
@@ -241,7 +243,7 @@ class Selector:
             )
         else:
             raise ValueError(f"mode must be 'process' or 'cgroup', got {mode!r}")
-        ranking = self._finish(context, candidates, excluded)
+        ranking = self._finish(context, candidates, excluded, explained)
         if history is not None and self.uses_growth:
             history.record_processes(sample.time_us, processes)  # read anyway: the next ranking's base
         return ranking
@@ -264,10 +266,10 @@ class Selector:
         return self._finish(context, [candidate] if candidate else [], [exclusion] if exclusion else [])
 
     def _finish(
-        self, context: RankContext, candidates: list[Candidate], excluded: list[Exclusion]
+        self, context: RankContext, candidates: list[Candidate], excluded: list[Exclusion], explained: int = 0
     ) -> Ranking:
         hooks = self._plugin_exclusions(candidates, context)
-        ranking = self.ranker.rank(context, hooks.kept, [*excluded, *hooks.excluded])
+        ranking = self.ranker.rank(context, hooks.kept, [*excluded, *hooks.excluded], explained)
         return replace(
             ranking, failures=(*ranking.failures, *hooks.failures), exclude_hooks=tuple(hooks.asked)
         )

@@ -13,12 +13,14 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from guardian.errors import Malformed, Unavailable
-from guardian.records import CgroupMemory, Pressure, PsiLine, StallRate
+from guardian.records import CgroupMemory, KernelOomKill, Pressure, PsiLine, StallRate
 from guardian.sample import Sample
+from guardian.sources.kmsg import read_logged_kills
 from guardian.sources.psi import RESOURCES
 from guardian.text import human_bytes, middle, shown
 
 Report = dict[str, Any]
+RECENT_KERNEL_KILLS = 5  # the kernel log's last OOM kills shown
 
 
 def _psi_line(line: Optional[PsiLine]) -> Optional[dict[str, Any]]:
@@ -186,11 +188,75 @@ def build_status(sample: Sample, live: Optional[StallRate] = None) -> Report:
         entries.append(_cgroup_entry(path, memory, pressure))
     entries.sort(key=lambda e: (-concern(e), e["path"]))
     report["cgroups"] = entries
+    report["kernel_oom_kills"] = _kernel_oom_kills(sample, report, entries)
     report["unavailable"] = unavailable
     return report
 
 
+def _kill_entry(kill: KernelOomKill) -> dict[str, Any]:
+    return {
+        "pid": kill.pid,
+        "comm": shown(kill.comm),
+        "cgroup": None if kill.task_memcg is None else shown(kill.task_memcg),
+        "context": shown(kill.context),
+        "constraint": kill.constraint,
+        "oom_memcg": None if kill.oom_memcg is None else shown(kill.oom_memcg),
+        "anon_rss_bytes": kill.anon_rss_bytes,
+        "file_rss_bytes": kill.file_rss_bytes,
+        "shmem_rss_bytes": kill.shmem_rss_bytes,
+        "kernel_time_us": kill.kernel_time_us,
+    }
+
+
+def _kernel_oom_kills(sample: Sample, report: Report, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The kernel's own OOM kills, from what the kernel keeps (guardian's daemon reports each
+    one as it happens; status is another process, and reads the kernel's record): the count
+    since boot, the cgroups whose oom_kill counter is not 0, and the last kills in the kernel
+    log's buffer (kernel.dmesg_restrict may keep it from a user without CAP_SYSLOG)."""
+    vmstat = report["vmstat"]
+    counted = [
+        {"path": e["path"], "oom_kill": e["events"]["oom_kill"]}
+        for e in entries
+        if e["events"].get("oom_kill")
+    ]
+    counted.sort(key=lambda c: (-c["oom_kill"], c["path"]))
+    log: dict[str, Any] = {"readable": True, "reason": None, "kills": 0, "recent": []}
+    try:
+        kills = read_logged_kills(sample.host)
+    except Unavailable as exc:
+        log.update(readable=False, reason=shown(exc.reason))
+    else:
+        log.update(kills=len(kills), recent=[_kill_entry(k) for k in kills[-RECENT_KERNEL_KILLS:]])
+    return {"since_boot": None if vmstat is None else vmstat["oom_kill"], "cgroups": counted, "log": log}
+
+
 # --- text --------------------------------------------------------------------------------------
+
+
+def _render_kernel_kills(kernel: dict[str, Any], width: int) -> list[str]:
+    """The kernel's OOM kills: nothing when there were none and the log could be read."""
+    log = kernel["log"]
+    if not kernel["since_boot"] and not kernel["cgroups"] and not log["kills"] and log["readable"]:
+        return []
+    out = [
+        "",
+        f"kernel OOM kills: {kernel['since_boot'] if kernel['since_boot'] is not None else '-'} since boot",
+    ]
+    if not log["readable"]:
+        out.append(f"  the kernel log cannot be read: {log['reason']}")
+    elif log["recent"]:
+        out.append(f"  the last {len(log['recent'])} of {log['kills']} still in the kernel log:")
+        for kill in log["recent"]:
+            where = kill["oom_memcg"] if kill["constraint"] == "CONSTRAINT_MEMCG" else None
+            scope = f"memory cgroup {where}" if where else (kill["constraint"] or kill["context"] or "-")
+            out.append(
+                f"  [{kill['kernel_time_us'] / 1e6:12.6f}] pid {kill['pid']} ({kill['comm']}) in "
+                f"{kill['cgroup'] or '-'}: {scope}, anon-rss {human_bytes(kill['anon_rss_bytes'])}"
+            )
+    if kernel["cgroups"]:
+        out.append(f"  {'cgroup':{width}} {'oom_kill':>10}")
+        out.extend(f"  {middle(c['path'], width):{width}} {c['oom_kill']:>10}" for c in kernel["cgroups"])
+    return out
 
 
 def _pct(value: Optional[float]) -> str:
@@ -203,7 +269,9 @@ def with_top(report: Report, top: int) -> Report:
     return {**report, "cgroups": report["cgroups"][:top], "cgroups_total": len(report["cgroups"])}
 
 
-def render_status(report: Report, top: int = 10, wide: bool = False) -> str:
+def memory_lines(report: Report) -> list[str]:
+    """Memory, swap and each zram device in use, a line each: the head of ``status`` and of
+    ``top``."""
     out: list[str] = []
     mem = report["memory"]
     out.append(
@@ -224,6 +292,12 @@ def render_status(report: Report, top: int = 10, wide: bool = False) -> str:
                 f"zram       {z['name']}: {human_bytes(z['orig_data_bytes'])} stored in "
                 f"{human_bytes(z['mem_used_total_bytes'])} of RAM"
             )
+    return out
+
+
+def render_status(report: Report, top: int = 10, wide: bool = False) -> str:
+    out = memory_lines(report)
+    mem = report["memory"]
     oc = report["overcommit"]
     out.append(
         f"overcommit vm.overcommit_memory={oc['overcommit_memory']} "
@@ -289,6 +363,7 @@ def render_status(report: Report, top: int = 10, wide: bool = False) -> str:
                 f"  {middle(g['path'], width):{width}} {g['pressure']['some']['avg10']:>10.2f} "
                 f"{(full['avg10'] if full else 0.0):>10.2f}"
             )
+    out.extend(_render_kernel_kills(report["kernel_oom_kills"], width))
     if report["unavailable"]:
         out.append("")
         out.extend(f"unavailable: {u['feature']}: {u['reason']}" for u in report["unavailable"])

@@ -5,8 +5,8 @@ surrogate escapes (``os.fsdecode``), so a path read from /proc/PID/cgroup still 
 directory. Such text must not reach a terminal, a log line or journald as it is: a newline in a
 comm would start a forged line, and a lone surrogate cannot even be encoded as UTF-8.
 ``shown()`` is the one way to turn it into printable text. ``human_bytes()`` is the one way
-sizes are printed, ``middle()`` the one way a long name is shortened for a table, ``counted()``
-the one way a count is said.
+sizes are printed, ``middle()`` the one way a long name is shortened for a table, ``cut()`` the
+one way a line is fitted to a terminal's width, ``counted()`` the one way a count is said.
 """
 
 from __future__ import annotations
@@ -59,6 +59,36 @@ def middle(text: str, width: int) -> str:
     head = (width - 1) // 3
     tail = width - 1 - head
     return text[:head] + ELLIPSIS + text[len(text) - tail :]
+
+
+def cells(char: str) -> int:
+    """How many terminal columns ``char`` takes: 2 for East Asian wide and fullwidth characters,
+    0 for combining marks and format characters, 1 for the rest (wcwidth(3), for the characters
+    shown() lets through)."""
+    import unicodedata  # noqa: PLC0415  (only a terminal view needs it, not the daemon)
+
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def cut(line: str, width: int) -> str:
+    """``line`` in at most ``width`` terminal columns: its end cut off and marked, so that a
+    line never wraps (a wrapped line would push an in-place view down the screen). ``line`` is
+    one line of shown() text: no control character, so every character has a width."""
+    if width < 1:
+        return ""
+    if line.isascii():  # one column each
+        return line if len(line) <= width else line[: width - 1] + ELLIPSIS
+    used = 0
+    keep = len(line)  # the characters that fit with a column left for the mark
+    for i, char in enumerate(line):
+        used += cells(char)
+        if used > width - 1 and keep == len(line):
+            keep = i
+        if used > width:  # does not fit: stop counting here
+            return line[:keep] + ELLIPSIS
+    return line
 
 
 def counted(n: int, singular: str, plural: Optional[str] = None) -> str:

@@ -17,7 +17,8 @@ if [ "${GUARDIAN_OFFLINE:-0}" = 1 ]; then
     # Offline mode, for machines that reach no package index: the end-to-end test guest
     # (tests/e2e) has no network at all, and air-gapped hosts are the same. Nothing is fetched:
     # the dependencies come from Debian's packages (python3-venv python3-pip python3-setuptools
-    # python3-wheel python3-pluggy python3-systemd, plus python3-tomli before Python 3.11) and
+    # python3-wheel python3-pluggy python3-systemd python3-prometheus-client, plus python3-tomli
+    # before Python 3.11) and
     # google-re2, which Debian does not package (its wheel, installed into the system's
     # site-packages: pip install --no-index --break-system-packages google_re2-*.whl), seen
     # through a venv with --system-site-packages; only guardian itself is built from this
@@ -27,17 +28,17 @@ if [ "${GUARDIAN_OFFLINE:-0}" = 1 ]; then
     ready=1
     # setuptools first: once Debian's pip has imported the stdlib's distutils, importing
     # setuptools fails (its distutils shim asserts that it came first)
-    python3 -c 'import setuptools, venv, pip, wheel, pluggy, re2, systemd.journal' 2>/dev/null || ready=0
+    python3 -c 'import setuptools, venv, pip, wheel, pluggy, re2, systemd.journal, prometheus_client' 2>/dev/null || ready=0
     python3 -c 'import tomllib' 2>/dev/null || python3 -c 'import tomli' 2>/dev/null || ready=0
     if [ "$ready" = 0 ]; then
         echo "install: GUARDIAN_OFFLINE=1 needs these Debian packages installed: python3-venv python3-pip" \
-            "python3-setuptools python3-wheel python3-pluggy python3-systemd" \
+            "python3-setuptools python3-wheel python3-pluggy python3-systemd python3-prometheus-client" \
             "(and python3-tomli before Python 3.11), and google-re2 from its wheel" >&2
         exit 1
     fi
     [ -x "$PREFIX/bin/python" ] || python3 -m venv --system-site-packages --without-pip "$PREFIX"
     "$PREFIX/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation --no-index .
-    if ! "$PREFIX/bin/python" -c 'import guardian.cli, pluggy, re2, systemd.journal' 2>/dev/null; then
+    if ! "$PREFIX/bin/python" -c 'import guardian.cli, pluggy, re2, systemd.journal, prometheus_client' 2>/dev/null; then
         echo "install: $PREFIX does not see the system's packages; remove it and run again" >&2
         exit 1
     fi

@@ -85,6 +85,8 @@ def test_every_policy_key_is_documented_in_the_shipped_file() -> None:
         "prefer.points", "avoid", "avoid.comm", "avoid.points", "avoid.user_unit", "avoid.uid",
         "plugins", "plugins.entry_points", "plugins.directory", "plugins.budget_ms", "plugins.settings",
         "poll", "poll.min_interval_s", "poll.max_interval_s", "poll.fill_rate",
+        "metrics", "metrics.listen", "metrics.allow_remote", "metrics.textfile",
+        "metrics.textfile_interval_s", "metrics.max_cgroups",
     }  # fmt: skip
     missing = sorted(k for k in known - documented if k.rsplit(".", 1)[-1] not in uncommented)
     assert missing == []
@@ -97,7 +99,7 @@ SRC = "bad.toml"
 BROKEN = [
     ("dry_run = 'yes'\n", 'dry_run: expected true or false, got "yes"'),
     ("grace_s = -1\n", "grace_s: expected a number from 0 to 600, got -1"),
-    ("cooldown = 5\n", "cooldown: unknown key (known here: avoid, cgroup, cooldown_s, dry_run, grace_s, hysteresis_pct, ignore, machine, plugins, poll, prefer, protect, scorers, self_oom_score_adj)"),
+    ("cooldown = 5\n", "cooldown: unknown key (known here: avoid, cgroup, cooldown_s, dry_run, grace_s, hysteresis_pct, ignore, machine, metrics, plugins, poll, prefer, protect, scorers, self_oom_score_adj)"),
     ("[machine]\nmem_available = { term = '110%' }\n", 'machine.mem_available.term: expected a percentage from 0 to 100, got "110%"'),
     ("[machine]\nmem_available = { term = 'lots' }\n", 'machine.mem_available.term: expected a percentage ("10%") or a size with its unit: K, M, G, T (powers of 1024; "512M" and "512MiB" are the same) or B for bytes ("4096B"), got "lots"'),
     ("[machine]\nmem_available = { term = '5%', kill = '10%' }\n", "machine.mem_available.kill: the KILL level (10%) must not be above the TERM level (5%)"),

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from conftest import documented_keys, report_keys, write
 from support.clock import FakeClock
+from support.kmsglog import KMSG_FIXTURES
 
 from guardian.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, main
 
@@ -57,6 +58,7 @@ def small_root(tmp_path: Path) -> Path:
     )
     write(tmp_path, "sys/fs/cgroup/system.slice/memory.current", "490000000\n")
     write(tmp_path, "sys/fs/cgroup/system.slice/memory.max", "max\n")
+    write(tmp_path, "dev/kmsg", (KMSG_FIXTURES / "linux-6.18-memcg.kmsg").read_text())
     return tmp_path
 
 
@@ -89,6 +91,44 @@ def test_status_text(small_root: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "closest to their limit:" in out and "/system.slice/web.service" in out
     assert "most memory pressure:" in out
     assert "zram       zram0" in out
+
+
+def test_status_shows_the_kernel_s_oom_kills(small_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The kernel's count since boot, the groups whose counter is not 0, and the last kills in
+    the kernel log's buffer (here a recording of this machine's /dev/kmsg: two memcg kills)."""
+    kernel = run_json(small_root, capsys)["kernel_oom_kills"]
+    assert kernel["since_boot"] == 1
+    assert kernel["cgroups"] == [{"path": "/system.slice/web.service", "oom_kill": 1}]
+    log = kernel["log"]
+    assert log["readable"] and log["reason"] is None and log["kills"] == 2
+    first = log["recent"][0]
+    assert first["pid"] == 29889 and first["comm"] == "python"
+    assert first["cgroup"] == first["oom_memcg"] == "/guardian-test-30351-d5ad5646"
+    assert first["constraint"] == "CONSTRAINT_MEMCG" and first["context"] == "Memory cgroup out of memory"
+    assert first["anon_rss_bytes"] == 127616 * 1024 and first["kernel_time_us"] == 16276056770
+    assert main(["status", "--root", str(small_root), "--interval", "0"], clock=FakeClock()) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "kernel OOM kills: 1 since boot" in out
+    assert "  the last 2 of 2 still in the kernel log:" in out
+    assert (
+        "[16276.056770] pid 29889 (python) in /guardian-test-30351-d5ad5646: memory cgroup "
+        "/guardian-test-30351-d5ad5646, anon-rss 124.6 MiB"
+    ) in out
+
+
+def test_status_says_why_the_kernel_log_cannot_be_read(
+    small_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (small_root / "dev/kmsg").unlink()
+    log = run_json(small_root, capsys, "--interval", "0")["kernel_oom_kills"]["log"]
+    assert log == {
+        "readable": False,
+        "reason": f"{small_root}/dev/kmsg: No such file or directory",
+        "kills": 0,
+        "recent": [],
+    }
+    assert main(["status", "--root", str(small_root), "--interval", "0"], clock=FakeClock()) == EXIT_OK
+    assert "  the kernel log cannot be read: " in capsys.readouterr().out
 
 
 def test_status_skip_live_rate(small_root: Path, capsys: pytest.CaptureFixture[str]) -> None:

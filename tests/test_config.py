@@ -85,7 +85,7 @@ entry_points = false
     [
         (
             "scorer = 1\n",
-            f"{SRC}: scorer: unknown key (known here: avoid, cgroup, cooldown_s, dry_run, grace_s, hysteresis_pct, ignore, machine, plugins, poll, prefer, protect, scorers, self_oom_score_adj)",
+            f"{SRC}: scorer: unknown key (known here: avoid, cgroup, cooldown_s, dry_run, grace_s, hysteresis_pct, ignore, machine, metrics, plugins, poll, prefer, protect, scorers, self_oom_score_adj)",
         ),
         (
             "[scorers]\nkernel_badness = 'high'\n",
@@ -291,7 +291,7 @@ HOSTILE = [
     ("# a comment\nx.y = 1\n" + "a" + ".a" * 40 + " = 1", "line 3: a dotted key of more than 32 parts"),
     ("[" + "a." * 40 + "b]", "line 1: a dotted key of more than 32 parts"),
     ("grace_s = " + "1" * 5000, "not valid TOML: Exceeds the limit (4300 digits) for integer string conversion"),
-    ('"a\\nb\\u001b[31m" = 1', 'a\\nb\\x1b[31m: unknown key (known here: avoid, cgroup, cooldown_s, dry_run, grace_s, hysteresis_pct, ignore, machine, plugins, poll, prefer, protect, scorers, self_oom_score_adj)'),
+    ('"a\\nb\\u001b[31m" = 1', 'a\\nb\\x1b[31m: unknown key (known here: avoid, cgroup, cooldown_s, dry_run, grace_s, hysteresis_pct, ignore, machine, metrics, plugins, poll, prefer, protect, scorers, self_oom_score_adj)'),
 ]  # fmt: skip
 
 

@@ -158,7 +158,7 @@ def test_every_key_of_the_shipped_policy_is_in_guardian_toml_5() -> None:
     keys |= set(re.findall(r"^# ([a-z_]+) = ", text, flags=re.MULTILINE))  # commented-out keys
     for key in sorted(keys):
         assert re.search(rf"(\\fB{key}\\fR|^{key}) = ", page, flags=re.MULTILINE), key
-    for table in ("machine", "scorers", "plugins", "poll"):
+    for table in ("machine", "scorers", "plugins", "poll", "metrics"):
         assert f".SS [{table}]\n" in page
 
 

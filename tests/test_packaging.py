@@ -26,6 +26,7 @@ REQUIRED_IDS = {
     "2a84573cbba6498daaab9afdcc7d2dae": "policy loaded",
     "2f664e5f69b9416d8cda340495d0661a": "policy rejected",
     "8614d6fccaca40658d1eb8dcdae3a3e6": "started / stopped",
+    "a061dd4cbf59429ba9362090877862e4": "kernel OOM kill seen",
 }
 
 ID_LINE = re.compile(r"^-- (\S+)(?: (\S+))?\s*$")  # "-- <id> [language]"
@@ -164,7 +165,18 @@ def test_unit_sandbox_keeps_what_guardian_needs(service: dict[str, list[str]]) -
     assert one(service, "ProtectSystem") == "strict"
     assert one(service, "NoNewPrivileges") == "yes"
     caps = set(" ".join(service["CapabilityBoundingSet"]).split())
-    assert caps == {"CAP_KILL", "CAP_IPC_LOCK", "CAP_SYS_RESOURCE", "CAP_SYS_PTRACE", "CAP_DAC_OVERRIDE"}
+    assert caps == {
+        "CAP_KILL",
+        "CAP_IPC_LOCK",
+        "CAP_SYS_RESOURCE",
+        "CAP_SYS_PTRACE",
+        "CAP_DAC_OVERRIDE",
+        "CAP_SYSLOG",  # /dev/kmsg under kernel.dmesg_restrict=1
+    }
+    # the kernel log, read-only, inside the private /dev: the kernel's own OOM kills
+    assert one(service, "ProtectKernelLogs") == "no"
+    assert "-/dev/kmsg" in " ".join(service["BindReadOnlyPaths"]).split()
+    assert "/dev/kmsg r" in service["DeviceAllow"]
     # /sys/fs/cgroup must stay writable: cgroup.kill, PSI triggers on memory.pressure (O_RDWR)
     assert service.get("ProtectControlGroups", ["no"]) == ["no"]
     # every process and /proc/meminfo, /proc/pressure must stay visible

@@ -253,6 +253,64 @@ class TestProcess:
         with pytest.raises(ParseError):
             parse_status("Name:\tx\nTgid:\t1\n")
 
+    def test_status_keys_are_whole_lines(self) -> None:
+        """A key is found at the start of a line only: an escaped name that spells one, or a
+        key that ends another (``NSpgid:`` holds ``pgid:``), is not it."""
+        text = STATUS_CAT.replace("Name:\tcat", "Name:\tx\\nUid:\\t0\\t0")
+        assert text != STATUS_CAT and parse_status(text).uid_real == 1000
+        assert "\nVmSwap:" in STATUS_CAT
+        assert parse_status(STATUS_CAT.replace("\nVmSwap:", "\nXVmSwap:")).swap_bytes == 0
+
+    def test_status_matches_a_whole_parse_on_every_live_process(self) -> None:
+        """Only the lines guardian uses are looked up; on every process of this machine that
+        gives what splitting every line gives."""
+        import os
+
+        from guardian.records import ProcStatus
+
+        def whole(text: str) -> tuple[object, ...]:
+            fields = dict(line.partition(":")[::2] for line in text.split("\n"))
+            kb = {
+                k: int(fields[k].split()[0]) * 1024 if k in fields else 0
+                for k in ("RssAnon", "RssFile", "RssShmem", "VmSwap", "VmPTE")
+            }
+            uids = fields["Uid"].split()
+            return (
+                int(fields["Tgid"]),
+                int(uids[0]),
+                int(uids[1]),
+                *kb.values(),
+                "VmRSS" in fields,
+                fields.get("Kthread", "").strip() or None,
+                int(fields.get("Threads", "1")),
+            )
+
+        def mine(s: ProcStatus) -> tuple[object, ...]:
+            return (
+                s.tgid,
+                s.uid_real,
+                s.uid_effective,
+                s.rss_anon_bytes,
+                s.rss_file_bytes,
+                s.rss_shmem_bytes,
+                s.swap_bytes,
+                s.pte_bytes,
+                s.has_mm,
+                None if s.kthread is None else str(int(s.kthread)),
+                s.threads,
+            )
+
+        compared = 0
+        for pid in (int(n) for n in os.listdir("/proc") if n.isdigit()):
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            assert mine(parse_status(text)) == whole(text), text
+            compared += 1
+        assert compared > 10
+
     def test_cgroup_hybrid(self) -> None:
         c = parse_proc_cgroup(
             "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/36069ff\n2:cpu,cpuacct:/x\n0::/\n"

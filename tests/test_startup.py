@@ -54,6 +54,7 @@ sys.exit(main(args))
 NOT_AT_START = (
     "guardian.explain",
     "guardian.status",
+    "guardian.top",
     "importlib.metadata",
     "importlib.resources",
     "email",
@@ -61,6 +62,9 @@ NOT_AT_START = (
     "json",
     "psutil",
     "systemd",
+    # a policy without [metrics] serves none: neither the exporter nor its library is loaded
+    "guardian.daemon.exporter",
+    "prometheus_client",
 )
 
 
@@ -100,6 +104,18 @@ def test_run_with_the_shipped_policy_and_no_plugin_installed(tmp_path: Path) -> 
     modules = modules_at_ready(tmp_path, POLICY, "--no-site-packages")
     assert "guardian.daemon.service" in modules
     assert sorted(modules.intersection(NOT_AT_START)) == []
+
+
+def test_run_with_metrics_loads_prometheus_client(tmp_path: Path) -> None:
+    """[metrics] on: the exporter and prometheus_client are loaded, with what they stand on
+    (http.server parses headers with the email package; prometheus_client imports json), and
+    nothing else that another command needs."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[plugins]\nentry_points = false\n[metrics]\nlisten = "127.0.0.1:0"\n')
+    modules = modules_at_ready(tmp_path, policy)
+    assert {"guardian.daemon.exporter", "prometheus_client"} <= modules
+    theirs = {"guardian.daemon.exporter", "prometheus_client", "email", "json"}
+    assert sorted(modules.intersection(NOT_AT_START) - theirs) == []
 
 
 def test_run_with_the_example_plugin_installed_loads_it(tmp_path: Path) -> None:

@@ -24,17 +24,19 @@ freeing is not answered with a second kill (earlyoom#121/#309: "kills more than 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Optional, Union
 
 from guardian.actions import AlreadyDying, Hierarchy, Kill, Killer, Outcome, PidReused, reap_dying
 from guardian.candidates import in_scope
 from guardian.clock import Clock
-from guardian.config import Policy
+from guardian.config import CgroupRule, Policy
 from guardian.daemon.wakeups import Armed, PsiKey, UsageLine, Wake, WakePlan, plan
-from guardian.errors import GuardianError
+from guardian.errors import GuardianError, Unavailable
 from guardian.history import Histories, process_usage
 from guardian.host import Host, cgroup_ancestors
+from guardian.kernel_kills import OomLedger, SeenKill, kill_location, kill_scope
 from guardian.kinds import KillAction, Level, NotDone, OutcomeResult
 from guardian.loaded import Loaded
 from guardian.pace import MEMORY, SWAP, bounded_wait, machine_seconds
@@ -52,9 +54,11 @@ from guardian.policy import (
 )
 from guardian.ranking import Ranked, Ranking
 from guardian.report import PRIORITY_NOTICE, PRIORITY_WARNING, Reporter
-from guardian.sample import Sample
+from guardian.sample import Listing, Sample
 from guardian.selection import busy_with
+from guardian.sources.kmsg import KmsgFollower
 from guardian.sources.meminfo import quick_field
+from guardian.sources.psi import StallMeter
 from guardian.text import shown
 
 SETTLE_S = 1.0  # after a victim died, KILL-level triggers wait this long for memory to show it
@@ -62,12 +66,16 @@ RESCAN_S = 30.0  # how often the rules' subtrees are rescanned for new cgroups
 PSI_HOLD_S = 5.0  # after a PSI trigger fires, read that source every tick for this long
 CALM_MAX_S = 60.0  # a full tick runs at least this often, however calm
 HELD_LOOK_S = 1.0  # while a low-memory condition holds in a scope that cannot act, look this often
-HISTORY_STEP_S = 5.0  # the usage history is recorded at most this often (full ticks only): growth
-# is measured over at least history.RATE_SPAN_S (5 s), which a reading every 5 s keeps between 5
-# and 10 s; walking every cgroup is the costliest part of a full look during an episode
-HISTORY_IDLE_S = 10.0  # and, while a scorer uses it, at least this often however calm
+HISTORY_STEP_S = 5.0  # the usage history is recorded at most this often: growth is measured over
+# at least history.RATE_SPAN_S (5 s), which a reading every 5 s keeps between 5 and 10 s
+HISTORY_IDLE_S = 10.0  # and, while a scorer uses it, at least this often however calm (on the
+# fast path when calm: the recording needs no full look)
+LISTING_MAX_S = RESCAN_S  # the cgroup tree is walked again at least this often, and whenever its
+# counts of groups made and dying moved (sample.Listing): the walk was the costliest part of a
+# recording
 WARM = 0.5  # a watched cgroup past this share of its limit has its processes recorded too
 REAPED_KEPT = 1024  # dying processes remembered as reaped (each is reaped once)
+OOM_COUNT_S = 5.0  # the watched groups' oom_kill counters are read at most this often (full ticks)
 ENDED = ("terminated", "killed", "alive", "dry-run")  # outcomes after which a scope cools down
 
 
@@ -147,16 +155,27 @@ class Engine:
         self.flights: dict[Optional[str], Flight] = {}
         self.cooldowns: list[Cooldown] = []
         self.watched: list[str] = []
-        self._signature: list[tuple[str, Optional[int]]] = []
+        self._signature: list[tuple[str, Optional[int], tuple[int, ...]]] = []
         self._scanned_us: Optional[int] = None
         self.psi_fired_us: dict[PsiKey, int] = {}
         self.armed_psi: frozenset[PsiKey] = frozenset()
+        self.armed_events: frozenset[str] = frozenset()  # memory.events the kernel reports changes of
+        self._events_unread: set[str] = set()  # of those, changed (or armed) since the last read
         self.calm: Optional[Calm] = None
         self.uncovered = True  # some watched condition has no kernel wake-up: every wake is a full tick
         self.usage_lines: tuple[UsageLine, ...] = ()
         self.kills = 0
         self._reaped: dict[tuple[int, int], None] = {}  # (pid, start time) reaped, oldest first
         self.history = Histories()
+        self.listing = Listing(LISTING_MAX_S)
+        self.metrics = reporter.metrics
+        # the kernel's own OOM kills (kernel_kills.py): the log followed, if it can be read; the
+        # counters' ledger; how many were seen, and who is told of each one as it is reported
+        self.kernel_log: Optional[KmsgFollower] = None
+        self.oom_ledger = OomLedger(hierarchical=False)
+        self.kernel_kills = 0
+        self.kernel_kill_listeners: list[Callable[[SeenKill], None]] = []
+        self._oom_counted_us: Optional[int] = None
 
     @property
     def policy(self) -> Policy:
@@ -192,15 +211,19 @@ class Engine:
             prefix, depth = rule.walk()
             paths.update(p for p in self.host.cgroups_below(prefix, depth) if rule.matches(p))
         matched = sorted(paths)
-        signature = []
+        signature: list[tuple[str, Optional[int], tuple[int, ...]]] = []
         for path in matched:
+            # the directories' inodes: a group removed and made again under its name (a service
+            # restarted) is another group, whose wake-ups must be armed anew
+            identity = self.host.cgroup_identity(path)
             try:
-                signature.append((path, sample.cgroup(path).usage.max_bytes))
+                signature.append((path, sample.cgroup(path).usage.max_bytes, identity))
             except GuardianError:
-                signature.append((path, None))
+                signature.append((path, None, identity))
         changed = signature != self._signature
         self._signature = signature
         self.watched = matched
+        self.host.hold_open(matched)
         return changed
 
     def wake_plan(self, sample: Sample) -> WakePlan:
@@ -213,12 +236,16 @@ class Engine:
         self.usage_lines = wake_plan.usage_lines
         self.uncovered = bool(armed.uncovered)
         self.armed_psi = armed.psi
+        self.armed_events = armed.events
+        self._events_unread = set(armed.events)  # read each once: changes are reported from now on
         self.calm = None
 
     def woke(self, wake: Wake, now_us: int) -> None:
         """What the kernel said while the loop slept."""
+        self.metrics.woke("kernel" if wake.kernel else "signal" if wake.signal else "timer")
         for key in wake.psi:
             self.psi_fired_us[key] = now_us
+        self._events_unread |= wake.events
         if wake.kernel:
             self.calm = None  # the kernel saw something: look properly
         if wake.cgroups:
@@ -240,31 +267,73 @@ class Engine:
 
     def tick(self, now_us: Optional[int] = None) -> TickResult:
         now_us = self.clock.monotonic_us() if now_us is None else now_us
-        sample = Sample(self.host, now_us)
+        sample = Sample(self.host, now_us, self.listing)
         changed = self.rescan(sample, now_us)
-        assessment = assess(sample, self.policy, self.state, now_us, self.watched, self._quiet_psi(now_us))
+        quiet_events = self.armed_events - self._events_unread
+        assessment = assess(
+            sample, self.policy, self.state, now_us, self.watched, self._quiet_psi(now_us), quiet_events
+        )
+        events = self.state.events
+        self._events_unread = {p for p in self._events_unread if p in events and events[p][0] != now_us}
         result = TickResult(assessment, watch_changed=changed)
         self._record(sample, now_us)
         self._expire_cooldowns(assessment, now_us)
         self._advance(assessment, now_us, result)
         for trigger in self._actionable(assessment, now_us):
             result.started.append(self._start(sample, trigger))
+        self._count_kernel_kills(sample, now_us)
         self.calm = self._calm(sample, assessment, now_us)
         result.interval_s = self._interval(sample, assessment, now_us)
+        self._measured(sample, assessment, now_us)
         return result
+
+    def _measured(self, sample: Sample, assessment: Assessment, now_us: int) -> None:
+        """The metrics: the triggers crossed, and (while something reads them) what this look
+        read, from the Sample as it stands: nothing is read for them."""
+        metrics = self.metrics
+        metrics.crossed((t.rule, t.scope, t.condition, t.level) for t in assessment.triggers)
+        if not metrics.on:
+            return
+        meters = self.state.meters
+        by_group: dict[str, StallMeter] = {}
+        for (_rule, scope), meter in meters.items():
+            if scope is not None:  # a meter is kept per rule: the first rule's speaks for the group
+                by_group.setdefault(scope, meter)
+        groups = {}
+        for path in self.watched[: metrics.max_cgroups]:
+            group = sample.cgroup_if_read(path)
+            memory = None if group is None else group.usage_if_read()
+            pressure = None if group is None else group.pressure_if_read()
+            groups[path] = (memory, by_group.get(path), pressure)
+        metrics.full_look(
+            now_us,
+            sample.meminfo_if_read(),
+            (meters.get(("machine", None)), sample.pressure_if_read("memory")),
+            self.watched,
+            groups,
+            len(self.flights),
+        )
 
     @property
     def keeps_history(self) -> bool:
         """Some scorer of the policy ranks on growth: every cgroup's memory use is recorded."""
         return self.loaded.selector.uses_growth
 
-    def _record(self, sample: Sample, now_us: int) -> None:
-        """The usage history, every HISTORY_STEP_S at most: every cgroup's memory use, and the
+    def _history_due_us(self, step_s: float) -> Optional[int]:
+        """When the usage history is next recorded, ``step_s`` after the last recording; None
+        when no scorer uses it."""
+        if not self.keeps_history:
+            return None
+        last = self.history.cgroups.recorded_us
+        return -(1 << 62) if last is None else last + int(step_s * 1e6)
+
+    def _record(self, sample: Sample, now_us: int, step_s: float = HISTORY_STEP_S) -> None:
+        """The usage history, every ``step_s`` at most: every cgroup's memory use, and the
         processes of watched cgroups past WARM of their limit (so that a ranking inside one
         knows which process grew; the machine's processes are recorded by its rankings only,
         reading them all every few seconds would cost more than it tells)."""
-        last = self.history.cgroups.recorded_us
-        if not self.keeps_history or (last is not None and now_us - last < HISTORY_STEP_S * 1e6):
+        due = self._history_due_us(step_s)
+        if due is None or now_us < due:
             return
         usage, unreadable = sample.cgroup_usage()
         self.history.cgroups.record(now_us, usage, unreadable)
@@ -297,6 +366,9 @@ class Engine:
             for at_us in (c.until_us, c.since_us + int(SETTLE_S * 1e6)):
                 if at_us > now_us:
                     interval = min(interval, (at_us - now_us) / 1e6)
+        held_us = self.oom_ledger.next_due_us()  # a counter's rise the log has not explained yet
+        if held_us is not None:
+            interval = min(interval, max(0.0, (held_us - now_us) / 1e6))
         return max(interval, 0.0)
 
     def _calm(self, sample: Sample, assessment: Assessment, now_us: int) -> Optional[Calm]:
@@ -306,13 +378,11 @@ class Engine:
         state = self.state
         if assessment.triggers or self.flights or self.cooldowns or state.stalled_since_us or self.uncovered:
             return None
-        if state.psi_polled_us == now_us:
-            return None
+        if state.psi_polled_us == now_us or self.oom_ledger.pending:
+            return None  # (a counter's rise waiting for the log's line: the next look reports it)
         # the lines themselves: no condition holds, so none is on and none has hysteresis
         line, swap_line = machine_lines(sample, self.policy)
         until = min((self._scanned_us or now_us) + int(RESCAN_S * 1e6), now_us + int(CALM_MAX_S * 1e6))
-        if self.keeps_history:
-            until = min(until, (self.history.cgroups.recorded_us or now_us) + int(HISTORY_IDLE_S * 1e6))
         return Calm(line, until, self.usage_lines, swap_line)
 
     def quick(self, now_us: int) -> Optional[float]:
@@ -338,6 +408,8 @@ class Engine:
             if available is None or (calm.swap_line_bytes is not None and swap_free is None):
                 return None
             pace.read(MEMORY, now_us, available)
+            if self.metrics.on:
+                self.metrics.quick_memory(now_us, available, swap_free)
             swap_gap = None
             if swap_free is not None and calm.swap_line_bytes is not None:
                 pace.read(SWAP, now_us, swap_free)
@@ -355,10 +427,21 @@ class Engine:
                 return None  # gone or unreadable: a full tick sorts it out
             if current >= usage.line_bytes:
                 return None
+            if self.metrics.on:
+                self.metrics.quick_cgroup(usage.cgroup, now_us, current)
             pace.read(usage.cgroup, now_us, usage.max_bytes - current)
             waits.append(
                 pace.seconds(usage.cgroup, usage.line_bytes - current, now_us, poll.fill_rate_bytes_per_s)
             )
+        due = self._history_due_us(HISTORY_IDLE_S)
+        if due is not None:  # calm, and the history is due: recorded here, no full look needed
+            if now_us >= due:
+                try:
+                    self._record(Sample(self.host, now_us, self.listing), now_us, HISTORY_IDLE_S)
+                except Exception:  # a full tick records it again, where failures are reported
+                    return None
+                due = now_us + int(HISTORY_IDLE_S * 1e6)
+            waits.append((due - now_us) / 1e6)
         return bounded_wait(waits, poll.min_interval_s, poll.max_interval_s)
 
     # --- deciding whom to act on ---------------------------------------------------------------
@@ -409,6 +492,7 @@ class Engine:
 
     def _report_failures(self, ranking: Ranking) -> None:
         for failure in ranking.failures:
+            self.metrics.plugin_failure(failure.plugin, failure.hook)
             self.reporter.lifecycle(failure.describe(), PRIORITY_WARNING)
         if ranking.fallback:
             self.reporter.lifecycle(ranking.fallback, PRIORITY_WARNING)
@@ -419,16 +503,21 @@ class Engine:
         self._start_cooldown(act.trigger)
         return act
 
+    def _rank(self, sample: Sample, scope: Optional[str], whole_group: bool) -> Ranking:
+        """The ranking a trigger in ``scope`` acts on: the group itself for a rule's ``action =
+        "group"``, else the processes in scope; the kills in flight's victims busy."""
+        selector = self.loaded.selector
+        busy = busy_with(self._busy_pids())
+        if whole_group and scope is not None:
+            return selector.rank_group(sample, scope, busy, self.history)
+        return selector.rank(sample, "process", scope, busy, self.history)
+
     def _start(self, sample: Sample, trigger: Trigger) -> Act:
         """Choose, pin, re-check, first signal."""
         act = Act(trigger)
         selector = self.loaded.selector
-        busy = busy_with(self._busy_pids())
         group_rule = trigger.action == "group" and trigger.scope is not None
-        if group_rule and trigger.scope is not None:
-            ranking = selector.rank_group(sample, trigger.scope, busy, self.history)
-        else:
-            ranking = selector.rank(sample, "process", trigger.scope, busy, self.history)
+        ranking = self._rank(sample, trigger.scope, group_rule)
         self._report_failures(ranking)
         self._reap_dying(ranking)
         victim = ranking.top
@@ -492,6 +581,7 @@ class Engine:
             started = self.killer.start_process(
                 process, level, self.policy.grace_s, selector.guard(self.host), now_us, pidfd
             )
+        self.metrics.latency((self.clock.monotonic_us() - trigger.detected_us) / 1e6)
         if isinstance(started, Outcome):
             self._ended(act, started)
         else:
@@ -580,6 +670,132 @@ class Engine:
             self.reporter.decision(flight.trigger, flight.victim, flight.action, outcome)
         self.flights.clear()
 
+    # --- the kernel's own OOM kills (kernel_kills.py) -------------------------------------------
+
+    def follow_kernel_log(self) -> Optional[str]:
+        """Follow the kernel log from its end, for the kernel's OOM kills; why it cannot be read
+        (a container without /dev/kmsg, kernel.dmesg_restrict without CAP_SYSLOG), or None."""
+        follower = KmsgFollower(self.host)
+        try:
+            follower.open()
+        except Unavailable as exc:
+            return exc.reason
+        self.kernel_log = follower
+        return None
+
+    def stop_kernel_log(self) -> None:
+        """Follow the kernel log no more (the counters' rises are then reported at once)."""
+        if self.kernel_log is not None:
+            self.kernel_log.close()
+            self.kernel_log = None
+
+    def kernel_log_fd(self) -> Optional[int]:
+        """The kernel log's descriptor, to poll for POLLIN (None: not followed, or a recorded
+        file under --root, which every full tick reads instead)."""
+        return None if self.kernel_log is None else self.kernel_log.fileno()
+
+    def read_kernel_log(self, now_us: int, sample: Optional[Sample] = None) -> list[SeenKill]:
+        """Report every kill the kernel log completed since the last read. No full look: the
+        log is read, and for a kill, the ranking of its scope (once per scope per read)."""
+        if self.kernel_log is None:
+            return []
+        kills = self.kernel_log.read()
+        if not kills:
+            return []
+        sample = sample if sample is not None else Sample(self.host, now_us)
+        choices: dict[tuple[Optional[str], bool], tuple[Optional[Ranked], str]] = {}
+        seen = []
+        for kill in kills:
+            where = kill_location(kill)
+            self.oom_ledger.logged(where, now_us)
+            scope, known = kill_scope(kill)
+            logged = SeenKill("kmsg", now_us, where, scope, known, kill)
+            seen.append(self._kernel_kill(sample, logged, choices))
+        return seen
+
+    def _count_kernel_kills(self, sample: Sample, now_us: int) -> None:
+        """Kernel OOM kills the log did not report: a watched group's oom_kill counter that rose
+        (read every OOM_COUNT_S at most, by full ticks only). Under --root the recorded log is
+        read here too: a regular file always polls readable, so there is no descriptor to wait on."""
+        log = self.kernel_log
+        if log is not None and log.fileno() is None:
+            self.read_kernel_log(now_us, sample)
+        ledger = self.oom_ledger
+        last = self._oom_counted_us
+        if last is None or now_us - last >= OOM_COUNT_S * 1e6:
+            self._oom_counted_us = now_us
+            ledger.hierarchical = self.host.cgroup_layout().memory_controller == "v2"
+            counts: dict[str, int] = {}
+            for path in self.watched:
+                try:
+                    value = sample.cgroup(path).oom_kills
+                except GuardianError:
+                    continue  # gone or unreadable: its count starts again when it is read
+                if value is not None:
+                    counts[path] = value
+            due = ledger.counted(counts, now_us, hold=log is not None)
+        else:
+            due = ledger.due(now_us)
+        choices: dict[tuple[Optional[str], bool], tuple[Optional[Ranked], str]] = {}
+        for group, kills in due:
+            self._kernel_kill(sample, SeenKill("memory.events", now_us, group, group, count=kills), choices)
+
+    def _kernel_kill(
+        self,
+        sample: Sample,
+        seen: SeenKill,
+        choices: dict[tuple[Optional[str], bool], tuple[Optional[Ranked], str]],
+    ) -> SeenKill:
+        """Complete a kernel kill with the rule that watches its scope and whom the policy would
+        have chosen there (a ranking, as a trigger there would have run it, acting on nothing);
+        report it, count it, tell the listeners."""
+        rule = self._covering(seen.scope, seen.scope_known)
+        key = (seen.scope, seen.scope_known)
+        if key not in choices:
+            choices[key] = self._would_choose(sample, seen.scope, seen.scope_known, rule)
+        choice, note = choices[key]
+        label = None if rule is None else ("machine" if isinstance(rule, str) else rule.label)
+        seen = replace(seen, rule=label, choice=choice, choice_note=note)
+        self.kernel_kills += seen.count
+        constraint = None if seen.kill is None else seen.kill.constraint
+        for _ in range(seen.count):
+            self.metrics.kernel_oom_kill(constraint, covered=rule is not None)
+        self.reporter.kernel_oom_kill(seen)
+        for listener in self.kernel_kill_listeners:
+            listener(seen)
+        return seen
+
+    def _covering(self, scope: Optional[str], known: bool) -> Union[CgroupRule, str, None]:
+        """The policy's rule that watches ``scope``: the first cgroup rule matching it, or for
+        the machine its rule ("machine") when enabled; None when none does."""
+        if not known:
+            return None
+        if scope is None:
+            return "machine" if self.policy.machine.enabled else None
+        return next((rule for rule in self.policy.cgroups if rule.matches(scope)), None)
+
+    def _would_choose(
+        self, sample: Sample, scope: Optional[str], known: bool, rule: Union[CgroupRule, str, None]
+    ) -> tuple[Optional[Ranked], str]:
+        """Whom the policy ranks first in ``scope`` now (the kernel's victim is dead or dying by
+        then, and out of the ranking), or None and why."""
+        if not known:
+            return None, "the kernel's report does not say where the OOM was"
+        if scope is not None and not self.host.cgroup_exists(scope):
+            return None, f"{shown(scope)} is gone"
+        whole_group = isinstance(rule, CgroupRule) and rule.action == "group"
+        try:
+            ranking = self._rank(sample, scope, whole_group)
+        except GuardianError as exc:
+            return None, f"no ranking: {exc}"
+        self._report_failures(ranking)
+        if ranking.top is not None:
+            return ranking.top, ""
+        if ranking.excluded:
+            return None, f"nothing may be killed there: {ranking.excluded[0].reason}"
+        return None, "no process is left there"
+
     def close(self) -> None:
         """The loop is stopping: kills in flight end here (what was sent is sent), reported."""
         self._abandon("guardian stopped before the kill was over")
+        self.stop_kernel_log()

@@ -19,11 +19,11 @@ import signal
 import threading
 import time
 import traceback
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
-from guardian.config import BUILT_IN, PolicyError
+from guardian.config import BUILT_IN, MetricsSettings, PolicyError
 from guardian.daemon.engine import Engine
-from guardian.daemon.wakeups import Waiter
+from guardian.daemon.wakeups import Waiter, Wake
 from guardian.host import Host
 from guardian.kernel import mlockall
 from guardian.loaded import Loaded, load, summarize
@@ -31,7 +31,13 @@ from guardian.notify import Notifier
 from guardian.report import PRIORITY_ERR, PRIORITY_WARNING, Reporter
 from guardian.sample import Sample
 
+if TYPE_CHECKING:  # imported when a policy turns metrics on, not before (prometheus_client)
+    from guardian.daemon.exporter import Export, Pending
+
 MAX_TICK_FAILURES = 10  # full ticks in a row that raise before the daemon gives up
+# kernel log wakes in a row that read nothing: a descriptor that polls readable for ever (a read
+# that fails the same way each time) would make the loop spin; it is no longer followed then
+IDLE_LOG_WAKES = 100
 
 
 def protect_self(host: Host, adj: int, reporter: Reporter) -> None:
@@ -72,6 +78,46 @@ class Service:
         self._loader: Optional[threading.Thread] = None  # a reload being loaded
         self._loaded: Optional[Union[Loaded, PolicyError]] = None
         self._reload_again = False  # a SIGHUP came while a reload was being loaded
+        self.export: Optional[Export] = None  # the metrics endpoint and text file, once wanted
+        self._pending: Optional[Pending] = None  # a reloaded policy's metrics, prepared
+        self._idle_log_wakes = 0  # kernel log wakes in a row that read no record
+
+    def _export(self) -> Export:
+        """The metrics' exporter, made on first use (any thread: the reload's loader too)."""
+        if self.export is None:
+            from guardian.daemon.exporter import Export  # noqa: PLC0415 - prometheus_client
+
+            engine = self.engine
+            self.export = Export(engine.metrics, engine.reporter, engine.clock.monotonic_us)
+        return self.export
+
+    def _prepare_metrics(self, settings: MetricsSettings, source: str) -> Optional[Pending]:
+        """A reloaded policy's metrics, prepared in the loader's thread: its endpoint bound
+        where it moved (PolicyError when the address cannot be had: the policy is rejected and
+        the running one keeps its endpoint)."""
+        if not settings.enabled and self.export is None:
+            return None
+        export = self._export()
+        try:
+            return export.prepare(settings)
+        except OSError as exc:
+            from guardian.daemon.exporter import listen_error  # noqa: PLC0415
+
+            raise PolicyError(source, "metrics.listen", listen_error(settings, exc)) from None
+
+    def start_metrics(self) -> None:
+        """The start's policy's metrics; an address that cannot be had is reported and guardian
+        runs without the endpoint (Export.start_failed)."""
+        settings = self.engine.policy.metrics
+        if not settings.enabled:
+            return
+        export = self._export()
+        try:
+            pending = export.prepare(settings)
+        except OSError as exc:
+            export.start_failed(settings, exc)
+            return
+        export.apply(pending)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if signum == signal.SIGHUP:
@@ -97,17 +143,21 @@ class Service:
 
         def work() -> None:
             result: Union[Loaded, PolicyError]
+            pending = None
             try:
                 result = load(host, path, dry_run)
                 if result.plugins.errors:
                     raise PolicyError(path or BUILT_IN, "", "; ".join(result.plugins.errors))
+                pending = self._prepare_metrics(result.policy.metrics, path or BUILT_IN)
             except PolicyError as exc:
                 result = exc
+            self._pending = pending
             self._loaded = result
             with contextlib.suppress(OSError):  # a full pipe: the loop is awake anyway
                 os.write(self._pipe_w, b"r")  # wake the loop to swap it in
 
         self._loaded = None
+        self._pending = None
         self._loader = threading.Thread(target=work, name="guardian-reload", daemon=True)
         self._loader.start()
 
@@ -121,6 +171,9 @@ class Service:
         if isinstance(result, Loaded):
             engine.replace_policy(result)
             engine.reporter.policy_loaded(result.policy.source, summarize(result.policy))
+            if self._pending is not None and self.export is not None:
+                self.export.apply(self._pending)
+                self._pending = None
         elif result is not None:
             engine.reporter.policy_rejected(self.policy_path or BUILT_IN, str(result))
         self.notifier.send(READY="1", STATUS=self.status())
@@ -141,20 +194,59 @@ class Service:
         traceback, and the loop goes on, because an OOM daemon that exits in the middle of an
         episode leaves the machine unguarded until systemd has restarted it. Ten in a row end
         the daemon after all (the unit restarts it)."""
-        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
-        self.engine.reporter.lifecycle(
-            f"a tick failed ({failures} in a row): {type(exc).__name__}: {exc}",
-            PRIORITY_ERR,
-            traceback=detail,
-        )
+        self._failed(f"a tick failed ({failures} in a row)", exc)
         if failures >= MAX_TICK_FAILURES:
             raise exc
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+        self.engine.reporter.lifecycle(f"{what}: {type(exc).__name__}: {exc}", PRIORITY_ERR, traceback=detail)
 
     def status(self) -> str:
         engine = self.engine
         mode = "dry run, " if engine.policy.dry_run else ""
         flying = f", {len(engine.flights)} in flight" if engine.flights else ""
-        return f"{mode}watching the machine and {len(engine.watched)} cgroups; {engine.kills} kills{flying}"
+        kernel = f"; {engine.kernel_kills} kernel OOM kills seen" if engine.kernel_kills else ""
+        watching = f"watching the machine and {len(engine.watched)} cgroups"
+        return f"{mode}{watching}; {engine.kills} kills{flying}{kernel}"
+
+    def wait(self, interval_s: float) -> Wake:
+        """Sleep until something wakes the loop or ``interval_s`` passes. Kernel log records are
+        read as they come (a kernel OOM kill is reported at once); a wake that brought nothing
+        else sleeps on for the rest of the interval, without a look at memory."""
+        deadline = time.monotonic() + interval_s
+        while True:
+            wake = self.waiter.wait(interval_s)
+            if wake.kmsg:
+                self._read_log()
+            interval_s = deadline - time.monotonic()
+            if not wake.kmsg_only or interval_s <= 0 or self.waiter.kmsg_fd is None:
+                return wake
+
+    def _read_log(self) -> None:
+        engine = self.engine
+        log = engine.kernel_log
+        if log is None:
+            return
+        before = (log.records, log.overruns)
+        try:
+            if engine.read_kernel_log(engine.clock.monotonic_us()):
+                self.notifier.send(STATUS=self.status())  # `systemctl status` counts them too
+        except Exception as exc:  # a bug: reported; the loop, and the log's next records, go on
+            self._failed("reading the kernel log failed", exc)
+        if (log.records, log.overruns) != before:
+            self._idle_log_wakes = 0
+            return
+        self._idle_log_wakes += 1
+        if self._idle_log_wakes >= IDLE_LOG_WAKES:
+            self.waiter.set_kmsg(None)
+            engine.stop_kernel_log()
+            engine.reporter.lifecycle(
+                f"the kernel log woke guardian {IDLE_LOG_WAKES} times in a row with nothing to read: it is "
+                "no longer followed; the kernel's OOM kills are seen only in the watched groups' "
+                "oom_kill counters",
+                PRIORITY_WARNING,
+            )
 
     def run(self, ticks: Optional[int] = None) -> int:
         """The loop; ``ticks`` bounds the number of passes (tests)."""
@@ -172,6 +264,15 @@ class Service:
         )
         for error in engine.loaded.plugins.errors:
             engine.reporter.lifecycle(error, PRIORITY_WARNING)
+        self.start_metrics()
+        unreadable = engine.follow_kernel_log()
+        if unreadable is not None:
+            engine.reporter.lifecycle(
+                f"the kernel log cannot be read ({unreadable}): the kernel's OOM kills are seen only "
+                "in the watched groups' oom_kill counters",
+                PRIORITY_WARNING,
+            )
+        self.waiter.set_kmsg(engine.kernel_log_fd())
         now = engine.clock.monotonic_us()
         engine.rescan(Sample(engine.host, now), now, force=True)
         self.rearm()
@@ -196,6 +297,7 @@ class Service:
                     engine.rescan(Sample(engine.host, now), now, force=True)
                     self.rearm()
                 interval = engine.quick(engine.clock.monotonic_us())
+                engine.metrics.look(full=interval is None)
                 if interval is None:
                     full += 1
                     try:
@@ -221,14 +323,24 @@ class Service:
                     interval = min(interval, 0.25)
                 if self.notifier.watchdog_s:
                     interval = min(interval, self.notifier.watchdog_s / 3)
-                engine.woke(self.waiter.wait(interval), engine.clock.monotonic_us())
+                engine.woke(self.wait(interval), engine.clock.monotonic_us())
         finally:
             self.waiter.close()
             engine.close()
+            if self.export is not None:
+                if self._pending is not None:  # a reload loaded and not swapped in: its socket
+                    self.export.discard(self._pending)
+                self.export.close()
             signal.set_wakeup_fd(old_wakeup)
             for s, h in previous.items():
                 signal.signal(s, h)
             self.notifier.send(STOPPING="1")
             # what the loop cost, in looks: every pass, and those that were full ticks
-            engine.reporter.lifecycle("stopped", kills=engine.kills, looks=count, full_looks=full)
+            engine.reporter.lifecycle(
+                "stopped",
+                kills=engine.kills,
+                looks=count,
+                full_looks=full,
+                kernel_oom_kills=engine.kernel_kills,
+            )
         return 0

@@ -19,7 +19,10 @@ whichever comes first:
 * inotify on the directories where a cgroup matching a rule can appear;
 * the kills in flight: a victim's pidfd polls readable when it exits, a group's cgroup.events
   changes when it empties;
-* SIGHUP (reload) and SIGTERM/SIGINT (stop), through a wakeup pipe.
+* SIGHUP (reload) and SIGTERM/SIGINT (stop), through a wakeup pipe;
+* the kernel log (/dev/kmsg polls readable for each new record): a kernel OOM kill is reported
+  as soon as it is logged. It is registered apart from the plan's descriptors, so a rearm keeps
+  it, and a wake that brought only log records is no reason to look at memory.
 
 Arming a PSI trigger or a v1 threshold writes to a kernel file. Under ``--root`` (a fixture tree
 or a chroot, not this machine's kernel) nothing is ever written: those conditions are polled.
@@ -90,6 +93,7 @@ class Armed:
     psi: frozenset[PsiKey] = frozenset()  # sources with a registered kernel trigger
     psi_modes: Mapping[str, str] = field(default_factory=dict)  # path -> "trigger" or why polled
     uncovered: tuple[str, ...] = ()  # watched cgroups with a condition no kernel event reports
+    events: frozenset[str] = frozenset()  # cgroups whose memory.events changes wake the loop
 
 
 @dataclass(frozen=True)
@@ -98,8 +102,15 @@ class Wake:
 
     psi: frozenset[PsiKey] = frozenset()  # PSI conditions' triggers that fired (not the wake-ups)
     cgroups: bool = False  # a cgroup was made or removed under a rule's subtree
+    events: frozenset[str] = frozenset()  # cgroups whose memory.events changed
     kernel: bool = False  # any kernel event at all (PSI, memory.events, threshold, a kill, cgroups)
     signal: bool = False
+    kmsg: bool = False  # the kernel log has new records
+
+    @property
+    def kmsg_only(self) -> bool:
+        """Nothing but kernel log records: nothing the loop looks at changed."""
+        return self.kmsg and not (self.psi or self.cgroups or self.kernel or self.signal)
 
 
 def headroom_usage_line(sample: Sample, path: str, rules: Sequence[CgroupRule]) -> Optional[int]:
@@ -213,7 +224,9 @@ class Waiter:
         self.poller = select.poll()
         self.fds: dict[int, str] = {}  # fd -> what it is: "psi", "events", "threshold", "cgroups"
         self.triggers: dict[int, tuple[PsiTrigger, PsiKey]] = {}
+        self.events_of: dict[int, str] = {}  # memory.events fd -> its cgroup
         self.kill_fds: dict[int, int] = {}  # fd -> events; owned by the kills in flight, only polled here
+        self.kmsg_fd: Optional[int] = None  # the kernel log's; owned by its follower, only polled here
         self.wakeup_fd = wakeup_fd
         if wakeup_fd is not None:
             self.poller.register(wakeup_fd, select.POLLIN)
@@ -229,9 +242,11 @@ class Waiter:
             os.close(fd)
         self.fds.pop(fd, None)
         self.triggers.pop(fd, None)
+        self.events_of.pop(fd, None)
 
     def close(self) -> None:
         self.set_kills([])
+        self.set_kmsg(None)
         for fd in list(self.fds):
             self._drop(fd)
 
@@ -270,6 +285,7 @@ class Waiter:
             except OSError:
                 continue
             self._add(fd, select.POLLPRI, "events")
+            self.events_of[fd] = cgroup
             covered.setdefault(cgroup, set()).add("events")
         for directory, usage_bytes, cgroup in wake_plan.thresholds:
             if wake_plan.writes and self._threshold(directory, usage_bytes):
@@ -278,7 +294,8 @@ class Waiter:
         if watch is not None:
             self._add(watch, select.POLLIN, "cgroups")
         uncovered = tuple(path for path, need in wake_plan.needs.items() if need - covered.get(path, set()))
-        return Armed(psi=frozenset(armed), psi_modes=modes, uncovered=uncovered)
+        events = frozenset(self.events_of.values())
+        return Armed(psi=frozenset(armed), psi_modes=modes, uncovered=uncovered, events=events)
 
     def _threshold(self, directory: str, threshold_bytes: int) -> bool:
         """cgroup v1: an eventfd signalled when memory.usage_in_bytes crosses the threshold."""
@@ -319,6 +336,15 @@ class Waiter:
                 self.poller.register(fd, events)
         self.kill_fds = wanted
 
+    def set_kmsg(self, fd: Optional[int]) -> None:
+        """Poll the kernel log's descriptor for POLLIN (None: stop); never closed here."""
+        if self.kmsg_fd is not None and self.kmsg_fd not in self.fds and self.kmsg_fd not in self.kill_fds:
+            with contextlib.suppress(KeyError, OSError, ValueError):
+                self.poller.unregister(self.kmsg_fd)
+        self.kmsg_fd = fd
+        if fd is not None:
+            self.poller.register(fd, select.POLLIN)
+
     def wait(self, timeout_s: float) -> Wake:
         """Sleep until an fd fires or the timeout passes; what fired, drained for the next wait."""
         try:
@@ -326,8 +352,12 @@ class Waiter:
         except InterruptedError:
             return Wake(signal=True)
         psi: set[PsiKey] = set()
-        cgroups = kernel = signalled = False
+        changed: set[str] = set()
+        cgroups = kernel = signalled = kmsg = False
         for fd, mask in events:
+            if fd == self.kmsg_fd:
+                kmsg = True  # the follower reads it (and an overrun's POLLERR with it)
+                continue
             if fd in self.kill_fds:
                 kernel = True  # the kill's own step() reads and re-arms it
                 continue
@@ -343,6 +373,7 @@ class Waiter:
                     os.read(fd, 4096)
                 cgroups = cgroups or what == "cgroups"
             elif what == "events":
+                changed.add(self.events_of[fd])
                 with contextlib.suppress(OSError):
                     os.lseek(fd, 0, os.SEEK_SET)
                     os.read(fd, 4096)
@@ -353,4 +384,11 @@ class Waiter:
                     self._drop(fd)  # a cgroup trigger reports POLLERR once the cgroup is gone
                 elif state == "fired" and key[0] != WAKE:  # a wake-up is only a wake-up
                     psi.add(key)
-        return Wake(psi=frozenset(psi), cgroups=cgroups, kernel=kernel, signal=signalled)
+        return Wake(
+            psi=frozenset(psi),
+            cgroups=cgroups,
+            events=frozenset(changed),
+            kernel=kernel,
+            signal=signalled,
+            kmsg=kmsg,
+        )

@@ -87,6 +87,15 @@ def _parsed(feature: str, parse: Callable[[], T]) -> T:
         raise Malformed.of(feature, exc) from None
 
 
+def _memory_value(feature: str, text: str, path: str) -> Optional[int]:
+    """parse_memory_value() of a file's text; the file is named (printably) only when it does
+    not parse."""
+    try:
+        return parse_memory_value(text)
+    except ParseError:
+        return _parsed(feature, lambda: parse_memory_value(text, shown(path)))
+
+
 # --- cgroup2 -----------------------------------------------------------------------------------
 
 
@@ -99,8 +108,7 @@ def read_v2_value(host: Host, cgroup: str, name: str) -> Optional[int]:
     a value that does not parse: Malformed."""
     path = v2_file(host, cgroup, name)
     feature = f"cgroup2 {name}"
-    text = host.read_feature(path, feature)
-    return _parsed(feature, lambda: parse_memory_value(text, shown(path)))
+    return _memory_value(feature, host.read_feature(path, feature), path)
 
 
 def read_v2_keyed(host: Host, cgroup: str, name: str) -> dict[str, int]:
@@ -209,8 +217,7 @@ def read_v1_value(host: Host, cgroup: str, name: str) -> Optional[int]:
     """memory.usage_in_bytes, memory.limit_in_bytes, memory.failcnt, memory.memsw.*."""
     path = v1_file(host, cgroup, name)
     feature = f"cgroup v1 {name}"
-    text = host.read_feature(path, feature)
-    return _parsed(feature, lambda: parse_memory_value(text, shown(path)))
+    return _memory_value(feature, host.read_feature(path, feature), path)
 
 
 def read_v1_keyed(host: Host, cgroup: str, name: str) -> dict[str, int]:
@@ -278,6 +285,16 @@ def read_cgroup_events(host: Host, cgroup: str) -> dict[str, int]:
     return _by_controller(host, cgroup, _v2_events, _v1_events)
 
 
+def read_cgroup_oom_kills(host: Host, cgroup: str) -> Optional[int]:
+    """The group's oom_kill counter alone (memory.events, or v1 memory.oom_control without
+    memory.failcnt): None where the kernel keeps none (v1 before 4.13)."""
+
+    def v1(h: Host, c: str) -> dict[str, int]:
+        return _if_present(lambda: read_v1_keyed(h, c, "memory.oom_control"), {})
+
+    return _by_controller(host, cgroup, _v2_events, v1).get("oom_kill")
+
+
 def read_cgroup_current(host: Host, cgroup: str) -> Optional[int]:
     """The group's memory use alone (memory.current, or v1 memory.usage_in_bytes): the one file
     the usage history needs per group, without the other files read_cgroup_memory() reads."""
@@ -287,3 +304,41 @@ def read_cgroup_current(host: Host, cgroup: str) -> Optional[int]:
         lambda h, c: read_v2_value(h, c, "memory.current"),
         lambda h, c: read_v1_value(h, c, "memory.usage_in_bytes"),
     )
+
+
+# --- the tree as a whole -------------------------------------------------------------------------
+
+
+def parse_proc_cgroups(text: str, controller: str = "memory") -> int:
+    """num_cgroups of ``controller`` in the proc cgroups file (``#subsys_name hierarchy num_cgroups
+    enabled``, one line per controller)."""
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0] == controller:
+            try:
+                return parse_int(words[2])
+            except ValueError:
+                count = words[2][:40]
+                raise ParseError("cgroups", f"{controller}: expected a count, got {count!r}") from None
+    raise ParseError("cgroups", f"no line for the {controller} controller")
+
+
+def read_tree_stamp(host: Host) -> Optional[tuple[int, ...]]:
+    """Numbers that move whenever a cgroup is made or removed in the hierarchies that hold
+    memory: the cgroup2 root's nr_descendants and nr_dying_descendants, and the v1 memory
+    controller's num_cgroups (dying groups included). Equal stamps mean the tree very likely
+    has the same groups (a group made and one fully freed between two readings cancel out,
+    which is why a listing is also walked again after a while); None when a file is missing
+    or does not parse (a fake root, an old kernel): then nothing can be told from it."""
+    stamp: list[int] = []
+    for path, kind in host.cgroup_count_files():
+        try:
+            text = host.read_hot(path, kind)
+            if kind == "cgroup.stat":
+                fields = parse_flat_keyed(text, kind)
+                stamp += (fields["nr_descendants"], fields["nr_dying_descendants"])
+            else:
+                stamp.append(parse_proc_cgroups(text))
+        except (Unavailable, ParseError, KeyError):
+            return None
+    return tuple(stamp) if stamp else None

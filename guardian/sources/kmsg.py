@@ -611,11 +611,14 @@ class KmsgFollower:
     Under a fake root the path is a regular file of recorded records, read from its start and
     then followed as it grows (tests append to it); ``fileno()`` is None there, since a regular
     file always polls readable: call ``read()`` each tick instead.
+
+    ``from_start`` reads the live log from its oldest record still held instead (read_logged_kills).
     """
 
-    def __init__(self, host: Host, max_records: int = 4096) -> None:
+    def __init__(self, host: Host, max_records: int = 4096, from_start: bool = False) -> None:
         self.path = host.kmsg_path()
         self.live = host.is_live
+        self.from_start = from_start
         self.max_records = max_records  # per read(): a log flood must not hold the loop
         self.reports = OomReports()
         self.overruns = 0  # EPIPE: records overwritten before guardian read them
@@ -635,7 +638,7 @@ class KmsgFollower:
             fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             raise Unavailable("kernel log", f"{shown(self.path)}: {exc.strerror or exc}") from None
-        if self.live:
+        if self.live and not self.from_start:
             try:
                 os.lseek(fd, 0, os.SEEK_END)
             except OSError as exc:
@@ -711,3 +714,11 @@ class KmsgFollower:
             self.lost_records += record.seq - self.last_seq - 1
         self.last_seq = record.seq
         return self.reports.add(record)
+
+
+def read_logged_kills(host: Host, max_records: int = 1 << 20) -> list[KernelOomKill]:
+    """The OOM kills reported in the records the kernel log holds now, oldest first (what
+    ``guardian status`` shows; a read of the log, nothing else). Unavailable where the log
+    cannot be read."""
+    with KmsgFollower(host, max_records=max_records, from_start=True) as follower:
+        return follower.read()

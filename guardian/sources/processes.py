@@ -69,40 +69,79 @@ def _sigkill_in(mask: str) -> bool:
     return bool(int(mask, 16) & SIGKILL_BIT)
 
 
+def _field(text: str, key: str) -> Optional[str]:
+    """The value after ``key`` (``"Uid:"``) on its line of a status file; None without one. The
+    Name: line comes first and the kernel escapes it (a newline in comm reads ``\\n``), so any
+    other key is found right after a newline."""
+    if text.startswith(key):
+        start = len(key)
+    else:
+        at = text.find("\n" + key)
+        if at < 0:
+            return None
+        start = at + 1 + len(key)
+    end = text.find("\n", start)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def _kb_field(text: str, key: str) -> int:
+    value = _field(text, key)
+    return 0 if value is None else _kb(value)
+
+
 def parse_status(text: str) -> ProcStatus:
-    """Parse /proc/PID/status. Kernel threads and zombies have no Vm*/Rss* lines."""
-    fields = {}
-    # "\n" only: str.splitlines() would also break the Name: line at a \x0c or U+2028 in comm
-    for line in text.split("\n"):
-        key, _, value = line.partition(":")
-        fields[key] = value
+    """Parse /proc/PID/status. Kernel threads and zombies have no Vm*/Rss* lines. Only the
+    lines guardian uses are looked up (a dict of all ~60 lines was most of the cost of reading
+    a process)."""
     try:
-        uids = fields["Uid"].split()
-        kthread = fields.get("Kthread")
-        nstgid = fields.get("NStgid")
+        uid = _field(text, "Uid:")
+        tgid = _field(text, "Tgid:")
+        if uid is None or tgid is None:
+            raise ParseError("process status", f"missing field {'Uid' if uid is None else 'Tgid'!r}")
+        uids = uid.split()
+        kthread = _field(text, "Kthread:")
+        nstgid = _field(text, "NStgid:")
+        threads = _field(text, "Threads:")
+        name = _field(text, "Name:")
         return ProcStatus(
-            name=fields.get("Name", "").strip(),
-            tgid=parse_int(fields["Tgid"].strip()),
+            name="" if name is None else name.strip(),
+            tgid=parse_int(tgid.strip()),
             uid_real=parse_int(uids[0]),
             uid_effective=parse_int(uids[1]),
-            rss_anon_bytes=_kb(fields["RssAnon"]) if "RssAnon" in fields else 0,
-            rss_file_bytes=_kb(fields["RssFile"]) if "RssFile" in fields else 0,
-            rss_shmem_bytes=_kb(fields["RssShmem"]) if "RssShmem" in fields else 0,
-            swap_bytes=_kb(fields["VmSwap"]) if "VmSwap" in fields else 0,
-            pte_bytes=_kb(fields["VmPTE"]) if "VmPTE" in fields else 0,
-            has_mm="VmRSS" in fields,
+            rss_anon_bytes=_kb_field(text, "RssAnon:"),
+            rss_file_bytes=_kb_field(text, "RssFile:"),
+            rss_shmem_bytes=_kb_field(text, "RssShmem:"),
+            swap_bytes=_kb_field(text, "VmSwap:"),
+            pte_bytes=_kb_field(text, "VmPTE:"),
+            has_mm=_field(text, "VmRSS:") is not None,
             kthread=None if kthread is None else kthread.strip() == "1",
             nstgid=tuple(parse_int(p) for p in nstgid.split()) if nstgid else (),
-            threads=parse_int(fields["Threads"].strip()) if "Threads" in fields else 1,
-            sigkill_pending=_sigkill_in(fields.get("ShdPnd", "")),
+            threads=1 if threads is None else parse_int(threads.strip()),
+            sigkill_pending=_sigkill_in(_field(text, "ShdPnd:") or ""),
         )
-    except (KeyError, IndexError) as exc:
+    except IndexError as exc:
         raise ParseError("process status", f"missing field {exc}") from None
     except ValueError:
         raise ParseError("process status", "non-numeric field") from None
 
 
+_PARSED_CGROUPS: dict[str, ProcCgroups] = {}
+PARSED_CGROUPS_KEPT = 4096  # distinct cgroup files remembered (most processes share a few)
+
+
 def parse_proc_cgroup(text: str) -> ProcCgroups:
+    """parse_cgroup_file(), remembered by the file's text: the processes of one service print
+    the same lines, and a ProcCgroups is immutable (bounded: forgotten wholesale when full)."""
+    parsed = _PARSED_CGROUPS.get(text)
+    if parsed is None:
+        parsed = parse_cgroup_file(text)
+        if len(_PARSED_CGROUPS) >= PARSED_CGROUPS_KEPT:
+            _PARSED_CGROUPS.clear()
+        _PARSED_CGROUPS[text] = parsed
+    return parsed
+
+
+def parse_cgroup_file(text: str) -> ProcCgroups:
     """Parse /proc/PID/cgroup: ``0::/path`` is cgroup2; ``N:ctrl[,ctrl]:/path`` are v1
     hierarchies (named ones as ``name=systemd``). Hybrid hosts print both kinds.
 

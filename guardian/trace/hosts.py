@@ -45,7 +45,7 @@ class RecordingHost(Host):
             self.seen.note(op, os.fsencode(rel), answer)
 
     def read_hot(self, path: str, feature: str) -> str:
-        return self.read_feature(path, feature)  # through read_bytes, so that it is noted
+        return self._read_feature(path, feature)  # through read_bytes, so that it is noted
 
     def read_bytes(self, path: str) -> bytes:
         try:

@@ -33,6 +33,7 @@ from guardian.loaded import Loaded
 from guardian.policy import PolicyState, assess, machine_lines
 from guardian.report import Reporter
 from guardian.sample import Sample
+from guardian.sources.cgroups import read_tree_stamp
 from guardian.trace.fileformat import Header, TraceWriter
 from guardian.trace.hosts import RecordingHost
 
@@ -89,6 +90,7 @@ class Recorder:
         sample = Sample(host, now_us)
         _call(host.cgroup_layout)
         _touch(sample, "meminfo", "vmstat", "vm_sysctl", "zram", "cgroup_paths")
+        _call(read_tree_stamp, host)  # what tells the daemon's listing of the tree to walk again
         for resource in PSI_RESOURCES:
             _call(sample.pressure, resource)
         self.engine.rescan(sample, now_us, force=True)

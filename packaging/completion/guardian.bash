@@ -41,7 +41,7 @@ _guardian() {
         if [[ $cur == -* ]]; then
             _guardian_words "-h --help --version" "$cur"
         else
-            _guardian_words "status rank check run record replay" "$cur"
+            _guardian_words "status rank top check run record replay" "$cur"
         fi
         ;;
     status)
@@ -59,6 +59,14 @@ _guardian() {
         --root) _guardian_directories "$cur"; return 0 ;;
         esac
         _guardian_words "--json --explain --scope --mode --top --wide --interval --policy --root -h --help" "$cur"
+        ;;
+    top)
+        case $prev in
+        --interval | --count) return 0 ;;
+        --policy) _guardian_files "$cur"; return 0 ;;
+        --root) _guardian_directories "$cur"; return 0 ;;
+        esac
+        _guardian_words "--interval --count --policy --root -h --help" "$cur"
         ;;
     check)
         case $prev in

@@ -22,14 +22,15 @@ MIRROR=${GUARDIAN_E2E_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 DISK_SIZE=3G
 
-# What the scenarios and the peer benchmark need in the guest. python3-wheel: setuptools 66
+# What the scenarios and the peer benchmark need in the guest (python3-prometheus-client: the
+# [metrics] endpoint, which the metrics scenario scrapes). python3-wheel: setuptools 66
 # (bookworm) builds wheels through it, and the offline install (GUARDIAN_OFFLINE=1
 # scripts/install.sh) uses --no-build-isolation, so it must be there. systemd-oomd is its own
 # package in bookworm.
 PACKAGES=(
     systemd systemd-sysv udev dbus kmod procps util-linux initramfs-tools
     python3 python3-venv python3-pip python3-setuptools python3-wheel
-    python3-psutil python3-pluggy python3-systemd
+    python3-psutil python3-pluggy python3-systemd python3-prometheus-client
     earlyoom systemd-oomd nohang stress-ng
 )
 # What guardian needs that Debian does not package: google-re2 (linear-time rule matching). The

@@ -75,6 +75,7 @@ QEMU_IMG = "qemu-img"
 # guardian's MESSAGE_IDs (guardian/report.py, packaging/guardian.catalog)
 from guardian.report import (  # noqa: E402 - guardian's MESSAGE_IDs, re-exported for scenarios
     MSG_DRY_RUN,
+    MSG_KERNEL_OOM_KILL,
     MSG_KILL,
     MSG_LIFECYCLE,
     MSG_NOT_DONE,
@@ -84,6 +85,7 @@ from guardian.report import (  # noqa: E402 - guardian's MESSAGE_IDs, re-exporte
 
 __all__ = [
     "MSG_DRY_RUN",
+    "MSG_KERNEL_OOM_KILL",
     "MSG_KILL",
     "MSG_LIFECYCLE",
     "MSG_NOT_DONE",
