@@ -220,7 +220,70 @@ def build_parser() -> argparse.ArgumentParser:
     _add_policy(run)
     run.add_argument("--dry-run", action="store_true", help="decide and report, signal nothing")
     _add_root(run)
+
+    record = sub.add_parser(
+        "record",
+        formatter_class=HelpFormatter,
+        help="record what guardian decides on into a trace file, for replay",
+        description="Record, every INTERVAL seconds, the files guardian decides on (meminfo, PSI, "
+        "vmstat, the cgroup tree and its memory files, and the process facts the scorers read) "
+        "into a compressed trace (docs/trace.md), until DURATION is over or SIGINT/SIGTERM.",
+    )
+    record.add_argument("--out", required=True, metavar="FILE", help="the trace file to write (mode 0600)")
+    record.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="time between frames (default 1)",
+    )
+    record.add_argument(
+        "--duration",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop after this long (default: at SIGINT/SIGTERM)",
+    )
+    record.add_argument(
+        "--processes-every",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="read every process every N frames, and in each frame near a line of the policy (default 10)",
+    )
+    record.add_argument(
+        "--max-size",
+        type=_positive_int,
+        default=64 << 20,
+        metavar="BYTES",
+        help="stop when the trace reaches this size (default 64 MiB)",
+    )
+    _add_policy(record)
+    _add_root(record)
+
+    replay = sub.add_parser(
+        "replay",
+        formatter_class=HelpFormatter,
+        help="run a policy over a recorded trace: when it would have fired and whom it would have killed",
+        description="Replay a trace written by 'guardian record' through a policy with the recorded "
+        "clock: print when each trigger would have fired, at which level, and whom the daemon would "
+        "have killed. Nothing is killed; after a would-be kill the trace goes on as recorded.",
+    )
+    replay.add_argument("trace", metavar="FILE", help="a trace written by guardian record")
+    replay.add_argument("--json", action="store_true", help="print JSON (keys in docs/trace.md)")
+    replay.add_argument(
+        "--policy", metavar="FILE", help="the policy to replay the trace through (default: built-in defaults)"
+    )
     return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
+    return value
 
 
 def _add_policy(parser: argparse.ArgumentParser) -> None:
@@ -439,11 +502,102 @@ def cmd_run(args: argparse.Namespace, clock: Clock) -> int:
         sink.close()
 
 
+def cmd_record(args: argparse.Namespace, clock: Clock) -> int:
+    import signal
+
+    from guardian.loaded import load
+    from guardian.trace.hosts import RecordingHost
+    from guardian.trace.record import open_out, record
+
+    host = RecordingHost(args.root)
+    path = args.policy or (host.policy_path() if os.path.exists(host.policy_path()) else None)
+    loaded = load(host, path, dry_run=True)
+    stop: list[int] = []
+
+    def stopping(signum: int, frame: object) -> None:
+        stop.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stopping)
+    with open_out(args.out) as out:
+        done = record(
+            host,
+            loaded,
+            out,
+            clock,
+            interval_s=args.interval,
+            duration_s=args.duration,
+            processes_every=args.processes_every,
+            max_bytes=args.max_size,
+            stopping=lambda: bool(stop),
+        )
+        size = out.tell()
+    span = max(done.frames - 1, 0) * args.interval
+    per_minute = f", {size * 60 / span / 1024:.1f} KiB per minute" if span > 0 else ""
+    cpu = f", CPU {done.cpu_s / done.frames * 1e3:.1f} ms per frame" if done.frames else ""
+    print(
+        f"guardian record: {done.frames} frames ({done.process_frames} with process facts) to "
+        f"{shown(args.out)}: {size} bytes ({done.raw_bytes} uncompressed){per_minute}{cpu}",
+        file=sys.stderr,
+    )
+    if done.stopped:
+        print(f"guardian record: stopped early: {done.stopped}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace, clock: Clock) -> int:
+    from guardian.trace.fileformat import TraceReader
+    from guardian.trace.replay import render_event, replay, summary
+
+    reader = TraceReader(args.trace)
+    try:
+        header = reader.header
+        if not args.json:
+            write_out(
+                f"replay of {shown(args.trace)}: recorded {shown(header.started)} under "
+                f"{shown(header.root)} every {header.interval_s:g} s (process facts every "
+                f"{header.processes_every} frames and near a line of {shown(header.policy)})\n"
+                f"policy: {shown(args.policy or 'built-in defaults')}; nothing is killed: after a "
+                "would-be kill the trace goes on as recorded (the recorded machine did what it did)\n"
+            )
+        if args.json:
+            result = replay(reader, args.policy)
+        else:
+            result = replay(reader, args.policy, lambda event: write_out(render_event(event) + "\n"))
+    finally:
+        reader.close()
+    report = summary(result, args.trace)
+    if args.json:
+        report["events"] = result.events
+        write_out(json_text(report))
+    else:
+        victims = ", ".join(
+            f"{v['action']} pid {v['pid']} ({shown(str(v['comm']))}) at {v['t_s']:+.2f}s"
+            for v in report["victims"]
+        )
+        write_out(
+            f"{report['frames']} frames over {report['span_s']:g} s: {report['triggers']} trigger(s), "
+            f"{report['kills']} would-be kill(s){': ' + victims if victims else ''}\n"
+        )
+    if result.error is not None:
+        print(f"guardian replay: {result.error}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
 def main(argv: Optional[Sequence[str]] = None, clock: Optional[Clock] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     clock = clock or Clock()
-    commands = {"status": cmd_status, "rank": cmd_rank, "top": cmd_top, "check": cmd_check, "run": cmd_run}
+    commands = {
+        "status": cmd_status,
+        "rank": cmd_rank,
+        "top": cmd_top,
+        "check": cmd_check,
+        "run": cmd_run,
+        "record": cmd_record,
+        "replay": cmd_replay,
+    }
     try:
         return commands[args.command](args, clock)
     except BrokenPipeError:

@@ -290,8 +290,13 @@ class Host:
 
     # --- raw reads -------------------------------------------------------------------------
 
-    @staticmethod
-    def read_bytes(path: str) -> bytes:
+    # --- the OS primitives --------------------------------------------------------------------
+    # Every read of the machine goes through these few methods (and read_hot's pread on the
+    # live root), so that a recorded machine can stand in for a real one: guardian/trace/
+    # records what they return and answers them from a trace file in replay. Each is what the
+    # plain os call would be, so the daemon pays nothing for them.
+
+    def read_bytes(self, path: str) -> bytes:
         """Read a whole (small) kernel file. os.open/os.read: the cheapest read CPython offers."""
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -304,6 +309,52 @@ class Host:
             return b"".join(chunks)
         finally:
             os.close(fd)
+
+    def list_dir(self, path: str) -> list[tuple[str, bool]]:
+        """The entries of a directory as (name, is a directory), unsorted; OSError as os.scandir
+        raises it. An entry whose type cannot be told counts as no directory."""
+        found = []
+        with os.scandir(path) as entries:
+            for entry in entries:
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    is_dir = False
+                found.append((entry.name, is_dir))
+        return found
+
+    def list_names(self, path: str) -> list[str]:
+        """The names in a directory, unsorted (os.listdir: /proc holds hundreds of entries, and
+        telling their types would cost half as much again; bench/sample_cost.py)."""
+        return os.listdir(path)
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def read_link(self, path: str) -> str:
+        """os.readlink; OSError as it raises it."""
+        return os.readlink(path)
+
+    def root_xattrs(self, directory: str, names: tuple[str, ...]) -> frozenset[str]:
+        """Which of ``names`` are set (to anything but "0" or empty) on ``directory``, if root
+        owns it; empty when it does not, or cannot be read."""
+        try:
+            if os.stat(directory).st_uid != 0:
+                return frozenset()
+        except OSError:
+            return frozenset()
+        found = set()
+        for name in names:
+            try:
+                value = os.getxattr(directory, name)
+            except OSError:
+                continue  # ENODATA (not set), ENOTSUP (tmpfs without xattrs), gone
+            if value.strip(b"\0 \n") not in (b"", b"0"):
+                found.add(name)
+        return frozenset(found)
 
     def read_text(self, path: str) -> str:
         """A kernel file as text. Bytes that are not UTF-8 become surrogate escapes, as file names
@@ -397,7 +448,7 @@ class Host:
     def task_ids(self, pid: int) -> list[int]:
         """The thread ids of a process (/proc/PID/task); empty when it is gone."""
         try:
-            names = os.listdir(f"{self.proc}/{pid}/task")
+            names = self.list_names(f"{self.proc}/{pid}/task")
         except OSError:
             return []
         return sorted(int(name) for name in names if name.isascii() and name.isdigit())
@@ -406,13 +457,13 @@ class Host:
         """Every process id in /proc (thread group leaders only, as /proc lists them)."""
         # isascii(): str.isdigit() is also true for superscripts and digits of other scripts,
         # which int() rejects ("\u00b2") or reads as numbers ("\u0661" is 1)
-        return [int(name) for name in os.listdir(self.proc) if name.isascii() and name.isdigit()]
+        return [int(name) for name in self.list_names(self.proc) if name.isascii() and name.isdigit()]
 
     def read_pid_link(self, pid: int, name: str) -> Optional[str]:
         """readlink /proc/PID/NAME (``exe``); None where the kernel hides it (kernel threads,
         zombies, other users' processes without ptrace rights)."""
         try:
-            return os.readlink(f"{self.proc}/{pid}/{name}")
+            return self.read_link(f"{self.proc}/{pid}/{name}")
         except OSError as exc:
             if exc.errno in _GONE:
                 raise NoSuchProcess(pid) from None
@@ -437,7 +488,7 @@ class Host:
         """Directories of the zram block devices (``/sys/block/zramN``)."""
         block = self.path(BLOCK_DIR)
         try:
-            names = sorted(n for n in os.listdir(block) if n.startswith("zram"))
+            names = sorted(n for n in self.list_names(block) if n.startswith("zram"))
         except OSError:
             return []
         return [f"{block}/{n}" for n in names]
@@ -588,14 +639,13 @@ class Host:
         """True when ``cgroup`` is a directory in the cgroup2 tree or the v1 memory tree."""
         for directory in (self.cgroup_v2_dir, self.cgroup_v1_memory_dir):
             try:
-                if os.path.isdir(directory(cgroup)):
+                if self.is_dir(directory(cgroup)):
                     return True
             except Unavailable:
                 continue
         return False
 
-    @staticmethod
-    def walk_cgroups(top: str, max_depth: Optional[int] = None) -> list[str]:
+    def walk_cgroups(self, top: str, max_depth: Optional[int] = None) -> list[str]:
         """Every cgroup directory below ``top`` (excluded), as paths relative to it ("/a/b"),
         down to ``max_depth`` levels (all of them when None)."""
         found: list[str] = []
@@ -605,18 +655,14 @@ class Host:
             if max_depth is not None and rel.count("/") >= max_depth:
                 continue
             try:
-                entries = list(os.scandir(directory))
+                entries = self.list_dir(directory)
             except OSError:
                 continue  # removed while walking (ENOENT, or ENODEV mid-removal), or not ours to read
-            for entry in entries:
-                try:
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                except OSError:
-                    continue
+            for name, is_dir in entries:
                 if is_dir:
-                    child = f"{rel}/{entry.name}"
+                    child = f"{rel}/{name}"
                     found.append(child)
-                    stack.append((child, entry.path))
+                    stack.append((child, f"{directory}/{name}"))
         found.sort()
         return found
 
@@ -635,7 +681,7 @@ class Host:
             if mount is None:
                 continue
             top = self._mount_dir(mount) + prefix.rstrip("/")
-            if prefix.strip("/") and os.path.isdir(top):
+            if prefix.strip("/") and self.is_dir(top):
                 found.add(prefix.rstrip("/"))  # the prefix itself, when a glob names it whole
             found.update(prefix.rstrip("/") + rel for rel in self.walk_cgroups(top, max_depth))
         return sorted(found)
@@ -669,20 +715,6 @@ class Host:
         layout = self.cgroup_layout()
         try:
             directory = self.cgroup_v2_dir(cgroup) if layout.v2_mount else self.cgroup_v1_memory_dir(cgroup)
-            if os.stat(directory).st_uid != 0:
-                return frozenset()
-        except (Unavailable, OSError):
+        except Unavailable:
             return frozenset()
-        found = set()
-        for name in names:
-            try:
-                value = os.getxattr(directory, name)
-            except OSError:
-                continue  # ENODATA (not set), ENOTSUP (tmpfs without xattrs), gone
-            if value.strip(b"\0 \n") not in (b"", b"0"):
-                found.add(name)
-        return frozenset(found)
-
-    @staticmethod
-    def exists(path: str) -> bool:
-        return os.path.exists(path)
+        return self.root_xattrs(directory, names)

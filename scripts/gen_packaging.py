@@ -128,7 +128,7 @@ def fill(template: Path, sources: str, values: dict[str, str]) -> str:
 
 # How each kind of option value is completed, by its metavar. A new metavar stops this script
 # until someone says here how to complete it.
-VALUE_KINDS = {"FILE": "file", "DIR": "directory", "SECONDS": "", "N": "", "CGROUP": ""}
+VALUE_KINDS = {"FILE": "file", "DIR": "directory", "SECONDS": "", "N": "", "CGROUP": "", "BYTES": ""}
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,7 @@ class Command:
     summary: str  # the one line of ``guardian --help``
     description: str
     options: tuple[Option, ...]
+    operands: tuple[Option, ...] = ()  # positional arguments, in order (names empty)
 
 
 @dataclass(frozen=True)
@@ -174,10 +175,20 @@ def _default_text(action: argparse.Action) -> Optional[str]:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def operand_of(action: argparse.Action, where: str) -> Option:
+    """A positional argument: one value (no nargs), completed by its metavar's kind."""
+    if action.nargs is not None or action.choices:
+        raise SourceError(f"{where} {action.dest}: only a positional argument of one value is supported")
+    metavar = str(action.metavar or action.dest.upper())
+    if metavar not in VALUE_KINDS:
+        raise SourceError(f"{where} {action.dest} is {metavar}: say in VALUE_KINDS how to complete it")
+    return Option((), action.help or "", metavar)
+
+
 def option_of(action: argparse.Action, where: str) -> Option:
     name = "/".join(action.option_strings)
     if not action.option_strings:
-        raise SourceError(f"{where} {action.dest}: positional arguments are not supported here yet")
+        raise SourceError(f"{where} {action.dest}: a positional argument before the command is not supported")
     if action.nargs not in (None, 0):
         raise SourceError(f"{where} {name}: nargs={action.nargs!r} is not supported here yet")
     # argparse's own expansion of %(default)s and the like (HelpFormatter._expand_help)
@@ -206,10 +217,10 @@ def interface(parser: argparse.ArgumentParser) -> Interface:
             summaries = {a.dest: a.help or "" for a in action._choices_actions}
             for name, sub in action.choices.items():
                 where = f"{parser.prog} {name}"
-                sub_options = tuple(
-                    option_of(a, where) for a in sub._actions if not isinstance(a, argparse._HelpAction)
-                )
-                commands.append(Command(name, summaries[name], sub.description or "", sub_options))
+                actions = [a for a in sub._actions if not isinstance(a, argparse._HelpAction)]
+                sub_options = tuple(option_of(a, where) for a in actions if a.option_strings)
+                operands = tuple(operand_of(a, where) for a in actions if not a.option_strings)
+                commands.append(Command(name, summaries[name], sub.description or "", sub_options, operands))
         else:
             options.append(option_of(action, parser.prog))
     return Interface(parser.prog, parser.description or "", tuple(options), tuple(commands))
@@ -252,6 +263,7 @@ def synopsis(face: Interface) -> str:
             ".SY " + face.prog,
             ".B " + command.name,
             *(synopsis_item(o) for o in command.options),
+            *(".I " + escape(str(operand.metavar)) for operand in command.operands),
             ".YS",
         ]
     return "\n".join(lines)
@@ -261,6 +273,8 @@ def commands_section(face: Interface) -> str:
     lines: list[str] = []
     for command in face.commands:
         lines += [".SS " + escape(command.name), *paragraph([command.description])]
+        for operand in command.operands:
+            lines += [".TP", italic(str(operand.metavar)), *paragraph([operand.help])]
         for option in command.options:
             lines += option_entry(option)
     return "\n".join(lines)
@@ -619,7 +633,21 @@ def bash_completion(face: Interface) -> str:
             ]
             lines.append("        esac")
         names = [n for o in command.options for n in o.names] + ["-h", "--help"]
-        lines += [f'        _guardian_words "{words(names)}" "$cur"', "        ;;"]
+        complete_options = f'_guardian_words "{words(names)}" "$cur"'
+        kinds = {o.value_kind for o in command.operands}
+        if kinds - {"file"}:
+            raise SourceError(f"guardian {command.name}: bash completes file operands alone yet")
+        if kinds:  # an operand: a word that is not an option is a file name
+            lines += [
+                "        if [[ $cur == -* ]]; then",
+                f"            {complete_options}",
+                "        else",
+                '            _guardian_files "$cur"',
+                "        fi",
+                "        ;;",
+            ]
+        else:
+            lines += [f"        {complete_options}", "        ;;"]
     lines += ["    esac", "}", "", f"complete -F _guardian {face.prog}", ""]
     return "\n".join(lines)
 
@@ -691,6 +719,9 @@ def zsh_completion(face: Interface) -> str:
         lines += [f"        {words([command.name])})", "            _arguments \\"]
         for option in (help_option, *command.options):
             lines += [f"                {spec} \\" for spec in zsh_spec(option)]
+        for operand in command.operands:
+            action = {"file": "_files", "directory": "_files -/", "": " "}[operand.value_kind]
+            lines.append(f"                {zsh_quote(f':{operand.metavar}:{action}')} \\")
         lines += ["                && ret=0", "            ;;"]
     lines += ["        esac", "        ;;", "    esac", "    return ret", "}", "", '_guardian "$@"', ""]
     return "\n".join(lines)

@@ -61,7 +61,7 @@ def test_committed_completion_is_what_the_parser_makes(script: Path) -> None:
 
 def test_commands() -> None:
     assert complete(["guardian", ""]) == sorted(parser_commands())
-    assert complete(["guardian", "r"]) == ["rank", "run"]
+    assert complete(["guardian", "r"]) == ["rank", "record", "replay", "run"]
     assert complete(["guardian", "--"]) == ["--help", "--version"]
 
 
@@ -96,6 +96,13 @@ def test_policy_completes_files(files: Path, command: str) -> None:
     assert complete(["guardian", command, "--policy", ""], cwd=files) == ["a.toml", "b.toml", "sub"]
     assert complete(["guardian", command, "--policy", "a"], cwd=files) == ["a.toml"]
     assert complete(["guardian", command, "--policy", "sub/"], cwd=files) == ["sub/c.toml"]
+
+
+def test_the_trace_of_replay_completes_files(files: Path) -> None:
+    assert complete(["guardian", "replay", ""], cwd=files) == ["a.toml", "b.toml", "sub"]
+    assert complete(["guardian", "replay", "--json", "s"], cwd=files) == ["sub"]
+    assert complete(["guardian", "replay", "--j"], cwd=files) == ["--json"]
+    assert complete(["guardian", "record", "--out", "a"], cwd=files) == ["a.toml"]
 
 
 def test_policy_after_an_equals_sign(files: Path) -> None:
@@ -151,7 +158,8 @@ def zsh_complete(line: str, cwd: Path, zsh: str) -> list[str]:
 
 
 def test_zsh_completes(files: Path, zsh: str) -> None:
-    assert zsh_complete("guardian r", files, zsh) == ["rank", "run"]
+    assert zsh_complete("guardian r", files, zsh) == ["rank", "record", "replay", "run"]
+    assert zsh_complete("guardian replay ", files, zsh) == ["a.toml", "b.toml", "sub"]
     assert zsh_complete("guardian rank --", files, zsh) == [o for o in parser_commands()["rank"] if o != "-h"]
     assert zsh_complete("guardian rank --mode ", files, zsh) == ["cgroup", "process"]
     assert zsh_complete("guardian run --policy ", files, zsh) == ["a.toml", "b.toml", "sub"]

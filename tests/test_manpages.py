@@ -144,6 +144,9 @@ def test_every_command_and_option_is_in_guardian_8() -> None:
         for action in command._actions:
             for option in action.option_strings:
                 assert f"\\fB{option}\\fR" in page, (name, option)
+            if not action.option_strings and action.metavar:  # an operand: replay FILE
+                section = page.split(f".SS {name}\n", 1)[1].split(".SS ", 1)[0]
+                assert f".TP\n\\fI{action.metavar}\\fR\n{action.help}" in section, (name, action.metavar)
 
 
 def test_every_key_of_the_shipped_policy_is_in_guardian_toml_5() -> None:

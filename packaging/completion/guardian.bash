@@ -41,7 +41,7 @@ _guardian() {
         if [[ $cur == -* ]]; then
             _guardian_words "-h --help --version" "$cur"
         else
-            _guardian_words "status rank top check run" "$cur"
+            _guardian_words "status rank top check run record replay" "$cur"
         fi
         ;;
     status)
@@ -81,6 +81,24 @@ _guardian() {
         --root) _guardian_directories "$cur"; return 0 ;;
         esac
         _guardian_words "--policy --dry-run --root -h --help" "$cur"
+        ;;
+    record)
+        case $prev in
+        --out | --policy) _guardian_files "$cur"; return 0 ;;
+        --interval | --duration | --processes-every | --max-size) return 0 ;;
+        --root) _guardian_directories "$cur"; return 0 ;;
+        esac
+        _guardian_words "--out --interval --duration --processes-every --max-size --policy --root -h --help" "$cur"
+        ;;
+    replay)
+        case $prev in
+        --policy) _guardian_files "$cur"; return 0 ;;
+        esac
+        if [[ $cur == -* ]]; then
+            _guardian_words "--json --policy -h --help" "$cur"
+        else
+            _guardian_files "$cur"
+        fi
         ;;
     esac
 }

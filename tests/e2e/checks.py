@@ -148,3 +148,45 @@ def first_victim(
 
 def _fields(entry: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in entry.items() if k.startswith("GUARDIAN_") or k == "MESSAGE"}
+
+
+def replayed_as_live(result: Any, trace: str, policy: str, scope: str) -> list[str]:
+    """The trace ``guardian record`` wrote in the guest, replayed here through the policy the
+    daemon ran: its first would-be kill in ``scope`` is the process the daemon killed first."""
+    from guardian.trace.fileformat import TraceError, TraceReader
+    from guardian.trace.replay import replay
+
+    live = kills(result, scope)
+    if not live:
+        return [f"no live kill in {scope} to compare the replay with"]
+    path = result.results_dir / trace
+    if not path.is_file():
+        return [f"{trace} did not come back; record.txt:\n{result.tail('record.txt', 10)}"]
+    try:
+        reader = TraceReader(str(path))
+    except TraceError as exc:
+        return [f"the trace cannot be read: {exc}"]
+    try:
+        replayed = replay(reader, str(result.results_dir / policy))
+    finally:
+        reader.close()
+    failures = [] if replayed.error is None else [f"the trace ends in an error: {replayed.error}"]
+    chosen = [e for e in replayed.events if e["kind"] == "kill" and e.get("scope") == scope]
+    if not chosen:
+        triggers = [e for e in replayed.events if e["kind"] == "trigger"][:5]
+        return [
+            *failures,
+            f"the replay of {replayed.frames} frames chose no victim in {scope}; triggers: {triggers}",
+        ]
+    first, done = chosen[0], live[0]
+    same = (first.get("victim_pid"), first.get("victim_cgroup")) == (
+        int(done.get("GUARDIAN_VICTIM_PID", -1)),
+        done.get("GUARDIAN_VICTIM_CGROUP"),
+    )
+    if not same:
+        failures.append(
+            f"the replay chose pid {first.get('victim_pid')} ({first.get('victim_comm')}) in "
+            f"{first.get('victim_cgroup')} at frame {first.get('frame')}; the daemon killed pid "
+            f"{done.get('GUARDIAN_VICTIM_PID')} ({done.get('GUARDIAN_VICTIM_COMM')}) in {done.get('GUARDIAN_VICTIM_CGROUP')}"
+        )
+    return failures
