@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from support.arena import Arena, GuardianProcess, hog_program
+from support.arena import Arena, GuardianProcess, hog_program, skip_without_arena
 from support.secure import root_only_dir, secure_base
 
 from guardian.config import UNITS_TEXT
@@ -48,9 +48,7 @@ kernel_badness = 1.0
 
 @pytest.fixture
 def big_arena(live_host: Host) -> Arena:
-    layout = live_host.cgroup_layout()
-    if os.geteuid() != 0 or layout.memory_controller is None or layout.v2_mount is None:
-        pytest.skip("needs root, a memory controller and cgroup2")
+    skip_without_arena(live_host)
     arena = Arena(live_host, limit_bytes=LIMIT, prefix="guardian-test")
     yield arena
     arena.cleanup()
@@ -262,9 +260,7 @@ def test_a_cgroup_made_after_start_is_watched_at_once(live_host: Host, tmp_path:
     """A rule's glob matches a group that does not exist yet; it appears and fills at once.
     inotify where it appears, not the 30 s rescan, must bring it under watch in time: for a
     wildcard glob, and for a glob naming the one group (whose directory does not exist yet)."""
-    layout = live_host.cgroup_layout()
-    if os.geteuid() != 0 or layout.memory_controller is None or layout.v2_mount is None:
-        pytest.skip("needs root, a memory controller and cgroup2")
+    skip_without_arena(live_host)
     name = f"guardian-late-{os.getpid()}-{glob}"
     match = f"guardian-late-{os.getpid()}-*" if glob == "wildcard" else name
     policy = f"""
@@ -298,9 +294,7 @@ def test_a_second_group_is_acted_on_during_the_first_victims_grace_period(
     """Kills are state in the loop: while a victim that ignores SIGTERM sits in its grace period
     (30 s here), a second confined group walking to its TERM line is acted on at once, before
     the kernel's memcg OOM killer and long before the first grace period ends."""
-    layout = live_host.cgroup_layout()
-    if os.geteuid() != 0 or layout.memory_controller is None or layout.v2_mount is None:
-        pytest.skip("needs root, a memory controller and cgroup2")
+    skip_without_arena(live_host)
     first = Arena(live_host, limit_bytes=LIMIT, prefix="guardian-test")
     second = Arena(live_host, limit_bytes=LIMIT, prefix="guardian-test")
     rules = "".join(

@@ -7,12 +7,11 @@ the file is written to a temporary name and renamed, so the test never reads hal
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
-from support.arena import Arena, GuardianProcess, hog_program
+from support.arena import Arena, GuardianProcess, hog_program, skip_without_arena
 from test_daemon_live import LIMIT, TERM_HEADROOM, decisions, policy_for, start, wait_dead
 
 from guardian.host import Host
@@ -23,9 +22,7 @@ pytestmark = pytest.mark.live
 
 @pytest.fixture
 def hook_arena(live_host: Host) -> Arena:
-    layout = live_host.cgroup_layout()
-    if os.geteuid() != 0 or layout.memory_controller is None or layout.v2_mount is None:
-        pytest.skip("needs root, a memory controller and cgroup2")
+    skip_without_arena(live_host)
     arena = Arena(live_host, limit_bytes=LIMIT, prefix="guardian-test")
     yield arena
     arena.cleanup()

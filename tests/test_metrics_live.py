@@ -17,7 +17,7 @@ from typing import Optional
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support.arena import Arena, hog_program
+from support.arena import Arena, hog_program, skip_without_arena
 from support.sinks import MemorySink
 
 from guardian.clock import Clock
@@ -159,9 +159,7 @@ def test_counters_move_and_a_reload_moves_the_endpoint(live_host: Host, tmp_path
 
 
 def test_a_kill_is_counted(live_host: Host, tmp_path: Path) -> None:
-    layout = live_host.cgroup_layout()
-    if os.geteuid() != 0 or layout.memory_controller is None or layout.v2_mount is None:
-        pytest.skip("needs root, a memory controller and cgroup2")
+    skip_without_arena(live_host)
     limit = 256 * MiB
     arena = Arena(live_host, limit_bytes=limit, prefix="guardian-test")
     policy = tmp_path / "policy.toml"

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from support.arena import Arena, hog_program
+from support.arena import Arena, hog_program, skip_without_arena
 from support.sinks import MemorySink
 
 from guardian.clock import Clock
@@ -70,9 +70,7 @@ class Tee:
 def test_a_log_that_never_reads_delays_neither_the_watchdog_nor_a_kill(
     live_host: Host, tmp_path: Path
 ) -> None:
-    layout = live_host.cgroup_layout()
-    if os.geteuid() != 0 or layout.memory_controller is None or layout.v2_mount is None:
-        pytest.skip("needs root, a memory controller and cgroup2")
+    skip_without_arena(live_host)
     arena = Arena(live_host, limit_bytes=LIMIT, prefix="guardian-test")
     log_reader = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     log_reader.bind(str(tmp_path / "journal.sock"))  # bound, never read

@@ -22,6 +22,16 @@ from typing import Any, Optional
 from guardian.host import CgroupLayout, Host
 
 
+def skip_without_arena(host: Host) -> None:
+    """Skip the calling test where no Arena with a kill-able cgroup2 side can be made: not root,
+    no memory controller, or no cgroup2 mount."""
+    import pytest
+
+    layout = host.cgroup_layout()
+    if os.geteuid() != 0 or layout.memory_controller is None or layout.v2_mount is None:
+        pytest.skip("needs root, a memory controller and cgroup2")
+
+
 class Arena:
     """A pair of confined cgroups (v1 memory + cgroup2) named ``name`` on the live host."""
 
