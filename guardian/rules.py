@@ -18,7 +18,7 @@ comm-only matching is its most repeated complaint. Pure: facts come in as a Fact
 expensive parts (cmdline, exe) are asked for only when a rule uses them.
 
 The expressions run on text a process chose (its comm, its argv, names of cgroups delegated to
-it), in the middle of a memory emergency, so they run on RE2 (``google-re2``), whose matching
+it), in the middle of a memory emergency, so they run on RE2 (guardian/regex_engine.py), whose matching
 time is linear in the text: Python's ``re`` backtracks, and ``(a+)+$`` against 32 ``a`` and a
 ``!`` takes longer than the whole emergency, holding the GIL, so no budget can stop it. RE2's
 bound is (text length) x (compiled pattern size), so both are capped: ``MAX_MATCH_BYTES`` and
@@ -31,19 +31,12 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
-try:
-    import re2
-except ModuleNotFoundError as exc:  # Debian, for one, does not package it: README "Debian package"
-    if exc.name != "re2":
-        raise
-    raise ModuleNotFoundError(
-        "guardian needs the module re2 of google-re2 (linear-time matching of rule patterns), "
-        "which is not installed: pip install google-re2 (on Debian: pip install "
-        "--break-system-packages google-re2, or its wheel offline)",
-        name="re2",
-    ) from None
+from guardian import regex_engine
+
+# which RE2 binding compiles the patterns (guardian/regex_engine.py), and its compile
+ENGINE, _compile = regex_engine.load()
 
 RuleKind = Literal["protect", "ignore", "prefer", "avoid"]  # which [[table]] a rule comes from
 
@@ -69,13 +62,6 @@ MAX_MATCH_BYTES = 64 << 10
 # patterns are far below the cap: the shipped protect rule compiles to 55, a 13-name
 # case-insensitive alternation to 99; ``\pL+`` (every Unicode letter) to 1201.
 MAX_PROGRAM_SIZE = 2000
-
-_OPTIONS = re2.Options()
-# RE2 prints every rejected pattern to stderr itself unless told not to; the caller reports the
-# error as a sentence instead.
-_OPTIONS.log_errors = False
-# Rules ask only "does it match": no capture groups to track (cheaper, DFA-only).
-_OPTIONS.never_capture = True
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -108,15 +94,15 @@ class Pattern:
 
     __slots__ = ("_full", "_regexp", "pattern")
     pattern: str
-    _regexp: Any  # re2's compiled expression (the binding is untyped)
+    _regexp: regex_engine.Regexp
     # fullmatch answers by text: the daemon asks about the same cgroup paths on every look
     _full: dict[str, bool]
 
     def __init__(self, pattern: str) -> None:
         try:
-            regexp = re2.compile(pattern, _OPTIONS)
-        except re2.error as exc:
-            raise PatternError(_reason(exc)) from None
+            regexp = _compile(pattern)
+        except regex_engine.PatternSyntax as exc:
+            raise PatternError(_reason(str(exc))) from None
         except UnicodeEncodeError:
             raise PatternError("holds a lone surrogate, which is not text") from None
         oversized = _oversized_repeat(pattern)
@@ -139,7 +125,7 @@ class Pattern:
 
     def search(self, text: str) -> bool:
         """Whether the pattern matches anywhere in ``text``."""
-        return self._regexp.search(_utf8(text)) is not None
+        return self._regexp.search(_utf8(text))
 
     def fullmatch(self, text: str) -> bool:
         """Whether the pattern matches the whole of ``text`` (remembered for the last
@@ -148,7 +134,7 @@ class Pattern:
         if known is None:
             if len(self._full) >= FULLMATCH_KEPT:
                 self._full.clear()
-            known = self._full[text] = self._regexp.fullmatch(_utf8(text)) is not None
+            known = self._full[text] = self._regexp.fullmatch(_utf8(text))
         return known
 
     def __eq__(self, other: object) -> bool:
@@ -207,13 +193,10 @@ def _above_1000(digits: str) -> bool:
     return len(digits) > 4 or int(digits or "0") > 1000  # no int() of thousands of digits
 
 
-def _reason(exc: Exception) -> str:
-    """RE2's message (the binding hands it over as bytes), at most 200 characters: RE2 quotes
-    the rest of the pattern after the error, which may be the whole of a long one."""
-    reason = exc.args[0] if exc.args else ""
-    if isinstance(reason, bytes):
-        reason = reason.decode("utf-8", "replace")
-    text = str(reason) or "rejected by RE2"
+def _reason(reason: str) -> str:
+    """RE2's message, at most 200 characters: RE2 quotes the rest of the pattern after the
+    error, which may be the whole of a long one."""
+    text = reason or "rejected by RE2"
     return text if len(text) <= 200 else f"{text[:200]}..."
 
 
