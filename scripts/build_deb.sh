@@ -61,7 +61,8 @@ unset PYTHONPATH VIRTUAL_ENV
     echo "build_deb: dpkg-buildpackage failed" >&2
     exit 1
 }
-cp "$WORK"/*.deb "$OUT/"
+# the package only: its -dbgsym companion (the binding's debug symbols) stays behind
+cp "$WORK"/guardian-oom_*.deb "$OUT/"
 if [ "$LINTIAN" = 1 ]; then
     # --fail-on warning: an error or a warning that debian/*lintian-overrides does not justify
     lintian --fail-on error,warning --info "$WORK"/*.changes | tee "$OUT/lintian.txt"

@@ -56,15 +56,21 @@ def unpacked(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tree
 
 
+ARCH = subprocess.run(
+    ["dpkg", "--print-architecture"], capture_output=True, text=True, check=False
+).stdout.strip()
+
+
 def test_the_package_is_named_and_versioned_like_the_code(deb: Path) -> None:
-    assert deb.name == f"guardian-oom_{guardian.__version__}_all.deb"
+    """Architecture-specific: it carries guardian._re2, the binding to Debian's libre2."""
+    assert deb.name == f"guardian-oom_{guardian.__version__}_{ARCH}.deb"
     assert dpkg_deb("-f", str(deb), "Package", "Version", "Architecture").split() == [
         "Package:",
         "guardian-oom",
         "Version:",
         guardian.__version__,
         "Architecture:",
-        "all",
+        ARCH,
     ]
 
 
@@ -73,7 +79,42 @@ def test_it_depends_on_debians_python_packages(deb: Path) -> None:
     assert "python3-pluggy" in depends
     assert "python3-systemd" in depends
     assert "python3-tomli | python3 (>> 3.11)" in depends  # tomllib from 3.11 on
-    assert not [d for d in depends if "re2" in d]  # not in Debian: README.Debian says how
+    # Debian's RE2 library for the packaged binding; google-re2 is not in Debian
+    assert [d.split()[0] for d in depends if "re2" in d] == ["libre2-9"]
+
+
+def test_its_rules_run_on_the_packaged_binding_without_google_re2(unpacked: Path) -> None:
+    """Debian's python3 with only the package's files: google-re2 is kept out even where pip put
+    it, and the shipped policy's patterns compile, refuse and answer on libre2."""
+    site = unpacked / "usr" / "lib" / "python3" / "dist-packages"
+    script = (
+        "import sys; sys.modules['re2'] = None; sys.path.insert(0, sys.argv[1])\n"
+        "from guardian import rules; from guardian.config import load_policy\n"
+        "policy = load_policy(sys.argv[2]); print(rules.ENGINE, rules.__file__.startswith(sys.argv[1]))\n"
+        "p = rules.Pattern('(a+)+$'); print(p.search('a' * 32 + '!'), p.fullmatch('aaa'))\n"
+        "try: rules.Pattern('(?=x)')\n"
+        "except rules.PatternError as e: print(e)\n"
+    )
+    run = subprocess.run(
+        ["/usr/bin/python3", "-c", script, str(site), str(unpacked / "etc" / "guardian.toml")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert run.stdout.splitlines() == ["libre2 True", "False True", "invalid perl operator: (?="], run.stderr
+    assert (site / "guardian" / f"_re2{sysconfig_suffix()}").is_file()
+    assert not list(site.glob("guardian/*.cc"))  # the source stays in the source package
+
+
+def sysconfig_suffix() -> str:
+    """The extension suffix of Debian's python3 (the package is built for it, not for a venv's)."""
+    return subprocess.run(
+        ["/usr/bin/python3", "-c", "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def test_it_installs_the_service_the_policy_and_the_docs(unpacked: Path) -> None:
@@ -140,7 +181,7 @@ def test_a_version_can_be_built_from_the_same_tree(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     (deb,) = tmp_path.glob("*.deb")
-    assert deb.name == "guardian-oom_0.0.1_all.deb"
+    assert deb.name == f"guardian-oom_0.0.1_{ARCH}.deb"
     tree = tmp_path / "tree"
     subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
     init = tree / "usr" / "lib" / "python3" / "dist-packages" / "guardian" / "__init__.py"

@@ -26,17 +26,20 @@ DISK_SIZE=3G
 # [metrics] endpoint, which the metrics scenario scrapes). python3-wheel: setuptools 66
 # (bookworm) builds wheels through it, and the offline install (GUARDIAN_OFFLINE=1
 # scripts/install.sh) uses --no-build-isolation, so it must be there. systemd-oomd is its own
-# package in bookworm.
+# package in bookworm. libre2-9: the library the Debian package's RE2 binding links to (the
+# deb scenarios install that package offline, with dpkg -i).
 PACKAGES=(
     systemd systemd-sysv udev dbus kmod procps util-linux initramfs-tools
     python3 python3-venv python3-pip python3-setuptools python3-wheel
     python3-psutil python3-pluggy python3-systemd python3-prometheus-client
     earlyoom systemd-oomd nohang stress-ng
+    libre2-9
 )
-# What guardian needs that Debian does not package: google-re2 (linear-time rule matching). The
-# wheel is fetched on the host for the guest's Python and installed into the guest's system
-# site-packages, where the offline install (install.sh, GUARDIAN_OFFLINE=1) finds it, as an
-# air-gapped host would be given it.
+# What install.sh's guardian needs that Debian does not package: google-re2 (linear-time rule
+# matching; the Debian package has its own binding to libre2 instead). The wheel is fetched on
+# the host for the guest's Python and installed into the guest's system site-packages, where
+# the offline install (install.sh, GUARDIAN_OFFLINE=1) finds it, as an air-gapped host would be
+# given it.
 WHEELS=(google-re2)
 KERNEL_PACKAGE=linux-image-amd64
 INITRAMFS_MODULES=(virtio_pci virtio_blk ext4 9p 9pnet_virtio)

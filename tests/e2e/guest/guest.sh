@@ -76,11 +76,14 @@ install_deb() {
 # root, from a clone), offline, from the repository unpacked into /root/guardian. Output, with
 # a trace of install.sh's steps stamped with the uptime, goes to results/install.log; returns
 # install.sh's exit status. With E2E_INSTALL=deb (scenario.env), the Debian package of the
-# checkout built on the host instead (install_deb current).
+# checkout built on the host instead (install_deb current), with google-re2 taken away.
 install_guardian() {
     local rc=0
     unpack_repo
     if [ "${E2E_INSTALL:-}" = deb ]; then
+        # the package needs nothing from outside Debian: google-re2, which the image has for
+        # install.sh, goes first (the package brings its own binding to Debian's libre2)
+        python3 -m pip uninstall -y -q --break-system-packages google-re2 2>&1 | e2e_stamp >>"$E2E_RESULTS/install.log"
         install_deb current
         return
     fi

@@ -1,5 +1,6 @@
 """guardian from its Debian package: enabled and running, earlyoom stopped by Conflicts=,
-systemd-oomd left running with a warning, the package's files in place, and the walker stopped."""
+systemd-oomd left running with a warning, the package's files in place, its rules on its own
+binding to libre2 with google-re2 gone, and the walker stopped."""
 
 from __future__ import annotations
 
@@ -43,6 +44,11 @@ def check(result: Any) -> list[str]:
             failures.append(f"systemctl show guardian.service lacks {want!r}: {show!r}")
     if result.text("version.txt").strip() != f"guardian {version}":
         failures.append(f"guardian --version: {result.text('version.txt')!r}, expected {version}")
+    engine = result.text("engine.txt").split()
+    if engine != ["libre2", "/usr/lib/python3/dist-packages/guardian/rules.py"]:
+        failures.append(f"the rules do not run on the package's libre2 binding: {engine}")
+    if "No module named 're2'" not in result.text("google-re2.txt"):
+        failures.append(f"google-re2 is still in the guest: {result.text('google-re2.txt')!r}")
     status = result.text("dpkg-status.txt")
     if f"guardian-oom {version} install ok installed" not in status or " /etc/guardian.toml " not in status:
         failures.append(f"dpkg-query: {status!r}")

@@ -26,6 +26,9 @@ save dpkg-status.txt dpkg-query -W -f='${Package} ${Version} ${Status}\n${Conffi
 save dpkg-files.txt dpkg -L guardian-oom
 save catalog.txt journalctl --list-catalog 8614d6fccaca40658d1eb8dcdae3a3e6 7291c848aa2b4d64ad479ace240749f7
 save check.txt guardian check --policy /etc/guardian.toml
+# the rules' RE2 engine: the package's binding to libre2, with no google-re2 on the machine
+save engine.txt python3 -c 'from guardian import rules; print(rules.ENGINE, rules.__file__)'
+save google-re2.txt sh -c 'python3 -c "import re2" 2>&1 | tail -n 1'
 
 bench_start
 systemd-run --unit=walker -p MemoryMax=250M -p MemorySwapMax=0 $(hog_cmd 8)
