@@ -7,14 +7,19 @@ least MIN_SPAN_S between two readings (shorter spans are mostly noise in MemAvai
 halves every DECAY_S without a faster reading, so a hog that pauses and resumes is still
 planned for.
 
-The next look comes when the gap could have closed at SAFETY times that rate, or at the
-policy's ``fill_rate`` where that is faster: the floor, the least speed planned for whatever was
-measured (a quantity seen still, or not read long enough to measure). A hog that speeds up is
-seen at the next look and the interval shrinks with it: from a gap G closing at a steady rate
-R the looks come after G/2R, G/4R, ... so the line is never crossed unseen by more than
-``min_interval_s`` of growth, and reaching it costs a few looks per halving of the gap, not a
-look every few milliseconds for as long as memory stays near a line. Bursts faster than the
-floor from a standing start are the kernel's to report: the PSI wake-ups (a burst means direct
+The next look comes when the gap could have closed at SAFETY times that rate, or when a burst
+at the policy's ``fill_rate`` from a standing start could have reached the KILL line, whichever
+is sooner. The rate follows the measurements: a hog that speeds up is seen at the next look
+and the interval shrinks with it: from a gap G to the TERM line closing at a steady rate R the
+looks come after G/2R, G/4R, ... so the line is never crossed unseen by more than
+``min_interval_s`` of growth, and reaching it costs a few looks per halving of the gap. The
+floor is for what was not measured (a quantity seen still, or not read long enough to
+measure): it is planned against the KILL line, not the TERM one, so a group standing still just
+under its TERM line is looked at when a ``fill_rate`` burst could reach KILL (25 MiB under TERM,
+with KILL 21 MiB further: every 0.18 s at 256 MiB/s instead of every 0.1 s). Such a burst is
+then seen at the latest at KILL, where guardian acts with SIGKILL, still before the kernel's
+limit; one that is measured growing is seen at TERM, as before. Bursts faster than the floor
+from a standing start are the kernel's to report: the PSI wake-ups (a burst means direct
 reclaim, and reclaim is a memory stall), memory.events and the cgroup v1 usage thresholds
 (daemon/wakeups.py).
 
@@ -79,11 +84,26 @@ class Pace:
         gauge = self.gauges.get(key)
         return 0.0 if gauge is None else gauge.rate(now_us)
 
-    def seconds(self, key: Hashable, gap_bytes: int, now_us: int, floor_bytes_per_s: int) -> float:
-        """How long the gap takes to close at the speed planned for (0 when already closed)."""
+    def seconds(
+        self,
+        key: Hashable,
+        gap_bytes: int,
+        now_us: int,
+        floor_bytes_per_s: int,
+        floor_gap_bytes: Optional[int] = None,
+    ) -> float:
+        """How long until the line could be reached (0 when it is): the gap at SAFETY times the
+        speed measured closing it, or ``floor_gap_bytes`` (the gap to the KILL line, never less
+        than ``gap_bytes``; ``gap_bytes`` itself where there is no other) at the floor speed,
+        whichever is sooner."""
         if gap_bytes <= 0:
             return 0.0
-        return gap_bytes / max(SAFETY * self.rate(key, now_us), float(floor_bytes_per_s))
+        floor_gap = gap_bytes if floor_gap_bytes is None else max(gap_bytes, floor_gap_bytes)
+        seconds = floor_gap / float(floor_bytes_per_s)
+        rate = self.rate(key, now_us)
+        if rate > 0:
+            seconds = min(seconds, gap_bytes / (SAFETY * rate))
+        return seconds
 
     def keep(self, keys: Iterable[Hashable]) -> None:
         """Forget every gauge but these (cgroups that are gone or no longer watched)."""
@@ -98,15 +118,18 @@ def machine_seconds(
     floor_bytes_per_s: int,
     memory_gap: Optional[int],
     swap_gap: Optional[int],
+    memory_kill_gap: Optional[int] = None,
+    swap_kill_gap: Optional[int] = None,
 ) -> Optional[float]:
     """How long until the machine's memory condition could hold: it needs MemAvailable AND
-    SwapFree (where swap is judged) at or below their lines, so the later of the two. None when
+    SwapFree (where swap is judged) at or below their lines, so the later of the two. The kill
+    gaps are each quantity's gap to its KILL line, for the floor (``Pace.seconds``). None when
     memory is not watched."""
     if memory_gap is None:
         return None
-    seconds = pace.seconds(MEMORY, memory_gap, now_us, floor_bytes_per_s)
+    seconds = pace.seconds(MEMORY, memory_gap, now_us, floor_bytes_per_s, memory_kill_gap)
     if swap_gap is not None:
-        seconds = max(seconds, pace.seconds(SWAP, swap_gap, now_us, floor_bytes_per_s))
+        seconds = max(seconds, pace.seconds(SWAP, swap_gap, now_us, floor_bytes_per_s, swap_kill_gap))
     return seconds
 
 

@@ -346,6 +346,10 @@ def _line(levels: Levels, level: Level, total: int) -> Optional[int]:
     return None if amount is None else amount.resolve(total)
 
 
+def _gap(amount: int, line: Optional[int]) -> Optional[int]:
+    return None if line is None else amount - line
+
+
 def machine_lines(sample: Sample, policy: Policy, level: Level = TERM) -> tuple[Optional[int], Optional[int]]:
     """(MemAvailable, SwapFree) at which ``level`` is reached. The memory condition needs both
     low, so a SwapFree line of None means memory alone decides (no swap, or swap not judged);
@@ -371,10 +375,11 @@ def next_look(
     cgroups: Iterable[str],
     held: Mapping[Optional[str], Level] = MappingProxyType({}),
 ) -> float:
-    """Sleep so that no line is crossed unseen: each gap closing at the speed measured for it
-    (pace.py), within the policy's bounds. ``held`` names the scopes whose condition holds
-    already and cannot be acted on (a kill in flight, a cooldown) and at which level: at TERM
-    what matters there is the KILL line, at KILL no line (the kill's own wake-ups decide)."""
+    """Sleep so that no line is crossed unseen: each gap closing at the speed measured for it,
+    or a burst at ``fill_rate`` reaching the KILL line (pace.py), within the policy's bounds.
+    ``held`` names the scopes whose condition holds already and cannot be acted on (a kill in
+    flight, a cooldown) and at which level: at TERM what matters there is the KILL line, at
+    KILL no line (the kill's own wake-ups decide)."""
     poll = policy.poll
     pace = state.pace
     floor = poll.fill_rate_bytes_per_s
@@ -387,9 +392,18 @@ def next_look(
         machine_held = held.get(None)
         if machine_held != KILL:
             line, swap_line = machine_lines(sample, policy, KILL if machine_held == TERM else TERM)
-            memory_gap = None if line is None else mem.available_bytes - line
-            swap_gap = None if swap_line is None else mem.swap_free_bytes - swap_line
-            seconds = machine_seconds(pace, now_us, floor, memory_gap, swap_gap)
+            kill_line, kill_swap_line = machine_lines(sample, policy, KILL)
+            memory_gap = _gap(mem.available_bytes, line)
+            swap_gap = _gap(mem.swap_free_bytes, swap_line)
+            seconds = machine_seconds(
+                pace,
+                now_us,
+                floor,
+                memory_gap,
+                swap_gap,
+                _gap(mem.available_bytes, kill_line),
+                _gap(mem.swap_free_bytes, kill_swap_line),
+            )
             if seconds is not None:
                 waits.append(seconds)
     watched = []
@@ -410,7 +424,8 @@ def next_look(
                 continue
             line = _line(cg_rule.headroom, KILL if path in held else TERM, memory.max_bytes)
             if line is not None:
-                waits.append(pace.seconds(path, memory.headroom_bytes - line, now_us, floor))
+                kill_gap = _gap(memory.headroom_bytes, _line(cg_rule.headroom, KILL, memory.max_bytes))
+                waits.append(pace.seconds(path, memory.headroom_bytes - line, now_us, floor, kill_gap))
     pace.keep([MEMORY, SWAP, *watched])
     return bounded_wait(waits, poll.min_interval_s, poll.max_interval_s)
 

@@ -395,6 +395,7 @@ def test_idle_fast_path(tmp_path: Path) -> None:
 
 # walker.service's headroom line under a 10 % TERM rule: limit - TERM headroom
 WALKER_LINE = 250 * MiB - 25 * MiB
+WALKER_KILL = 250 * MiB - 10 * MiB  # kill = '4%'
 FLOOR = 256 * MiB  # the shipped [poll] fill_rate: the least speed a gap is planned to close at
 
 
@@ -427,10 +428,13 @@ def test_fast_path_watches_a_cgroup2_limit_through_memory_current(tmp_path: Path
     try:
         assert not g.uncovered
         current = tmp_path / "root/sys/fs/cgroup/system.slice/walker.service/memory.current"
-        assert [(u.path, u.line_bytes) for u in g.usage_lines] == [(str(current), WALKER_LINE)]
+        assert [(u.path, u.line_bytes, u.kill_bytes) for u in g.usage_lines] == [
+            (str(current), WALKER_LINE, WALKER_KILL)
+        ]
         assert not g.tick().started and g.calm is not None
         interval = g.quick(clock.monotonic_us())
-        assert interval == pytest.approx((WALKER_LINE - 100 * MiB) / FLOOR)
+        # nothing measured yet: a burst at the floor speed reaching the KILL line
+        assert interval == pytest.approx((WALKER_KILL - 100 * MiB) / FLOOR)
         current.write_text(f"{WALKER_LINE}\n")  # at the line: a full tick must look
         assert g.quick(clock.monotonic_us()) is None
         current.write_text("")  # unreadable: a full tick sorts it out
@@ -462,7 +466,7 @@ def test_a_group_found_by_a_tick_is_watched_from_the_next_wake_up(tmp_path: Path
         g.tick()
         assert g.calm is not None and g.calm.usage_lines == g.usage_lines
         assert g.quick(clock.monotonic_us()) == pytest.approx(
-            max(g.policy.poll.min_interval_s, (WALKER_LINE - 200 * MiB) / FLOOR)
+            max(g.policy.poll.min_interval_s, (WALKER_KILL - 200 * MiB) / FLOOR)
         )
     finally:
         waiter.close()

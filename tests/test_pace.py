@@ -51,6 +51,48 @@ def test_pace_plans_for_twice_the_measured_speed_and_at_least_the_floor() -> Non
     assert bounded_wait([30.0], 0.02, 5.0) == 5.0
 
 
+def test_the_floor_plans_a_burst_to_the_kill_line_and_the_measured_speed_to_the_term_line() -> None:
+    """Seen still 25 MiB under TERM, KILL 21 MiB further: looked at when a burst at the floor
+    could reach KILL (46 MiB at 256 MiB/s), not TERM; once a speed is measured, the TERM gap at
+    twice that speed decides whenever it is sooner."""
+    pace = Pace()
+    floor = 256 * MiB
+    pace.read("g", 0, 500 * MiB)
+    pace.read("g", S, 500 * MiB)  # still
+    assert pace.seconds("g", 25 * MiB, S, floor, 46 * MiB) == pytest.approx(46 / 256)
+    assert pace.seconds("g", 25 * MiB, S, floor) == pytest.approx(25 / 256)  # no KILL line
+    assert pace.seconds("g", 25 * MiB, S, floor, 10 * MiB) == pytest.approx(25 / 256)  # never below the gap
+    assert pace.seconds("g", 0, S, floor, 46 * MiB) == 0.0  # at the line: now
+    pace.read("g", 2 * S, 400 * MiB)  # 100 MiB/s measured closing
+    assert pace.seconds("g", 25 * MiB, 2 * S, floor, 46 * MiB) == pytest.approx(25 / (SAFETY * 100))
+    pace.read("g", 3 * S, 100 * MiB)  # 300 MiB/s: faster than the floor
+    assert pace.seconds("g", 25 * MiB, 3 * S, floor, 46 * MiB) == pytest.approx(25 / (SAFETY * 300))
+
+
+@pytest.mark.parametrize("burst_mib_s", [16, 64, 256])
+def test_a_burst_no_faster_than_the_floor_from_a_standing_start_is_seen_before_the_kill_line(
+    burst_mib_s: int,
+) -> None:
+    """The guarantee the floor gives: a quantity seen still starts falling at any moment at up
+    to fill_rate; the looks the plan makes see it before it passes its KILL line."""
+    floor = 256 * MiB
+    term_gap, kill_gap = 25 * MiB, 46 * MiB  # from the still value down to each line
+    for start_s in (0.0, 0.05, 0.17, 0.5, 1.3):  # when the burst starts, after the first look
+        pace = Pace()
+        now_s, value = 0.0, 0.0  # how far the quantity has fallen
+        pace.read("g", 0, 0)
+        seen_below_kill = False
+        for _ in range(1000):
+            wait = pace.seconds("g", int(term_gap - value), int(now_s * 1e6), floor, int(kill_gap - value))
+            now_s += max(wait, 0.001)
+            value = max(0.0, (now_s - start_s) * burst_mib_s * MiB)
+            if value >= term_gap:  # the look that sees the TERM line crossed
+                seen_below_kill = value <= kill_gap
+                break
+            pace.read("g", int(now_s * 1e6), -int(value))
+        assert seen_below_kill, (burst_mib_s, start_s, value / MiB)
+
+
 def walk_to_the_line(tmp_path: Path, rate_mib_s: float, policy: str = "") -> tuple[int, float]:
     """A machine whose MemAvailable falls at a steady speed towards its 10 % line, the engine
     run as the daemon's loop runs it (the fast path, and a full tick when it says so). Returns

@@ -136,6 +136,9 @@ class Calm:
     until_us: int
     usage_lines: tuple[UsageLine, ...] = ()
     swap_line_bytes: Optional[int] = None  # None: memory alone decides (no swap, or not judged)
+    # the KILL lines, which the poll floor plans for (pace.py); None: as the lines above
+    mem_kill_bytes: Optional[int] = None
+    swap_kill_bytes: Optional[int] = None
 
 
 def _after_kill(loaded: Loaded, reporter: Reporter) -> AfterKill:
@@ -393,8 +396,9 @@ class Engine:
             return None  # (a counter's rise waiting for the log's line: the next look reports it)
         # the lines themselves: no condition holds, so none is on and none has hysteresis
         line, swap_line = machine_lines(sample, self.policy)
+        kill_line, kill_swap_line = machine_lines(sample, self.policy, KILL)
         until = min((self._scanned_us or now_us) + int(RESCAN_S * 1e6), now_us + int(CALM_MAX_S * 1e6))
-        return Calm(line, until, self.usage_lines, swap_line)
+        return Calm(line, until, self.usage_lines, swap_line, kill_line, kill_swap_line)
 
     def quick(self, now_us: int) -> Optional[float]:
         """The idle fast path: with the machine calm at the last full tick, one read of
@@ -421,16 +425,20 @@ class Engine:
             pace.read(MEMORY, now_us, available)
             if self.metrics.on:
                 self.metrics.quick_memory(now_us, available, swap_free)
-            swap_gap = None
+            swap_gap = swap_kill_gap = None
             if swap_free is not None and calm.swap_line_bytes is not None:
                 pace.read(SWAP, now_us, swap_free)
                 swap_gap = swap_free - calm.swap_line_bytes
+                if calm.swap_kill_bytes is not None:
+                    swap_kill_gap = swap_free - calm.swap_kill_bytes
             memory_gap = available - calm.mem_line_bytes
             if memory_gap <= 0 and (swap_gap is None or swap_gap <= 0):
                 return None  # the condition holds: a full tick decides
-            waits.append(
-                machine_seconds(pace, now_us, poll.fill_rate_bytes_per_s, memory_gap, swap_gap) or 0.0
+            memory_kill_gap = None if calm.mem_kill_bytes is None else available - calm.mem_kill_bytes
+            seconds = machine_seconds(
+                pace, now_us, poll.fill_rate_bytes_per_s, memory_gap, swap_gap, memory_kill_gap, swap_kill_gap
             )
+            waits.append(seconds or 0.0)
         for usage in calm.usage_lines:
             try:
                 current = int(self.host.read_hot(usage.path, "cgroup2").strip())
@@ -441,8 +449,11 @@ class Engine:
             if self.metrics.on:
                 self.metrics.quick_cgroup(usage.cgroup, now_us, current)
             pace.read(usage.cgroup, now_us, usage.max_bytes - current)
+            kill_gap = None if usage.kill_bytes is None else usage.kill_bytes - current
             waits.append(
-                pace.seconds(usage.cgroup, usage.line_bytes - current, now_us, poll.fill_rate_bytes_per_s)
+                pace.seconds(
+                    usage.cgroup, usage.line_bytes - current, now_us, poll.fill_rate_bytes_per_s, kill_gap
+                )
             )
         due = self._history_due_us(HISTORY_IDLE_S)
         if due is not None:  # calm, and the history is due: recorded here, no full look needed

@@ -41,7 +41,7 @@ from guardian.config import CgroupRule, Policy
 from guardian.errors import Unavailable
 from guardian.host import Host
 from guardian.kernel import inotify_directories
-from guardian.kinds import PsiKind
+from guardian.kinds import Level, PsiKind
 from guardian.sample import Sample
 from guardian.sources.psi import PsiTrigger, TriggerRefused, TriggerSpec
 
@@ -63,12 +63,14 @@ class PsiSource:
 @dataclass(frozen=True)
 class UsageLine:
     """A cgroup2 group's memory.current file and the usage at which a full look must run
-    (cgroup2 has no usage event: the idle fast path reads it), with its limit."""
+    (cgroup2 has no usage event: the idle fast path reads it), with its limit and the usage at
+    which its KILL line is reached (what the poll floor plans for: pace.py)."""
 
     path: str
     line_bytes: int
     cgroup: str
     max_bytes: int = 0
+    kill_bytes: Optional[int] = None  # None: as line_bytes
 
 
 @dataclass(frozen=True)
@@ -113,11 +115,17 @@ class Wake:
         return self.kmsg and not (self.psi or self.cgroups or self.kernel or self.signal)
 
 
-def headroom_usage_line(sample: Sample, path: str, rules: Sequence[CgroupRule]) -> Optional[int]:
-    """The usage (bytes) at which the widest headroom line of ``rules`` is crossed in the cgroup,
-    or None when it has no limit. Raises Unavailable where its memory cannot be read."""
+def headroom_usage_line(
+    sample: Sample, path: str, rules: Sequence[CgroupRule], level: Level = "TERM"
+) -> Optional[int]:
+    """The usage (bytes) at which the widest headroom line of ``rules`` at ``level`` is crossed
+    in the cgroup (a rule without a KILL line counts with its TERM one, and the other way
+    round), or None when it has no limit. Raises Unavailable where its memory cannot be read."""
     memory = sample.cgroup(path).usage
-    lines = [r.headroom.term or r.headroom.kill for r in rules if r.headroom.enabled]
+    if level == "TERM":
+        lines = [r.headroom.term or r.headroom.kill for r in rules if r.headroom.enabled]
+    else:
+        lines = [r.headroom.kill or r.headroom.term for r in rules if r.headroom.enabled]
     amounts = [line for line in lines if line is not None]
     if not amounts or not memory.max_bytes:
         return None
@@ -197,7 +205,8 @@ def plan(host: Host, policy: Policy, watched: Sequence[str], sample: Sample) -> 
                 with contextlib.suppress(Unavailable):
                     limit = sample.cgroup(path).usage.max_bytes or 0
                     v2 = host.cgroup_v2_dir(path)
-                    usage_lines.append(UsageLine(f"{v2}/memory.current", line, path, limit))
+                    kill = headroom_usage_line(sample, path, rules, "KILL")
+                    usage_lines.append(UsageLine(f"{v2}/memory.current", line, path, limit, kill))
                     free.add("headroom")
                     if os.path.exists(f"{v2}/memory.pressure"):
                         psi.append(
