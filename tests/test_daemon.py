@@ -20,6 +20,7 @@ from guardian.daemon.engine import Act, Engine, TickResult
 from guardian.daemon.wakeups import Armed, Waiter, WakePlan
 from guardian.host import Host
 from guardian.loaded import Loaded
+from guardian.pace import SAFETY
 from guardian.plugins import make_plugin_manager
 from guardian.report import MSG_DRY_RUN, MSG_NOT_DONE, Reporter
 from guardian.selection import Selector
@@ -384,9 +385,15 @@ def test_idle_fast_path(tmp_path: Path) -> None:
     assert g.calm.mem_line_bytes == line and g.calm.swap_line_bytes is None  # no swap
     interval = g.quick(clock.monotonic_us())
     assert interval == pytest.approx((12 * GiB_KB * 1024 - line) / (4 << 30))
+    assert g.quick(clock.monotonic_us()) == pytest.approx(interval)  # not due yet: not read again
     set_available(root, 11)  # 1 % above the line: still the fast path
-    assert g.quick(clock.monotonic_us()) == pytest.approx(total / 100 / (4 << 30), rel=1e-4)
+    clock.advance(interval)
+    closing = (12 * GiB_KB - int(16 * GiB_KB * 0.11)) * 1024 / interval  # measured, bytes/s
+    gap = total / 100
+    interval = g.quick(clock.monotonic_us())
+    assert interval == pytest.approx(min(gap / (4 << 30), gap / (SAFETY * closing)), rel=1e-3)
     set_available(root, 10)  # at the line: a full tick must look
+    clock.advance(interval)
     assert g.quick(clock.monotonic_us()) is None
     set_available(root, 50)
     clock.advance(61)  # a full tick is due now and then anyway
@@ -436,6 +443,7 @@ def test_fast_path_watches_a_cgroup2_limit_through_memory_current(tmp_path: Path
         # nothing measured yet: a burst at the floor speed reaching the KILL line
         assert interval == pytest.approx((WALKER_KILL - 100 * MiB) / FLOOR)
         current.write_text(f"{WALKER_LINE}\n")  # at the line: a full tick must look
+        clock.advance(interval)
         assert g.quick(clock.monotonic_us()) is None
         current.write_text("")  # unreadable: a full tick sorts it out
         assert g.quick(clock.monotonic_us()) is None
@@ -468,6 +476,54 @@ def test_a_group_found_by_a_tick_is_watched_from_the_next_wake_up(tmp_path: Path
         assert g.quick(clock.monotonic_us()) == pytest.approx(
             max(g.policy.poll.min_interval_s, (WALKER_KILL - 200 * MiB) / FLOOR)
         )
+    finally:
+        waiter.close()
+
+
+def test_the_fast_path_reads_each_quantity_when_its_pace_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group near its line is read on every wake-up; the machine, 10 GiB from its line, only
+    when its own plan (at most max_interval_s) comes due, or when it would come due before the
+    next wake-up anyway (read then, not on a wake-up of its own)."""
+    from guardian.sample import Sample
+
+    root = walker_root(tmp_path, current_mib=200)
+    g, _, clock = guardian_for(
+        root,
+        "[machine]\nmem_available = { term = '10%' }\n[[cgroup]]\nmatch = 'system.slice/*.service'\n"
+        "min_headroom = { term = '10%', kill = '4%' }\n[poll]\nmax_interval_s = 1.0\n",
+    )
+    g.rescan(Sample(g.host, clock.monotonic_us()), clock.monotonic_us(), force=True)
+    waiter = Waiter()
+    wake_plan = g.wake_plan(Sample(g.host, clock.monotonic_us()))
+    g.use_wakeups(wake_plan, waiter.arm(wake_plan))
+    reads: list[str] = []
+    real = g.host.read_hot
+
+    def counted(path: str, what: str) -> bytes:
+        reads.append(what)
+        return real(path, what)
+
+    monkeypatch.setattr(g.host, "read_hot", counted)
+    try:
+        g.tick()
+        assert g.calm is not None
+        wakes = []
+        for _ in range(40):
+            reads.clear()
+            interval = g.quick(clock.monotonic_us())
+            assert interval is not None
+            wakes.append(sorted(reads))
+            clock.advance(interval)
+        group_wait = (WALKER_KILL - 200 * MiB) / FLOOR  # 0.156 s
+        assert all("cgroup2" in w for w in wakes)  # the group: every wake-up
+        machine_reads = [i for i, w in enumerate(wakes) if "meminfo" in w]
+        # the machine: the first wake-up, then once per max_interval_s (1 s), read at the
+        # wake-up before it comes due when that one is closer than the group's next look
+        assert machine_reads[0] == 0
+        gaps = [b - a for a, b in zip(machine_reads, machine_reads[1:])]
+        assert gaps and all(gap == int(1.0 // group_wait) for gap in gaps), (machine_reads, group_wait)
     finally:
         waiter.close()
 

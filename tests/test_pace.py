@@ -175,8 +175,10 @@ def test_memory_below_its_line_with_swap_free_is_calm_and_paced_by_swap(tmp_path
     assert interval == pytest.approx(min(5.0, (0.5 * 8 * GiB_KB * 1024) / (256 * MiB)))
     set_swap_free(root, 12)  # 2 % of 8 GiB above the swap line: looks come sooner
     clock.advance(1)
+    assert g.quick(clock.monotonic_us()) == pytest.approx(interval - 1)  # not due: not read
+    clock.advance(interval - 1)
     assert g.quick(clock.monotonic_us()) == pytest.approx(
-        0.02 * 8 * GiB_KB * 1024 / (SAFETY * 3932 * MiB), rel=0.01
+        0.02 * 8 * GiB_KB * 1024 / (SAFETY * 3932 * MiB / interval), rel=0.01
     )
     set_swap_free(root, 10)  # both low: the condition holds, a full tick decides
     clock.advance(1)
