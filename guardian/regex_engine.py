@@ -16,6 +16,7 @@ with.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any, Optional, Protocol
 
@@ -37,12 +38,16 @@ Compile = Callable[[str], Regexp]
 
 
 def libre2() -> Optional[Compile]:
-    """The packaged binding's compile, or None where it was not built."""
+    """The packaged binding's compile, or None where it was not built. A binding that is there
+    but cannot load (its libre2 gone) raises ImportError with the loader's reason: falling back
+    in silence would hide a broken package."""
     try:
-        from guardian import _re2  # type: ignore[attr-defined]  # noqa: PLC0415
-    except ImportError:
+        # (``from guardian import _re2`` would turn a missing module into a plain ImportError)
+        binding: Any = importlib.import_module("guardian._re2")
+    except ModuleNotFoundError as exc:
+        if exc.name != "guardian._re2":
+            raise
         return None
-    binding: Any = _re2
 
     def compile_libre2(pattern: str) -> Regexp:
         try:

@@ -61,6 +61,7 @@ def engines(binding_dir: Path) -> dict[str, regex_engine.Compile]:
         libre2 = regex_engine.libre2()
     finally:
         guardian.__path__.remove(str(binding_dir))
+        sys.modules.pop("guardian._re2", None)  # loaded once, kept by compile_libre2 only
     google = regex_engine.google()
     assert libre2 is not None and google is not None
     return {"libre2": libre2, "google-re2": google}
@@ -164,6 +165,21 @@ def test_the_binding_refuses_what_is_not_text_or_bytes(engines: dict[str, regex_
             engines["libre2"](not_text)  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
         compiled.programsize = 1
+
+
+def test_a_binding_that_cannot_load_is_an_error_not_a_silent_fallback(tmp_path: Path) -> None:
+    """A package whose binding is there but broken (here: not a shared object at all; on a
+    machine: its libre2 removed) says so at start instead of running on whatever else is found."""
+    (tmp_path / f"_re2{sysconfig.get_config_var('EXT_SUFFIX')}").write_bytes(b"not an ELF file")
+    guardian.__path__.append(str(tmp_path))
+    try:
+        with pytest.raises(ImportError) as info:
+            regex_engine.libre2()
+        assert not isinstance(info.value, ModuleNotFoundError)
+        assert "_re2" in str(info.value)
+    finally:
+        guardian.__path__.remove(str(tmp_path))
+        sys.modules.pop("guardian._re2", None)
 
 
 def test_the_binding_keeps_no_memory_per_call(binding_dir: Path) -> None:
