@@ -112,25 +112,37 @@ class Pace:
             del self.gauges[key]
 
 
+Lines = tuple[Optional[int], Optional[int]]  # (MemAvailable, SwapFree) lines: policy.machine_lines
+
+
 def machine_seconds(
     pace: Pace,
     now_us: int,
     floor_bytes_per_s: int,
-    memory_gap: Optional[int],
-    swap_gap: Optional[int],
-    memory_kill_gap: Optional[int] = None,
-    swap_kill_gap: Optional[int] = None,
+    available: int,
+    swap_free: Optional[int],
+    lines: Lines,
+    kill_lines: Lines,
 ) -> Optional[float]:
     """How long until the machine's memory condition could hold: it needs MemAvailable AND
-    SwapFree (where swap is judged) at or below their lines, so the later of the two. The kill
-    gaps are each quantity's gap to its KILL line, for the floor (``Pace.seconds``). None when
-    memory is not watched."""
-    if memory_gap is None:
+    SwapFree (where swap is judged: its line and its reading both given) at or below ``lines``,
+    so the later of the two; ``kill_lines`` are the KILL lines the floor plans for
+    (``Pace.seconds``). 0 when the condition holds; None when memory is not watched."""
+    line, swap_line = lines
+    if line is None:
         return None
-    seconds = pace.seconds(MEMORY, memory_gap, now_us, floor_bytes_per_s, memory_kill_gap)
-    if swap_gap is not None:
-        seconds = max(seconds, pace.seconds(SWAP, swap_gap, now_us, floor_bytes_per_s, swap_kill_gap))
+    kill_line, kill_swap_line = kill_lines
+    seconds = pace.seconds(MEMORY, available - line, now_us, floor_bytes_per_s, _gap(available, kill_line))
+    if swap_line is not None and swap_free is not None:
+        swap_seconds = pace.seconds(
+            SWAP, swap_free - swap_line, now_us, floor_bytes_per_s, _gap(swap_free, kill_swap_line)
+        )
+        seconds = max(seconds, swap_seconds)
     return seconds
+
+
+def _gap(amount: int, line: Optional[int]) -> Optional[int]:
+    return None if line is None else amount - line
 
 
 def bounded_wait(waits: Iterable[float], shortest_s: float, longest_s: float) -> float:

@@ -346,10 +346,6 @@ def _line(levels: Levels, level: Level, total: int) -> Optional[int]:
     return None if amount is None else amount.resolve(total)
 
 
-def _gap(amount: int, line: Optional[int]) -> Optional[int]:
-    return None if line is None else amount - line
-
-
 def machine_lines(sample: Sample, policy: Policy, level: Level = TERM) -> tuple[Optional[int], Optional[int]]:
     """(MemAvailable, SwapFree) at which ``level`` is reached. The memory condition needs both
     low, so a SwapFree line of None means memory alone decides (no swap, or swap not judged);
@@ -391,18 +387,14 @@ def next_look(
             pace.read(SWAP, now_us, mem.swap_free_bytes)
         machine_held = held.get(None)
         if machine_held != KILL:
-            line, swap_line = machine_lines(sample, policy, KILL if machine_held == TERM else TERM)
-            kill_line, kill_swap_line = machine_lines(sample, policy, KILL)
-            memory_gap = _gap(mem.available_bytes, line)
-            swap_gap = _gap(mem.swap_free_bytes, swap_line)
             seconds = machine_seconds(
                 pace,
                 now_us,
                 floor,
-                memory_gap,
-                swap_gap,
-                _gap(mem.available_bytes, kill_line),
-                _gap(mem.swap_free_bytes, kill_swap_line),
+                mem.available_bytes,
+                mem.swap_free_bytes,
+                machine_lines(sample, policy, KILL if machine_held == TERM else TERM),
+                machine_lines(sample, policy, KILL),
             )
             if seconds is not None:
                 waits.append(seconds)
@@ -424,7 +416,8 @@ def next_look(
                 continue
             line = _line(cg_rule.headroom, KILL if path in held else TERM, memory.max_bytes)
             if line is not None:
-                kill_gap = _gap(memory.headroom_bytes, _line(cg_rule.headroom, KILL, memory.max_bytes))
+                kill_line = _line(cg_rule.headroom, KILL, memory.max_bytes)
+                kill_gap = None if kill_line is None else memory.headroom_bytes - kill_line
                 waits.append(pace.seconds(path, memory.headroom_bytes - line, now_us, floor, kill_gap))
     pace.keep([MEMORY, SWAP, *watched])
     return bounded_wait(waits, poll.min_interval_s, poll.max_interval_s)

@@ -52,9 +52,9 @@ def libre2() -> Optional[Compile]:
     def compile_libre2(pattern: str) -> Regexp:
         try:
             regexp: Regexp = binding.compile(pattern)
+        except UnicodeError:  # a lone surrogate: not RE2's to judge (rules.Pattern says so)
+            raise
         except ValueError as exc:
-            if isinstance(exc, UnicodeError):  # a lone surrogate: not RE2's to judge
-                raise
             raise PatternSyntax(str(exc)) from None
         return regexp
 

@@ -417,10 +417,9 @@ class Engine:
             return None
         poll = self.policy.poll
         due = calm.due_us
-        quantities: list[tuple[object, Optional[UsageLine]]] = [
-            (MEMORY, None) for _ in range(calm.mem_line_bytes is not None)
-        ]
-        quantities += [(usage.cgroup, usage) for usage in calm.usage_lines]
+        quantities: list[tuple[object, Optional[UsageLine]]] = [(u.cgroup, u) for u in calm.usage_lines]
+        if calm.mem_line_bytes is not None:
+            quantities.insert(0, (MEMORY, None))  # the machine: usage None
         waits: dict[object, float] = {}
         horizon_us = now_us  # read what is due by then
         while True:
@@ -454,7 +453,6 @@ class Engine:
     def _quick_machine(self, calm: Calm, now_us: int) -> Optional[float]:
         """MemAvailable and SwapFree against their lines: how long until the machine's condition
         could hold, or None when a full tick must look (it holds, or the read failed)."""
-        assert calm.mem_line_bytes is not None
         pace = self.state.pace
         try:
             text = self.host.read_hot(self.host.meminfo_path(), "meminfo")
@@ -465,28 +463,20 @@ class Engine:
         if available is None or (calm.swap_line_bytes is not None and swap_free is None):
             return None
         pace.read(MEMORY, now_us, available)
+        if swap_free is not None:
+            pace.read(SWAP, now_us, swap_free)
         if self.metrics.on:
             self.metrics.quick_memory(now_us, available, swap_free)
-        swap_gap = swap_kill_gap = None
-        if swap_free is not None and calm.swap_line_bytes is not None:
-            pace.read(SWAP, now_us, swap_free)
-            swap_gap = swap_free - calm.swap_line_bytes
-            if calm.swap_kill_bytes is not None:
-                swap_kill_gap = swap_free - calm.swap_kill_bytes
-        memory_gap = available - calm.mem_line_bytes
-        if memory_gap <= 0 and (swap_gap is None or swap_gap <= 0):
-            return None  # the condition holds: a full tick decides
-        memory_kill_gap = None if calm.mem_kill_bytes is None else available - calm.mem_kill_bytes
         seconds = machine_seconds(
             pace,
             now_us,
             self.policy.poll.fill_rate_bytes_per_s,
-            memory_gap,
-            swap_gap,
-            memory_kill_gap,
-            swap_kill_gap,
+            available,
+            swap_free,
+            (calm.mem_line_bytes, calm.swap_line_bytes),
+            (calm.mem_kill_bytes, calm.swap_kill_bytes),
         )
-        return seconds or 0.0
+        return seconds or None  # 0: the condition holds, a full tick decides
 
     def _quick_usage(self, usage: UsageLine, now_us: int) -> Optional[float]:
         """A watched group's memory.current against its line: how long until it could be
