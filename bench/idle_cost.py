@@ -14,6 +14,9 @@ Its default is this venv's ``guardian run --dry-run --policy etc/guardian.toml``
 repository root: --dry-run because a benchmark must not kill anything on the machine it measures
 (and earlyoom runs with --dryrun too); idle, a dry run does exactly the same work.
 ``--guardian-cmd sleep 3600`` tries the mechanics without guardian (sleep costs ~0 CPU).
+``--watchdog 10`` runs guardian as its unit does (``WatchdogSec=10s``): with ``WATCHDOG_USEC`` set
+and ``NOTIFY_SOCKET`` a socket this script reads, so the wake-ups its pings need are measured too
+and the pings in the window are counted.
 
 earlyoom runs with ``-r 3600`` because that is what Debian ships in /etc/default/earlyoom;
 without it earlyoom prints a memory report every second and that printing would be measured.
@@ -32,12 +35,14 @@ import platform
 import select
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Optional
 
@@ -130,9 +135,11 @@ class Daemon:
     max_rss: int = 0
     exit_note: str = ""
     error: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # set for this daemon (the watchdog's)
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if k not in SUPERVISOR_ENV}
+        env.update(self.env)
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - outlives this method; stop() closes it
         try:
             self.proc = subprocess.Popen(
@@ -273,6 +280,35 @@ def print_machine() -> None:
     print(f"python:    {platform.python_version()} ({sys.executable}); SC_CLK_TCK={CLK_TCK}")
 
 
+class NotifySocket:
+    """A $NOTIFY_SOCKET for guardian: a thread reads every datagram and keeps when each
+    WATCHDOG=1 came."""
+
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.sock.bind(self.path)
+        self.pings: list[float] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                return
+            if b"WATCHDOG=1" in data.split(b"\n"):
+                self.pings.append(time.monotonic())
+
+    def in_window(self, start: float, end: float) -> list[float]:
+        return [t for t in self.pings if start <= t <= end]
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     venv_guardian = Path(sys.executable).parent / "guardian"  # not resolved: that would leave the venv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -286,6 +322,13 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         "--earlyoom-cmd",
         default=f"{EARLYOOM} --dryrun -r 3600",
         help="earlyoom command line, one string (default: %(default)s); empty to leave earlyoom out",
+    )
+    parser.add_argument(
+        "--watchdog",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="run guardian with WatchdogSec=S, as its unit does (10); default 0: no watchdog",
     )
     parser.add_argument(
         "--guardian-cmd",
@@ -336,15 +379,22 @@ def main(argv: Optional[list[str]] = None) -> int:
                 f"earlyoom: {earlyoom_cmd[0]} not found (apt-get install earlyoom); measuring guardian alone"
             )
 
+    notify: Optional[NotifySocket] = None
+    if args.watchdog > 0:
+        notify = NotifySocket(tempfile.mkdtemp(prefix="guardian-idle-"))
+        daemons[0].env = {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": str(int(args.watchdog * 1e6))}
     print_machine()
     for d in daemons:
         print(f"{d.name + ':':10} {shlex.join(d.cmd)}  (cwd {ROOT})")
     print(f"settle:    {args.settle:g} s after start (startup cost, e.g. imports, is reported apart)")
     print(f"window:    {args.seconds:g} s, sampled every {args.interval:g} s")
+    if notify is not None:
+        print(f"watchdog:  guardian with WATCHDOG_USEC for {args.watchdog:g} s, NOTIFY_SOCKET {notify.path}")
     if args.seconds < 60:
         print("           (shorter than 60 s: a quick try, not numbers to quote)")
     print()
 
+    start = deadline = 0.0
     try:
         for d in daemons:
             d.start()
@@ -372,7 +422,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         for d in daemons:
             d.stop(args.stop_timeout)
+        if notify is not None:
+            notify.close()
+            os.unlink(notify.path)
+            os.rmdir(os.path.dirname(notify.path))
 
+    if notify is not None:
+        pings = notify.in_window(start, deadline)
+        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        longest = f", the longest gap {max(gaps):.2f} s" if gaps else ""
+        print(f"guardian's watchdog pings in the window: {len(pings)}{longest}\n")
     return print_results([d.name for d in daemons], table(daemons), [(d.name, d.error) for d in daemons])
 
 

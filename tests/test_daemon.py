@@ -596,6 +596,61 @@ def test_a_tick_that_raises_is_reported_and_the_loop_goes_on(
     ]
 
 
+@pytest.mark.parametrize("watchdog_s", [None, 10.0, 3.0])
+@pytest.mark.parametrize("early_s", [0.0, 0.009])
+def test_a_calm_loop_wakes_once_per_look_with_its_pings_and_history_on_board(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, watchdog_s: Optional[float], early_s: float
+) -> None:
+    """A calm machine far from its lines (shipped poll settings, a scorer that keeps the usage
+    history, the unit's watchdog) wakes once per look: the history, the watchdog's ping and a
+    reading due a few milliseconds after another ride on the same wake-up. ``early_s``: a wait
+    that ends a little before its interval (poll() counts whole milliseconds), which used to
+    leave the history due a few milliseconds later: a wake-up of its own every 10 s."""
+    from guardian.daemon import service as service_module
+    from guardian.daemon.service import Service
+    from guardian.daemon.wakeups import Wake
+    from guardian.notify import Notifier
+
+    g, _, clock = guardian_for(
+        machine(tmp_path, available_kb=12 * GiB_KB),
+        "dry_run = true\n[machine]\nmem_available = { term = '10%' }\n",
+    )
+    assert g.keeps_history and g.policy.poll.max_interval_s == 5
+    seconds = lambda: clock.monotonic_us() / 1e6  # noqa: E731
+    monkeypatch.setattr(service_module, "time", type("T", (), {"monotonic": staticmethod(seconds)}))
+    pings: list[float] = []
+
+    class Dog(Notifier):
+        def send(self, **state: str) -> bool:
+            if "WATCHDOG" in state:
+                pings.append(seconds())
+            return True
+
+    env = {} if watchdog_s is None else {"WATCHDOG_USEC": str(int(watchdog_s * 1e6))}
+    service = Service(g, None, False, Dog(env))
+    waits: list[float] = []
+    recorded: set[Optional[int]] = set()
+    end = 300.0
+
+    def wait(interval_s: float) -> Wake:
+        waits.append(interval_s)
+        clock.advance(max(0.0, interval_s - early_s))
+        recorded.add(g.history.cgroups.recorded_us)
+        service.stop = seconds() >= end
+        return Wake()
+
+    monkeypatch.setattr(service, "wait", wait)
+    monkeypatch.setattr(service, "rearm", lambda: covered(g))
+    assert service.run() == 0
+    looks = 5.0 if watchdog_s is None else min(5.0, watchdog_s / 2)
+    assert len(waits) <= end / (looks - early_s) + 1, waits
+    assert min(waits[1:]) >= looks - 0.05, waits  # no wake-up for something due a moment later
+    assert len(recorded) >= end / 10 - 1  # the history went on, every 10 s or so
+    if watchdog_s is not None:
+        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        assert max(gaps) <= watchdog_s / 2 + 0.01 and len(pings) >= end / (watchdog_s / 2) - 1
+
+
 def test_the_fast_path_never_raises(tmp_path: Path) -> None:
     """The fast path runs outside the tick's guard: an unreadable meminfo sends the loop to a
     full tick (which reports what is wrong) instead of out of the loop."""

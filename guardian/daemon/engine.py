@@ -402,12 +402,15 @@ class Engine:
         until = min((self._scanned_us or now_us) + int(RESCAN_S * 1e6), now_us + int(CALM_MAX_S * 1e6))
         return Calm(line, until, self.usage_lines, swap_line, kill_line, kill_swap_line)
 
-    def quick(self, now_us: int) -> Optional[float]:
+    def quick(self, now_us: int, cap_s: Optional[float] = None) -> Optional[float]:
         """The idle fast path: with the machine calm at the last full tick, a read of
         MemAvailable (and SwapFree) and one of memory.current per watched cgroup2 group with a
         limit decide. Each is read when its pace planned (``Calm.due_us``: at most every
         ``max_interval_s``), and then with it whatever would be due before the next wake-up,
-        so a group near its line is not a reason to read the machine's memory every time.
+        the usage history too, so that no reading wakes the loop on its own: a group near its
+        line is not a reason to read the machine's memory every time, and a reading due a few
+        milliseconds after another is not a wake-up of its own. ``cap_s``: the loop wakes by
+        then anyway (the watchdog's next ping), which the plan counts as its next wake-up.
         Returns the next interval, or None when a full tick must run. (A cold full tick costs
         ~240 us of CPU on the development machine, this ~40 us; near a cgroup's line, where the
         interval shrinks to milliseconds, that is the difference between a few percent of a CPU
@@ -416,16 +419,24 @@ class Engine:
         if calm is None or now_us >= calm.until_us:
             return None
         poll = self.policy.poll
+        longest_s = poll.max_interval_s if cap_s is None else max(0.0, min(poll.max_interval_s, cap_s))
         due = calm.due_us
         quantities: list[tuple[object, Optional[UsageLine]]] = [(u.cgroup, u) for u in calm.usage_lines]
         if calm.mem_line_bytes is not None:
             quantities.insert(0, (MEMORY, None))  # the machine: usage None
         waits: dict[object, float] = {}
-        horizon_us = now_us  # read what is due by then
+        # read what is due by the next wake-up, which is never sooner than min_interval_s
+        horizon_us = now_us + int(min(poll.min_interval_s, longest_s) * 1e6)
+        # woken with nothing due (for the watchdog): the next wake-up comes by cap_s anyway, and
+        # what is due before it is read on this one
+        latest_us = horizon_us if cap_s is None else now_us + int(longest_s * 1e6)
         while True:
             todo = [(k, u) for k, u in quantities if k not in waits and due.get(k, 0) <= horizon_us]
             if not todo:
-                break
+                if waits or horizon_us >= latest_us:
+                    break
+                horizon_us = latest_us
+                continue
             for key, usage in todo:
                 seconds = (
                     self._quick_machine(calm, now_us) if usage is None else self._quick_usage(usage, now_us)
@@ -434,21 +445,19 @@ class Engine:
                     return None
                 waits[key] = seconds
                 due[key] = now_us + int(min(seconds, poll.max_interval_s) * 1e6)
-            # what would be due before the next wake-up is read now, not on a wake-up of its own
-            horizon_us = now_us + int(
-                bounded_wait(waits.values(), poll.min_interval_s, poll.max_interval_s) * 1e6
-            )
+            horizon_us = now_us + int(bounded_wait(waits.values(), poll.min_interval_s, longest_s) * 1e6)
         planned = [*waits.values(), *((due[k] - now_us) / 1e6 for k, _ in quantities if k not in waits)]
         history_due = self._history_due_us(HISTORY_IDLE_S)
-        if history_due is not None:  # calm, and the history is due: recorded here, no full look needed
-            if now_us >= history_due:
+        if history_due is not None:  # calm: the history is recorded here, no full look needed
+            next_us = now_us + int(bounded_wait(planned, poll.min_interval_s, longest_s) * 1e6)
+            if history_due < next_us:  # before the next wake-up: now (never within STEP of the last)
                 try:
-                    self._record(Sample(self.host, now_us, self.listing), now_us, HISTORY_IDLE_S)
+                    self._record(Sample(self.host, now_us, self.listing), now_us)
                 except Exception:  # a full tick records it again, where failures are reported
                     return None
-                history_due = now_us + int(HISTORY_IDLE_S * 1e6)
-            planned.append((history_due - now_us) / 1e6)
-        return bounded_wait(planned, poll.min_interval_s, poll.max_interval_s)
+                history_due = self._history_due_us(HISTORY_IDLE_S) or history_due
+            planned.append(max(0, history_due - now_us) / 1e6)
+        return bounded_wait(planned, poll.min_interval_s, longest_s)
 
     def _quick_machine(self, calm: Calm, now_us: int) -> Optional[float]:
         """MemAvailable and SwapFree against their lines: how long until the machine's condition

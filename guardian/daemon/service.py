@@ -5,8 +5,12 @@ through a sender thread (report.QueuedSink), sd_notify datagrams are sent non-bl
 reload loads the new policy and its plugins in a thread of its own (a plugin's import may take
 up to its budget, 10 s, and the unit's watchdog is 10 s) while the loop goes on with the old
 policy; the new one is swapped in, or rejected, between two passes. So the watchdog is fed from
-the loop itself, whatever is in flight: every pass of the loop sleeps at most a third of
-``WatchdogSec=`` and sends ``WATCHDOG=1`` when it is due.
+the loop itself, whatever is in flight: a pass sends ``WATCHDOG=1`` as it goes to sleep when a
+quarter of ``WatchdogSec=`` has passed since the last, and sleeps at most half of it (what
+sd_watchdog_enabled(3) recommends). The fast path counts that wake-up as its next one, so a calm
+loop's looks and pings share their wake-ups; and the ping, sent after the pass's work, does not
+wake systemd in the middle of it. A pass that ends without sleeping (a reload, a stop) pings
+at its start once three quarters have passed.
 """
 
 from __future__ import annotations
@@ -127,11 +131,23 @@ class Service:
         else:
             self.stop = True
 
-    def feed_watchdog(self) -> None:
+    def feed_watchdog(self, share: float = 0.25) -> None:
+        """Ping when ``share`` of ``WatchdogSec=`` has passed since the last ping."""
         dog = self.notifier.watchdog_s
-        if dog and (self._last_dog is None or time.monotonic() - self._last_dog >= dog / 3):
+        if dog and (self._last_dog is None or time.monotonic() - self._last_dog >= dog * share):
             self.notifier.send(WATCHDOG="1")
             self._last_dog = time.monotonic()
+
+    def watchdog_cap(self) -> Optional[float]:
+        """How long the loop may sleep once this pass has fed the watchdog (feed_watchdog, as it
+        goes to sleep): half of ``WatchdogSec=`` after the last ping; None without a watchdog."""
+        dog = self.notifier.watchdog_s
+        if not dog:
+            return None
+        now = time.monotonic()
+        if self._last_dog is None or now - self._last_dog >= dog / 4:
+            return dog / 2  # this pass pings
+        return max(0.0, self._last_dog + dog / 2 - now)
 
     def start_reload(self) -> None:
         """Load the policy again, in a thread: the loop goes on meanwhile (finish_reload)."""
@@ -296,7 +312,7 @@ class Service:
         try:
             while not self.stop and (ticks is None or count < ticks):
                 count += 1
-                self.feed_watchdog()
+                self.feed_watchdog(0.75)  # overdue: the last pass did not sleep
                 if self.reload:
                     self.reload = False
                     self.start_reload()
@@ -304,7 +320,7 @@ class Service:
                     now = engine.clock.monotonic_us()
                     engine.rescan(Sample(engine.host, now), now, force=True)
                     self.rearm()
-                interval = engine.quick(engine.clock.monotonic_us())
+                interval = engine.quick(engine.clock.monotonic_us(), self.watchdog_cap())
                 engine.metrics.look(full=interval is None)
                 if interval is None:
                     full += 1
@@ -329,8 +345,10 @@ class Service:
                     continue
                 if self._loader is not None:  # look at the reload again soon, whatever wakes us
                     interval = min(interval, 0.25)
-                if self.notifier.watchdog_s:
-                    interval = min(interval, self.notifier.watchdog_s / 3)
+                self.feed_watchdog()
+                cap = self.watchdog_cap()
+                if cap is not None:
+                    interval = min(interval, cap)
                 engine.woke(self.wait(interval), engine.clock.monotonic_us())
         finally:
             self.waiter.close()
