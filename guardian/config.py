@@ -475,17 +475,21 @@ UNITS_TEXT = (
 )
 _PCT = re.compile(rf"\s*{_NUMBER}\s*%\s*", re.ASCII)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+FRACTION_DIGITS = 64  # of a size's fraction, read exactly (_size_bytes)
 
 
 def _size_bytes(number: str, unit: str) -> int:
     """``number`` (ASCII digits, maybe a fraction) times ``unit``, exactly, rounded down;
-    MAX_BYTES + 1 for anything above MAX_BYTES (a float would turn 400 digits into inf)."""
-    # decimal (and its C extension) only for a policy that gives a size: not at import
-    import decimal  # noqa: PLC0415
-
-    exact = decimal.Context(prec=64, traps=[decimal.InvalidOperation])
-    amount = exact.multiply(decimal.Decimal(number), decimal.Decimal(_UNITS[unit.upper()]))
-    return int(amount) if amount <= MAX_BYTES else MAX_BYTES + 1
+    MAX_BYTES + 1 for anything above MAX_BYTES (a float would turn 400 digits into inf).
+    Integers only: a unit is a power of two up to 2^40, so the product's fraction ends within 40
+    decimal places and digits past FRACTION_DIGITS cannot move it across a whole byte."""
+    whole, _, fraction = number.partition(".")
+    whole = whole.lstrip("0")
+    fraction = fraction[:FRACTION_DIGITS]
+    if len(whole) > len(str(MAX_BYTES)):  # (and int() of thousands of digits is refused)
+        return MAX_BYTES + 1
+    amount = int(whole + fraction or "0") * _UNITS[unit.upper()] // 10 ** len(fraction)
+    return amount if amount <= MAX_BYTES else MAX_BYTES + 1
 
 
 def parse_amount(table: Table, name: str) -> Optional[Amount]:

@@ -29,12 +29,11 @@ import contextlib
 import os
 import select
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import pluggy
 
@@ -48,6 +47,9 @@ from guardian.policy import KILL, Trigger
 from guardian.ranking import Ranked, Ranking
 from guardian.report import PRIORITY_INFO, PRIORITY_WARNING, Reporter
 from guardian.text import counted
+
+if TYPE_CHECKING:
+    import subprocess
 
 VETO_MAX = 3  # candidates asked about per trigger: each costs up to a budget per plugin, on the loop
 QUEUE_MAX = 64  # ended kills waiting to be told
@@ -107,12 +109,18 @@ class AfterKill:
         commands: Sequence[HookCommand],
         budget_ms: float,
         reporter: Reporter,
-        spawn: Spawn = subprocess.Popen,
+        spawn: Optional[Spawn] = None,
     ) -> None:
         self.plugins = plugins
         self.commands = tuple(commands)
         self.budget_s = budget_ms / 1000.0
         self.reporter = reporter
+        if spawn is None and self.commands:
+            # subprocess (and selectors) only for a policy with [[hook]] commands: imported with
+            # the policy, not when the first command runs in a machine short of memory
+            import subprocess  # noqa: PLC0415
+
+            spawn = subprocess.Popen
         self.spawn = spawn
         self.isolation = Isolation()  # this worker's own: Isolation runs start from one thread
         self.dropped = 0
@@ -187,6 +195,8 @@ class AfterKill:
                 self.reporter.lifecycle(result.describe(), PRIORITY_WARNING)
 
     def _start(self, command: HookCommand, told: _Told) -> None:
+        import subprocess  # noqa: PLC0415 - loaded with the policy's commands (__init__)
+
         decision = told.decision
         with self._cond:
             if self.running >= MAX_RUNNING:
@@ -204,7 +214,7 @@ class AfterKill:
             )
             return
         try:
-            proc = self.spawn(
+            proc = (self.spawn or subprocess.Popen)(
                 list(command.command),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,

@@ -504,6 +504,33 @@ def test_sizes_are_exact_and_ascii() -> None:
     ).machine.mem_available.term == Amount(bytes=1 << 52)
 
 
+def test_a_size_is_read_exactly_as_decimal_arithmetic_reads_it() -> None:
+    """Sizes are read with integers alone (no decimal at start): the same bytes, rounded down,
+    as exact decimal arithmetic gives, for fractions past 64 digits, thousands of digits (more
+    than int() takes) and leading zeros."""
+    import decimal
+    import random
+
+    from guardian.config import _UNITS, MAX_BYTES, _size_bytes
+
+    exact = decimal.Context(prec=5000, traps=[decimal.InvalidOperation])
+
+    def reference(number: str, unit: str) -> int:
+        amount = exact.multiply(decimal.Decimal(number), decimal.Decimal(_UNITS[unit.upper()]))
+        return int(amount) if amount <= MAX_BYTES else MAX_BYTES + 1
+
+    rng = random.Random(7)
+    numbers = ["0", "000", "0.5", "0001.0100", "4096", str(MAX_BYTES), str(MAX_BYTES + 1), "9" * 4400]
+    numbers += ["0." + "9" * 90, "1." + "0" * 63 + "1", "4095.99999999999999999999999999999999999999999"]
+    for _ in range(3000):
+        whole = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 20)))
+        fraction = "".join(rng.choice("0123456789") for _ in range(rng.randint(0, 80)))
+        numbers.append(f"{whole}.{fraction}" if fraction else whole)
+    for number in numbers:
+        for unit in ("", "K", "m", "G", "T"):
+            assert _size_bytes(number, unit) == reference(number, unit), (number[:80], unit)
+
+
 def test_plugin_directory_must_be_a_directory(tmp_path: Path) -> None:
     a_file = tmp_path / "plugin.py"
     a_file.write_text("")
