@@ -94,8 +94,21 @@ def test_run_without_entry_points_imports_only_what_it_needs(tmp_path: Path) -> 
     modules = modules_at_ready(tmp_path, policy)
     assert "guardian.daemon.service" in modules  # the child did get to READY=1
     assert sorted(modules.intersection(NOT_AT_START)) == []
-    # a policy that names no size needs no decimal arithmetic
     assert "decimal" not in modules
+
+
+def test_sizes_and_no_hook_commands_need_neither_decimal_nor_subprocess(tmp_path: Path) -> None:
+    """Sizes are read with integers; subprocess comes with a policy's [[hook]] commands."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        "[plugins]\nentry_points = false\n[machine]\nmem_available = { term = '1.5G', kill = '512M' }\n"
+        "[poll]\nfill_rate = '256M'\n"
+    )
+    modules = modules_at_ready(tmp_path, policy)
+    assert "guardian.daemon.service" in modules
+    assert not {"decimal", "subprocess"} & modules
+    policy.write_text(policy.read_text() + "[[hook]]\ncommand = ['/bin/true']\n")
+    assert "subprocess" in modules_at_ready(tmp_path, policy)
 
 
 def test_run_with_the_shipped_policy_and_no_plugin_installed(tmp_path: Path) -> None:
