@@ -116,8 +116,8 @@ class AfterKill:
         self.budget_s = budget_ms / 1000.0
         self.reporter = reporter
         if spawn is None and self.commands:
-            # subprocess (and selectors) only for a policy with [[hook]] commands: imported with
-            # the policy, not when the first command runs in a machine short of memory
+            # subprocess only for a policy with [[hook]] commands: imported with the policy, not
+            # when the first command runs on a machine short of memory
             import subprocess  # noqa: PLC0415
 
             spawn = subprocess.Popen
