@@ -131,10 +131,14 @@ class Service:
         else:
             self.stop = True
 
+    def _ping_due(self, dog: float, share: float) -> bool:
+        """``share`` of ``WatchdogSec=`` (``dog``) has passed since the last ping."""
+        return self._last_dog is None or time.monotonic() - self._last_dog >= dog * share
+
     def feed_watchdog(self, share: float = 0.25) -> None:
         """Ping when ``share`` of ``WatchdogSec=`` has passed since the last ping."""
         dog = self.notifier.watchdog_s
-        if dog and (self._last_dog is None or time.monotonic() - self._last_dog >= dog * share):
+        if dog and self._ping_due(dog, share):
             self.notifier.send(WATCHDOG="1")
             self._last_dog = time.monotonic()
 
@@ -144,10 +148,9 @@ class Service:
         dog = self.notifier.watchdog_s
         if not dog:
             return None
-        now = time.monotonic()
-        if self._last_dog is None or now - self._last_dog >= dog / 4:
-            return dog / 2  # this pass pings
-        return max(0.0, self._last_dog + dog / 2 - now)
+        if self._last_dog is None or self._ping_due(dog, 0.25):  # this pass pings
+            return dog / 2
+        return max(0.0, self._last_dog + dog / 2 - time.monotonic())
 
     def start_reload(self) -> None:
         """Load the policy again, in a thread: the loop goes on meanwhile (finish_reload)."""
