@@ -400,20 +400,50 @@ def test_idle_fast_path(tmp_path: Path) -> None:
     assert g.quick(clock.monotonic_us()) is None
 
 
+@pytest.mark.parametrize(
+    ("field", "kb"), [("MemTotal", 32 * GiB_KB), ("SwapTotal", 8 * GiB_KB)], ids=["memory-added", "swapon"]
+)
+def test_the_fast_path_sees_the_totals_its_lines_are_shares_of_move(
+    tmp_path: Path, field: str, kb: int
+) -> None:
+    """Memory hot-plugged or a balloon deflated (MemTotal), a swapon (SwapTotal): the lines of
+    the calm are shares of the old totals. The fast path runs a full tick, which draws them
+    again, at its next read of meminfo."""
+    root = machine(tmp_path, available_kb=12 * GiB_KB)
+    g, _, clock = guardian_for(
+        root, "[machine]\nmem_available = { term = '10%' }\nswap_free = { term = '10%' }\n"
+    )
+    covered(g)
+    g.tick()
+    assert g.calm is not None and g.calm.totals == (16 * GiB_KB * 1024, 0)
+    interval = g.quick(clock.monotonic_us())
+    assert interval is not None
+    set_meminfo_kb(root, field, kb)
+    clock.advance(interval)
+    assert g.quick(clock.monotonic_us()) is None
+    g.tick()
+    assert g.calm is not None and g.calm.totals == (
+        (32 * GiB_KB if field == "MemTotal" else 16 * GiB_KB) * 1024,
+        8 * GiB_KB * 1024 if field == "SwapTotal" else 0,
+    )
+    assert g.quick(clock.monotonic_us()) is not None
+
+
 # walker.service's headroom line under a 10 % TERM rule: limit - TERM headroom
 WALKER_LINE = 250 * MiB - 25 * MiB
 WALKER_KILL = 250 * MiB - 10 * MiB  # kill = '4%'
 FLOOR = 256 * MiB  # the shipped [poll] fill_rate: the least speed a gap is planned to close at
 
 
-def walker_root(tmp_path: Path, current_mib: int) -> Path:
-    """A cgroup2 machine with plenty available and system.slice/walker.service at MemoryMax=250M."""
+def walker_root(tmp_path: Path, current_mib: int, max_bytes: Optional[int] = 250 * MiB) -> Path:
+    """A cgroup2 machine with plenty available and system.slice/walker.service at MemoryMax=250M
+    (or ``max_bytes``; None: no limit)."""
     root = FakeRoot(tmp_path / "root")
     root.mounts("unified")
     root.meminfo(total_kb=16 * GiB_KB, available_kb=12 * GiB_KB)
     root.process(1, "systemd", ppid=0, rss_anon_kb=8192, cgroup_v2="/init.scope")
     root.process(500, "walker", ppid=1, rss_anon_kb=100 * 1024, cgroup_v2="/system.slice/walker.service")
-    root.cgroup_v2("/system.slice/walker.service", current=current_mib * MiB, max=250 * MiB)
+    root.cgroup_v2("/system.slice/walker.service", current=current_mib * MiB, max=max_bytes)
     root.finish()
     return tmp_path / "root"
 
@@ -478,6 +508,76 @@ def test_a_group_found_by_a_tick_is_watched_from_the_next_wake_up(tmp_path: Path
         )
     finally:
         waiter.close()
+
+
+@pytest.mark.parametrize("planned", [None, 600 * MiB], ids=["no-limit-yet", "limit-lowered"])
+def test_a_limit_written_after_the_plan_is_seen_within_a_look(tmp_path: Path, planned: Optional[int]) -> None:
+    """Writing memory.max wakes nobody. systemd writes a unit's limits after the mkdir that
+    inotify reports (in the VM the loop once planned pool.service before its MemoryMax=250M was
+    written, and the kernel's OOM killer got there first), and ``systemctl set-property`` writes
+    them to a running group. On the calm fast path the limits are read every max_interval_s; a
+    limit that moved makes a full tick, which plans the wake-ups for it: the group's line is
+    then read on the fast path."""
+    from guardian.sample import Sample
+
+    root = walker_root(tmp_path, current_mib=200, max_bytes=planned)
+    g, _, clock = guardian_for(
+        root,
+        "[machine]\nmem_available = { term = '10%' }\n[[cgroup]]\nmatch = 'system.slice/*.service'\n"
+        "min_headroom = { term = '10%', kill = '4%' }\n",
+    )
+    waiter = Waiter()
+
+    def replan() -> None:
+        wake_plan = g.wake_plan(Sample(g.host, clock.monotonic_us()))
+        g.use_wakeups(wake_plan, waiter.arm(wake_plan))
+
+    try:
+        g.rescan(Sample(g.host, clock.monotonic_us()), clock.monotonic_us(), force=True)
+        replan()
+        assert not g.uncovered and not g.tick().watch_changed and g.calm is not None
+        limit_file = root / "sys/fs/cgroup/system.slice/walker.service/memory.max"
+        assert [(lim.path, lim.max_bytes) for lim in g.limits] == [(str(limit_file), planned)]
+        assert [u.max_bytes for u in g.usage_lines] == ([] if planned is None else [planned])
+        interval = g.quick(clock.monotonic_us())
+        assert interval is not None
+        limit_file.write_text(f"{250 * MiB}\n")  # MemoryMax=250M, usage 200M: 25M above the TERM line
+        looked = 0.0
+        while interval is not None:
+            assert looked <= g.policy.poll.max_interval_s, "the new limit was not read within a look"
+            clock.advance(interval)
+            looked += interval
+            interval = g.quick(clock.monotonic_us())
+        result = g.tick()
+        assert result.watch_changed and not result.started
+        replan()
+        assert [(lim.max_bytes, u.max_bytes, u.line_bytes) for lim, u in zip(g.limits, g.usage_lines)] == [
+            (250 * MiB, 250 * MiB, WALKER_LINE)
+        ]
+        assert not g.tick().watch_changed  # planned for the limit as it is: no plan on every tick
+        assert g.quick(clock.monotonic_us()) is not None
+    finally:
+        waiter.close()
+
+
+def test_a_full_tick_plans_again_for_a_limit_it_reads_moved(tmp_path: Path) -> None:
+    """Not calm (the machine's memory line crossed), every wake-up is a full tick: one that
+    reads a watched group's limit other than planned asks for the wake-ups to be planned again."""
+    from guardian.sample import Sample
+
+    root = walker_root(tmp_path, current_mib=200, max_bytes=None)
+    g, _, clock = guardian_for(
+        root,
+        "[machine]\nenabled = false\n[[cgroup]]\nmatch = 'system.slice/*.service'\n"
+        "min_headroom = { term = '10%', kill = '4%' }\n",
+    )
+    g.rescan(Sample(g.host, clock.monotonic_us()), clock.monotonic_us(), force=True)
+    wake_plan = g.wake_plan(Sample(g.host, clock.monotonic_us()))
+    g.use_wakeups(wake_plan, Armed())
+    assert not g.tick().watch_changed
+    (root / "sys/fs/cgroup/system.slice/walker.service/memory.max").write_text(f"{210 * MiB}\n")
+    result = g.tick()  # 10 MiB of headroom: below the TERM line, acted on by this very tick
+    assert result.watch_changed and result.started
 
 
 def test_the_fast_path_reads_each_quantity_when_its_pace_says(

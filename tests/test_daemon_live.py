@@ -288,6 +288,39 @@ kernel_badness = 1.0
         assert g.stop() == 0
 
 
+@pytest.mark.parametrize("change", ["written-before-its-first-process", "lowered-while-it-runs"])
+def test_a_limit_written_after_guardian_planned_is_watched(
+    live_host: Host, tmp_path: Path, change: str
+) -> None:
+    """No kernel event reports a limit written. A group guardian found without one, which gets
+    it before its first process enters (as systemd starts a unit), is planned again when that
+    process enters; a running group whose limit is lowered (``systemctl set-property``) is seen
+    within max_interval_s (5 s). Either way its hog dies by guardian's hand, not the kernel's."""
+    skip_without_arena(live_host)
+    lowered = change == "lowered-while-it-runs"
+    arena = Arena(live_host, limit_bytes=(4 << 30) if lowered else None, prefix="guardian-test")
+    g = None
+    try:
+        calm = bystander(arena) if lowered else None  # running: no first process to wake on
+        g = GuardianProcess(str(tmp_path), policy_for(arena))
+        g.wait_for("READY=1")
+        arena.set_limit(LIMIT)
+        # lowered: 232 MiB to the TERM line at 25 MB/s, about 9.7 s: past the 5 s look
+        rate = 25 if lowered else 200
+        hog = start(arena, hog_program(rate, arena.usage_file, LIMIT - TERM_HEADROOM))
+        code = wait_dead(hog, timeout=LIMIT / (rate * 1e6) + 30)
+        assert code in (-signal.SIGKILL, 143), code
+        assert arena.oom_kills() == 0, "the kernel got there first"
+        assert calm is None or calm.poll() is None, "the bystander died"
+        kills = decisions(g, MSG_KILL)
+        assert kills and kills[0]["GUARDIAN_VICTIM_PID"] == hog.pid, g.events()
+        assert kills[0]["GUARDIAN_TRIGGER"].endswith(":headroom")
+    finally:
+        code = g.stop() if g is not None else 0
+        arena.cleanup()
+        assert code == 0
+
+
 def test_a_second_group_is_acted_on_during_the_first_victims_grace_period(
     live_host: Host, tmp_path: Path
 ) -> None:

@@ -68,3 +68,36 @@ def test_a_reused_descriptor_number_keeps_its_new_wake_up(tmp_path: Path) -> Non
         waiter.close()
         child.kill()
         child.wait()
+
+
+def test_an_empty_watched_group_wakes_the_loop_when_its_first_process_enters(
+    arena: Arena, live_host: Host
+) -> None:
+    """A unit's limits are written after its group is made and before its first process enters:
+    the plan watches the limit of a group whose headroom it watches, and the cgroup.events of
+    one still empty, whose change (populated 0 -> 1) wakes the loop to rescan and plan again."""
+    if arena.v2_dir is None:
+        pytest.skip("needs cgroup2")
+    from guardian.config import parse_policy
+    from guardian.daemon.wakeups import plan
+    from guardian.sample import Sample
+
+    policy = parse_policy(
+        f'[[cgroup]]\nmatch = "{arena.name.strip("/")}"\nmin_headroom = {{ term = "64M" }}\n', "test.toml"
+    )
+    made = plan(live_host, policy, [arena.name], Sample(live_host, now_us()))
+    assert [(lim.cgroup, lim.max_bytes) for lim in made.limits] == [(arena.name, 256 << 20)]
+    assert os.path.basename(made.limits[0].path) in ("memory.max", "memory.limit_in_bytes")
+    assert made.unpopulated == ((f"{arena.v2_dir}/cgroup.events", arena.name),)
+    waiter = Waiter()
+    try:
+        waiter.arm(made)
+        assert not waiter.wait(0.1).cgroups  # nothing has changed yet
+        child = arena.spawn("import time; print('ready', flush=True); time.sleep(600)")
+        wake = waiter.wait(5)
+        assert wake.cgroups and wake.kernel
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        # populated now: the plan made for the group as it is no longer asks for it
+        assert plan(live_host, policy, [arena.name], Sample(live_host, now_us())).unpopulated == ()
+    finally:
+        waiter.close()

@@ -34,7 +34,7 @@ from guardian.actions import AlreadyDying, Hierarchy, Kill, Killer, Outcome, Pid
 from guardian.candidates import in_scope
 from guardian.clock import Clock
 from guardian.config import CgroupRule, Policy
-from guardian.daemon.wakeups import Armed, PsiKey, UsageLine, Wake, WakePlan, plan
+from guardian.daemon.wakeups import Armed, PsiKey, UsageLine, Wake, WakePlan, WatchedLimit, plan
 from guardian.decision import freed_bytes
 from guardian.errors import GuardianError, Unavailable
 from guardian.history import Histories
@@ -60,6 +60,7 @@ from guardian.ranking import Ranked, Ranking
 from guardian.report import PRIORITY_NOTICE, PRIORITY_WARNING, Reporter
 from guardian.sample import Listing, Sample
 from guardian.selection import busy_with
+from guardian.sources.cgroups import parse_memory_value
 from guardian.sources.kmsg import KmsgFollower
 from guardian.sources.meminfo import quick_field
 from guardian.sources.psi import StallMeter
@@ -80,6 +81,7 @@ LISTING_MAX_S = RESCAN_S  # the cgroup tree is walked again at least this often,
 WARM = 0.5  # a watched cgroup past this share of its limit has its processes recorded too
 REAPED_KEPT = 1024  # dying processes remembered as reaped (each is reaped once)
 OOM_COUNT_S = 5.0  # the watched groups' oom_kill counters are read at most this often (full ticks)
+LIMITS = ("limits",)  # the fast path's key for the watched groups' limits (Calm.due_us)
 ENDED = ("terminated", "killed", "alive", "dry-run")  # outcomes after which a scope cools down
 
 
@@ -130,8 +132,9 @@ class Calm:
     """What a full tick that found nothing to do leaves for the idle fast path: the MemAvailable
     and SwapFree lines at which the machine's memory condition holds (both must be reached),
     the memory.current lines of watched cgroups with a limit (cgroup2, where no kernel event
-    reports usage), and when a full tick is due anyway. ``due_us``: when the fast path must
-    read each quantity again (MEMORY for the machine, a group's path), as its pace planned."""
+    reports usage), the limits the wake-ups were planned for (no kernel event reports a limit
+    written), and when a full tick is due anyway. ``due_us``: when the fast path must read each
+    quantity again (MEMORY for the machine, a group's path, LIMITS), as its pace planned."""
 
     mem_line_bytes: Optional[int]  # None: the machine rule does not watch memory
     until_us: int
@@ -140,6 +143,10 @@ class Calm:
     # the KILL lines, which the poll floor plans for (pace.py); None: as the lines above
     mem_kill_bytes: Optional[int] = None
     swap_kill_bytes: Optional[int] = None
+    limits: tuple[WatchedLimit, ...] = ()
+    # MemTotal and SwapTotal the lines are shares of: memory hot-plugged or ballooned, a swapon
+    # or a swapoff, moves them without a word, and a line of the old total would be crossed unseen
+    totals: tuple[int, int] = (0, 0)
     due_us: dict[object, int] = field(default_factory=dict)
 
 
@@ -178,6 +185,7 @@ class Engine:
         self.calm: Optional[Calm] = None
         self.uncovered = True  # some watched condition has no kernel wake-up: every wake is a full tick
         self.usage_lines: tuple[UsageLine, ...] = ()
+        self.limits: tuple[WatchedLimit, ...] = ()  # the watched limits the wake-ups were planned for
         self.kills = 0
         self._reaped: dict[tuple[int, int], None] = {}  # (pid, start time) reaped, oldest first
         self.history = Histories()
@@ -250,6 +258,7 @@ class Engine:
         knows neither its usage line nor whether it is covered: the next wake-up is a full tick."""
         self.host.forget_hot({u.path for u in self.usage_lines} - {u.path for u in wake_plan.usage_lines})
         self.usage_lines = wake_plan.usage_lines
+        self.limits = wake_plan.limits
         self.uncovered = bool(armed.uncovered)
         self.armed_psi = armed.psi
         self.armed_events = armed.events
@@ -289,6 +298,9 @@ class Engine:
         assessment = assess(
             sample, self.policy, self.state, now_us, self.watched, self._quiet_psi(now_us), quiet_events
         )
+        if self._limits_moved(sample):  # plan the wake-ups for the limits as they are now
+            self.rescan(sample, now_us, force=True)
+            changed = True
         events = self.state.events
         self._events_unread = {p for p in self._events_unread if p in events and events[p][0] != now_us}
         result = TickResult(assessment, watch_changed=changed)
@@ -302,6 +314,17 @@ class Engine:
         result.interval_s = self._interval(sample, assessment, now_us)
         self._measured(sample, assessment, now_us)
         return result
+
+    def _limits_moved(self, sample: Sample) -> bool:
+        """A watched group's limit, as this tick read it, is not the one its wake-ups were
+        planned for: a limit written since (systemd writes a unit's after making its group;
+        ``systemctl set-property``), which no kernel event reports."""
+        for limit in self.limits:
+            group = sample.cgroup_if_read(limit.cgroup)
+            usage = None if group is None else group.usage_if_read()
+            if usage is not None and usage.max_bytes != limit.max_bytes:
+                return True
+        return False
 
     def _measured(self, sample: Sample, assessment: Assessment, now_us: int) -> None:
         """The metrics: the triggers crossed, and (while something reads them) what this look
@@ -400,7 +423,8 @@ class Engine:
         line, swap_line = machine_lines(sample, self.policy)
         kill_line, kill_swap_line = machine_lines(sample, self.policy, KILL)
         until = min((self._scanned_us or now_us) + int(RESCAN_S * 1e6), now_us + int(CALM_MAX_S * 1e6))
-        return Calm(line, until, self.usage_lines, swap_line, kill_line, kill_swap_line)
+        totals = (0, 0) if line is None else (sample.meminfo.total_bytes, sample.meminfo.swap_total_bytes)
+        return Calm(line, until, self.usage_lines, swap_line, kill_line, kill_swap_line, self.limits, totals)
 
     def quick(self, now_us: int, cap_s: Optional[float] = None) -> Optional[float]:
         """The idle fast path: with the machine calm at the last full tick, a read of
@@ -424,6 +448,8 @@ class Engine:
         quantities: list[tuple[object, Optional[UsageLine]]] = [(u.cgroup, u) for u in calm.usage_lines]
         if calm.mem_line_bytes is not None:
             quantities.insert(0, (MEMORY, None))  # the machine: usage None
+        if calm.limits:
+            quantities.append((LIMITS, None))
         waits: dict[object, float] = {}
         # read what is due by the next wake-up, which is never sooner than min_interval_s
         horizon_us = now_us + int(min(poll.min_interval_s, longest_s) * 1e6)
@@ -438,9 +464,12 @@ class Engine:
                 horizon_us = latest_us
                 continue
             for key, usage in todo:
-                seconds = (
-                    self._quick_machine(calm, now_us) if usage is None else self._quick_usage(usage, now_us)
-                )
+                if key is LIMITS:
+                    seconds = self._quick_limits(calm)
+                elif usage is None:
+                    seconds = self._quick_machine(calm, now_us)
+                else:
+                    seconds = self._quick_usage(usage, now_us)
                 if seconds is None:
                     return None
                 waits[key] = seconds
@@ -471,6 +500,8 @@ class Engine:
         swap_free = None if calm.swap_line_bytes is None else quick_field(text, "SwapFree")
         if available is None or (calm.swap_line_bytes is not None and swap_free is None):
             return None
+        if (quick_field(text, "MemTotal"), quick_field(text, "SwapTotal") or 0) != calm.totals:
+            return None  # the lines' totals moved: a full tick draws them again
         pace.read(MEMORY, now_us, available)
         if swap_free is not None:
             pace.read(SWAP, now_us, swap_free)
@@ -486,6 +517,19 @@ class Engine:
             (calm.mem_kill_bytes, calm.swap_kill_bytes),
         )
         return seconds or None  # 0: the condition holds, a full tick decides
+
+    def _quick_limits(self, calm: Calm) -> Optional[float]:
+        """The watched groups' limits against those the wake-ups were planned for: None (a full
+        tick, which plans them again) when one moved or cannot be read, else when to read them
+        again (``max_interval_s``: a limit written to a running group is seen that soon)."""
+        for limit in calm.limits:
+            try:
+                max_bytes = parse_memory_value(self.host.read_hot(limit.path, "cgroup memory limit"))
+            except (GuardianError, OSError):
+                return None
+            if max_bytes != limit.max_bytes:
+                return None
+        return self.policy.poll.max_interval_s
 
     def _quick_usage(self, usage: UsageLine, now_us: int) -> Optional[float]:
         """A watched group's memory.current against its line: how long until it could be

@@ -17,6 +17,12 @@ whichever comes first:
   TERM headroom line of each watched group: an eventfd the kernel signals the moment usage
   crosses it (the notifier the kubelet uses on v1);
 * inotify on the directories where a cgroup matching a rule can appear;
+* the ``cgroup.events`` of watched cgroup2 groups still empty: it changes when the first process
+  enters. A unit's cgroup is made before its limits are written (systemd writes them after the
+  mkdir that inotify reports, and before the first process enters), so a group found without a
+  limit, or with another one, is looked at again then. A limit written later, to a group that
+  runs (``systemctl set-property``, a pod resized in place), raises no kernel event at all: the
+  fast path reads the limits (``WatchedLimit``, Engine.quick);
 * the kills in flight: a victim's pidfd polls readable when it exits, a group's cgroup.events
   changes when it empties;
 * SIGHUP (reload) and SIGTERM/SIGINT (stop), through a wakeup pipe;
@@ -74,6 +80,17 @@ class UsageLine:
 
 
 @dataclass(frozen=True)
+class WatchedLimit:
+    """A watched group's limit file (memory.max; v1 memory.limit_in_bytes) and the limit its
+    wake-ups were planned for (None: no limit). Writing a limit notifies nobody: the fast path
+    reads these, and a group whose limit moved is planned again."""
+
+    path: str
+    cgroup: str
+    max_bytes: Optional[int]
+
+
+@dataclass(frozen=True)
 class WakePlan:
     """Which kernel events the watched conditions need. Made by ``plan()``, armed by a Waiter."""
 
@@ -81,6 +98,8 @@ class WakePlan:
     events: tuple[tuple[str, str], ...] = ()  # (memory.events file, cgroup)
     thresholds: tuple[tuple[str, int, str], ...] = ()  # (v1 memory dir, usage bytes, cgroup)
     usage_lines: tuple[UsageLine, ...] = ()
+    limits: tuple[WatchedLimit, ...] = ()  # of the groups whose headroom is watched
+    unpopulated: tuple[tuple[str, str], ...] = ()  # (cgroup.events file, cgroup) of those still empty
     directories: tuple[str, ...] = ()  # where a cgroup matching a rule can appear
     # per watched cgroup: the conditions a wake-up must cover, and those covered without arming
     needs: Mapping[str, frozenset[str]] = field(default_factory=dict)
@@ -103,7 +122,7 @@ class Wake:
     """What ended a wait."""
 
     psi: frozenset[PsiKey] = frozenset()  # PSI conditions' triggers that fired (not the wake-ups)
-    cgroups: bool = False  # a cgroup was made or removed under a rule's subtree
+    cgroups: bool = False  # a cgroup was made or removed under a rule's subtree, or an empty one filled
     events: frozenset[str] = frozenset()  # cgroups whose memory.events changed
     kernel: bool = False  # any kernel event at all (PSI, memory.events, threshold, a kill, cgroups)
     signal: bool = False
@@ -160,6 +179,8 @@ def plan(host: Host, policy: Policy, watched: Sequence[str], sample: Sample) -> 
     events: list[tuple[str, str]] = []
     thresholds: list[tuple[str, int, str]] = []
     usage_lines: list[UsageLine] = []
+    limits: list[WatchedLimit] = []
+    unpopulated: list[tuple[str, str]] = []
     needs: dict[str, frozenset[str]] = {}
     covered: dict[str, frozenset[str]] = {}
     machine_pressure = host.pressure_path("memory")
@@ -196,6 +217,10 @@ def plan(host: Host, policy: Policy, watched: Sequence[str], sample: Sample) -> 
                 line = headroom_usage_line(sample, path, rules)
             except Unavailable:
                 line = -1  # unreadable: stays uncovered, the full ticks look at it
+            if line is None or line >= 0:  # readable: a limit written from now on is seen
+                watched_limit, empty = _limit_watch(host, sample, path, layout.memory_controller)
+                limits.extend([watched_limit] if watched_limit is not None else [])
+                unpopulated.extend([empty] if empty is not None else [])
             if line is None:
                 free.add("headroom")  # no limit: no headroom to watch
             elif line >= 0 and layout.memory_controller == "v1":
@@ -219,6 +244,8 @@ def plan(host: Host, policy: Policy, watched: Sequence[str], sample: Sample) -> 
         events=tuple(events),
         thresholds=tuple(thresholds),
         usage_lines=tuple(usage_lines),
+        limits=tuple(limits),
+        unpopulated=tuple(unpopulated),
         directories=tuple(rule_directories(host, policy)),
         needs=needs,
         covered=covered,
@@ -226,12 +253,31 @@ def plan(host: Host, policy: Policy, watched: Sequence[str], sample: Sample) -> 
     )
 
 
+def _limit_watch(
+    host: Host, sample: Sample, path: str, controller: Optional[str]
+) -> tuple[Optional[WatchedLimit], Optional[tuple[str, str]]]:
+    """The group's limit file with the limit the plan is made for, and its cgroup.events while
+    the group is still empty (its limits may not be written yet); None for what it lacks."""
+    limit = empty = None
+    with contextlib.suppress(Unavailable):
+        if controller == "v1":
+            limit_file = f"{host.cgroup_v1_memory_dir(path)}/memory.limit_in_bytes"
+        else:
+            limit_file = f"{host.cgroup_v2_dir(path)}/memory.max"
+        if os.path.exists(limit_file):
+            limit = WatchedLimit(limit_file, path, sample.cgroup(path).usage.max_bytes)
+    with contextlib.suppress(Unavailable):
+        if not sample.cgroup(path).populated:
+            empty = (f"{host.cgroup_v2_dir(path)}/cgroup.events", path)
+    return limit, empty
+
+
 class Waiter:
     """The file descriptors that wake the loop: armed from a plan, rebuilt when it changes."""
 
     def __init__(self, wakeup_fd: Optional[int] = None) -> None:
         self.poller = select.poll()
-        self.fds: dict[int, str] = {}  # fd -> what it is: "psi", "events", "threshold", "cgroups"
+        self.fds: dict[int, str] = {}  # fd -> "psi", "events", "populated", "threshold", "cgroups"
         self.triggers: dict[int, tuple[PsiTrigger, PsiKey]] = {}
         self.events_of: dict[int, str] = {}  # memory.events fd -> its cgroup
         self.kill_fds: dict[int, int] = {}  # fd -> events; owned by the kills in flight, only polled here
@@ -288,14 +334,12 @@ class Waiter:
             if source.key[1] is not None:
                 covered.setdefault(source.key[1], set()).add("psi")
         for path, cgroup in wake_plan.events:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                os.read(fd, 4096)  # a read arms kernfs change notification
-            except OSError:
-                continue
-            self._add(fd, select.POLLPRI, "events")
-            self.events_of[fd] = cgroup
-            covered.setdefault(cgroup, set()).add("events")
+            events_fd = self._watch_kernfs(path, "events")
+            if events_fd is not None:
+                self.events_of[events_fd] = cgroup
+                covered.setdefault(cgroup, set()).add("events")
+        for path, _cgroup in wake_plan.unpopulated:
+            self._watch_kernfs(path, "populated")
         for directory, usage_bytes, cgroup in wake_plan.thresholds:
             if wake_plan.writes and self._threshold(directory, usage_bytes):
                 covered.setdefault(cgroup, set()).add("headroom")
@@ -305,6 +349,21 @@ class Waiter:
         uncovered = tuple(path for path, need in wake_plan.needs.items() if need - covered.get(path, set()))
         events = frozenset(self.events_of.values())
         return Armed(psi=frozenset(armed), psi_modes=modes, uncovered=uncovered, events=events)
+
+    def _watch_kernfs(self, path: str, what: str) -> Optional[int]:
+        """Poll a cgroup file that kernfs notifies changes of (POLLPRI) as ``what``; its fd, or
+        None where it cannot be opened."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            os.read(fd, 4096)  # a read arms kernfs change notification
+        except OSError:
+            os.close(fd)
+            return None
+        self._add(fd, select.POLLPRI, what)
+        return fd
 
     def _threshold(self, directory: str, threshold_bytes: int) -> bool:
         """cgroup v1: an eventfd signalled when memory.usage_in_bytes crosses the threshold."""
@@ -381,8 +440,11 @@ class Waiter:
                 with contextlib.suppress(OSError):
                     os.read(fd, 4096)
                 cgroups = cgroups or what == "cgroups"
-            elif what == "events":
-                changed.add(self.events_of[fd])
+            elif what in ("events", "populated"):
+                if what == "events":
+                    changed.add(self.events_of[fd])
+                else:  # an empty group's first process: its limits are written by now
+                    cgroups = True
                 with contextlib.suppress(OSError):
                     os.lseek(fd, 0, os.SEEK_SET)
                     os.read(fd, 4096)

@@ -33,10 +33,16 @@ def skip_without_arena(host: Host) -> None:
 
 
 class Arena:
-    """A pair of confined cgroups (v1 memory + cgroup2) named ``name`` on the live host."""
+    """A pair of confined cgroups (v1 memory + cgroup2) named ``name`` on the live host.
+    ``limit_bytes`` None makes the groups without a limit: nothing may enter them until
+    ``set_limit`` has given them one."""
 
     def __init__(
-        self, host: Host, limit_bytes: int, prefix: str = "guardian-arena", name: Optional[str] = None
+        self,
+        host: Host,
+        limit_bytes: Optional[int],
+        prefix: str = "guardian-arena",
+        name: Optional[str] = None,
     ) -> None:
         self.host = host
         self.name = name or f"/{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -44,13 +50,14 @@ class Arena:
         self.v2_dir: Optional[str] = None
         self.v1_dir: Optional[str] = None
         self.children: list[subprocess.Popen[bytes]] = []
+        self.limited = False
         try:
             self._create(layout, limit_bytes)
         except BaseException:
             self.cleanup()
             raise
 
-    def _create(self, layout: CgroupLayout, limit_bytes: int) -> None:
+    def _create(self, layout: CgroupLayout, limit_bytes: Optional[int]) -> None:
         host = self.host
         if layout.v2_mount is not None:
             self.v2_dir = host.cgroup_v2_dir(self.name)
@@ -58,9 +65,18 @@ class Arena:
         if layout.v1_memory_mount is not None:
             self.v1_dir = host.cgroup_v1_memory_dir(self.name)
             os.mkdir(self.v1_dir)
+        if limit_bytes is not None:
+            self.set_limit(limit_bytes)
+
+    def set_limit(self, limit_bytes: int) -> None:
+        """Write the memory limit (v1 memory.limit_in_bytes, or cgroup2 memory.max)."""
+        if self.v1_dir is not None:
             Path(self.v1_dir, "memory.limit_in_bytes").write_text(str(limit_bytes))
-        elif layout.v2_memory and self.v2_dir is not None:
+        elif self.host.cgroup_layout().v2_memory and self.v2_dir is not None:
             Path(self.v2_dir, "memory.max").write_text(str(limit_bytes))
+        else:
+            raise RuntimeError("no memory controller to limit the arena with")
+        self.limited = True
 
     def spawn(self, code: str) -> subprocess.Popen[bytes]:
         """Start ``python -c code`` stopped at a pipe read, move it into the arena, let it go.
@@ -68,6 +84,8 @@ class Arena:
         The child's stdout is a pipe: code that prints a line when ready lets the test wait
         for it with ``child.stdout.readline()`` instead of sleeping.
         """
+        if not self.limited:
+            raise RuntimeError("the arena has no memory limit yet: nothing may run in it")
         gate_r, gate_w = os.pipe()
         child = subprocess.Popen(
             [sys.executable, "-c", f"import os; os.read({gate_r}, 1)\n{code}"],
