@@ -429,11 +429,13 @@ class Engine:
     def quick(self, now_us: int, cap_s: Optional[float] = None) -> Optional[float]:
         """The idle fast path: with the machine calm at the last full tick, a read of
         MemAvailable (and SwapFree) and one of memory.current per watched cgroup2 group with a
-        limit decide. Each is read when its pace planned (``Calm.due_us``: at most every
-        ``max_interval_s``), and then with it whatever would be due before the next wake-up,
-        the usage history too, so that no reading wakes the loop on its own: a group near its
-        line is not a reason to read the machine's memory every time, and a reading due a few
-        milliseconds after another is not a wake-up of its own. ``cap_s``: the loop wakes by
+        limit decide, and the watched groups' limits are read every ``max_interval_s`` (no
+        kernel event reports a limit written). Each is read when its pace planned
+        (``Calm.due_us``: at most every ``max_interval_s``), and then with it whatever would
+        be due before the next wake-up, the usage history too, so that no reading wakes the
+        loop on its own: a group near its line is not a reason to read the machine's memory
+        every time, and a reading due a few milliseconds after another is not a wake-up of
+        its own. ``cap_s``: the loop wakes by
         then anyway (the watchdog's next ping), which the plan counts as its next wake-up.
         Returns the next interval, or None when a full tick must run. (A cold full tick costs
         ~240 us of CPU on the development machine, this ~40 us; near a cgroup's line, where the
