@@ -560,6 +560,27 @@ def test_a_limit_written_after_the_plan_is_seen_within_a_look(tmp_path: Path, pl
         waiter.close()
 
 
+def test_a_group_planned_empty_that_filled_is_planned_again(tmp_path: Path) -> None:
+    """The wake-up of an empty group's first process asks for a new plan even when the limit the
+    tick reads is the planned one: the new plan no longer polls the group's cgroup.events (a
+    service's later stops and starts are no wake-ups of their own)."""
+    from guardian.daemon.wakeups import Wake
+    from guardian.sample import Sample
+
+    root = walker_root(tmp_path, current_mib=200)
+    g, _, clock = guardian_for(
+        root,
+        "[machine]\nenabled = false\n[[cgroup]]\nmatch = 'system.slice/*.service'\n"
+        "min_headroom = { term = '10%', kill = '4%' }\n",
+    )
+    g.rescan(Sample(g.host, clock.monotonic_us()), clock.monotonic_us(), force=True)
+    g.use_wakeups(g.wake_plan(Sample(g.host, clock.monotonic_us())), Armed())
+    assert not g.tick().watch_changed
+    g.woke(Wake(cgroups=True, kernel=True, filled=frozenset({"/system.slice/walker.service"})), 0)
+    assert g.tick().watch_changed
+    assert not g.tick().watch_changed  # once
+
+
 def test_a_full_tick_plans_again_for_a_limit_it_reads_moved(tmp_path: Path) -> None:
     """Not calm (the machine's memory line crossed), every wake-up is a full tick: one that
     reads a watched group's limit other than planned asks for the wake-ups to be planned again."""

@@ -311,6 +311,9 @@ def test_a_limit_written_after_guardian_planned_is_watched(
         code = wait_dead(hog, timeout=LIMIT / (rate * 1e6) + 30)
         assert code in (-signal.SIGKILL, 143), code
         assert arena.oom_kills() == 0, "the kernel got there first"
+        # acted on at the TERM line, before the limit: not woken by reclaim there (with swap,
+        # the kernel would not have killed, and the hog would have died late but still by guardian)
+        assert arena.limit_hits() == 0, "usage reached the limit"
         assert calm is None or calm.poll() is None, "the bystander died"
         kills = decisions(g, MSG_KILL)
         assert kills and kills[0]["GUARDIAN_VICTIM_PID"] == hog.pid, g.events()

@@ -178,6 +178,7 @@ class Engine:
         self.watched: list[str] = []
         self._signature: list[tuple[str, Optional[int], tuple[int, ...]]] = []
         self._scanned_us: Optional[int] = None
+        self._replan = False  # the next tick reports the watched set changed (its wake-ups are planned again)
         self.psi_fired_us: dict[PsiKey, int] = {}
         self.armed_psi: frozenset[PsiKey] = frozenset()
         self.armed_events: frozenset[str] = frozenset()  # memory.events the kernel reports changes of
@@ -275,6 +276,8 @@ class Engine:
             self.calm = None  # the kernel saw something: look properly
         if wake.cgroups:
             self._scanned_us = None  # a cgroup came or went under a rule's subtree: rescan now
+        if wake.filled:  # planned empty, filled now: plan again, for its limits as they are
+            self._replan = True
         hold = PSI_HOLD_S * 1e6
         self.psi_fired_us = {k: t for k, t in self.psi_fired_us.items() if now_us - t <= hold}
 
@@ -293,7 +296,8 @@ class Engine:
     def tick(self, now_us: Optional[int] = None) -> TickResult:
         now_us = self.clock.monotonic_us() if now_us is None else now_us
         sample = Sample(self.host, now_us, self.listing)
-        changed = self.rescan(sample, now_us)
+        changed = self.rescan(sample, now_us) or self._replan
+        self._replan = False
         quiet_events = self.armed_events - self._events_unread
         assessment = assess(
             sample, self.policy, self.state, now_us, self.watched, self._quiet_psi(now_us), quiet_events

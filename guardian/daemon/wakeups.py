@@ -124,6 +124,7 @@ class Wake:
     psi: frozenset[PsiKey] = frozenset()  # PSI conditions' triggers that fired (not the wake-ups)
     cgroups: bool = False  # a cgroup was made or removed under a rule's subtree, or an empty one filled
     events: frozenset[str] = frozenset()  # cgroups whose memory.events changed
+    filled: frozenset[str] = frozenset()  # watched groups planned empty whose cgroup.events changed
     kernel: bool = False  # any kernel event at all (PSI, memory.events, threshold, a kill, cgroups)
     signal: bool = False
     kmsg: bool = False  # the kernel log has new records
@@ -213,14 +214,16 @@ def plan(host: Host, policy: Policy, watched: Sequence[str], sample: Sample) -> 
             if layout.v2_memory and os.path.exists(f"{v2}/memory.events"):
                 events.append((f"{v2}/memory.events", path))
         if "headroom" in need and layout.memory_controller in ("v1", "v2"):
+            # empty, read before the limit: a group found filled has its limits written already
+            empty = _empty_group_events(host, sample, path)
             try:
                 line = headroom_usage_line(sample, path, rules)
             except Unavailable:
                 line = -1  # unreadable: stays uncovered, the full ticks look at it
             if line is None or line >= 0:  # readable: a limit written from now on is seen
-                watched_limit, empty = _limit_watch(host, sample, path, layout.memory_controller)
+                watched_limit = _watched_limit(host, sample, path, layout.memory_controller)
                 limits.extend([watched_limit] if watched_limit is not None else [])
-                unpopulated.extend([empty] if empty is not None else [])
+                unpopulated.extend([(empty, path)] if empty is not None else [])
             if line is None:
                 free.add("headroom")  # no limit: no headroom to watch
             elif line >= 0 and layout.memory_controller == "v1":
@@ -253,23 +256,27 @@ def plan(host: Host, policy: Policy, watched: Sequence[str], sample: Sample) -> 
     )
 
 
-def _limit_watch(
+def _empty_group_events(host: Host, sample: Sample, path: str) -> Optional[str]:
+    """The group's cgroup2 cgroup.events while it is still empty (its limits may not be written
+    yet), else None (filled, or no cgroup2 namesake: a pure v1 host reads the limits alone)."""
+    with contextlib.suppress(Unavailable):
+        if not sample.cgroup(path).populated:
+            return f"{host.cgroup_v2_dir(path)}/cgroup.events"
+    return None
+
+
+def _watched_limit(
     host: Host, sample: Sample, path: str, controller: Optional[str]
-) -> tuple[Optional[WatchedLimit], Optional[tuple[str, str]]]:
-    """The group's limit file with the limit the plan is made for, and its cgroup.events while
-    the group is still empty (its limits may not be written yet); None for what it lacks."""
-    limit = empty = None
+) -> Optional[WatchedLimit]:
+    """The group's limit file with the limit the plan is made for; None where it has none."""
     with contextlib.suppress(Unavailable):
         if controller == "v1":
             limit_file = f"{host.cgroup_v1_memory_dir(path)}/memory.limit_in_bytes"
         else:
             limit_file = f"{host.cgroup_v2_dir(path)}/memory.max"
         if os.path.exists(limit_file):
-            limit = WatchedLimit(limit_file, path, sample.cgroup(path).usage.max_bytes)
-    with contextlib.suppress(Unavailable):
-        if not sample.cgroup(path).populated:
-            empty = (f"{host.cgroup_v2_dir(path)}/cgroup.events", path)
-    return limit, empty
+            return WatchedLimit(limit_file, path, sample.cgroup(path).usage.max_bytes)
+    return None
 
 
 class Waiter:
@@ -280,6 +287,8 @@ class Waiter:
         self.fds: dict[int, str] = {}  # fd -> "psi", "events", "populated", "threshold", "cgroups"
         self.triggers: dict[int, tuple[PsiTrigger, PsiKey]] = {}
         self.events_of: dict[int, str] = {}  # memory.events fd -> its cgroup
+        self.filled_of: dict[int, str] = {}  # cgroup.events fd of a group planned empty -> its cgroup
+        self._filled: set[str] = set()  # of those, found filled when armed: the next wait reports them
         self.kill_fds: dict[int, int] = {}  # fd -> events; owned by the kills in flight, only polled here
         self.kmsg_fd: Optional[int] = None  # the kernel log's; owned by its follower, only polled here
         self.wakeup_fd = wakeup_fd
@@ -298,6 +307,7 @@ class Waiter:
         self.fds.pop(fd, None)
         self.triggers.pop(fd, None)
         self.events_of.pop(fd, None)
+        self.filled_of.pop(fd, None)
 
     def close(self) -> None:
         self.set_kills([])
@@ -334,12 +344,18 @@ class Waiter:
             if source.key[1] is not None:
                 covered.setdefault(source.key[1], set()).add("psi")
         for path, cgroup in wake_plan.events:
-            events_fd = self._watch_kernfs(path, "events")
-            if events_fd is not None:
-                self.events_of[events_fd] = cgroup
+            watching = self._watch_kernfs(path, "events")
+            if watching is not None:
+                self.events_of[watching[0]] = cgroup
                 covered.setdefault(cgroup, set()).add("events")
-        for path, _cgroup in wake_plan.unpopulated:
-            self._watch_kernfs(path, "populated")
+        self._filled = set()
+        for path, cgroup in wake_plan.unpopulated:
+            watching = self._watch_kernfs(path, "populated")
+            if watching is not None:
+                self.filled_of[watching[0]] = cgroup
+                # filled between the plan's read and this one: no change is left to notify
+                if b"populated 1" in watching[1].splitlines():
+                    self._filled.add(cgroup)
         for directory, usage_bytes, cgroup in wake_plan.thresholds:
             if wake_plan.writes and self._threshold(directory, usage_bytes):
                 covered.setdefault(cgroup, set()).add("headroom")
@@ -350,20 +366,20 @@ class Waiter:
         events = frozenset(self.events_of.values())
         return Armed(psi=frozenset(armed), psi_modes=modes, uncovered=uncovered, events=events)
 
-    def _watch_kernfs(self, path: str, what: str) -> Optional[int]:
-        """Poll a cgroup file that kernfs notifies changes of (POLLPRI) as ``what``; its fd, or
-        None where it cannot be opened."""
+    def _watch_kernfs(self, path: str, what: str) -> Optional[tuple[int, bytes]]:
+        """Poll a cgroup file that kernfs notifies changes of (POLLPRI) as ``what``: its fd and
+        the text the arming read gave, or None where it cannot be read."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
         try:
-            os.read(fd, 4096)  # a read arms kernfs change notification
+            text = os.read(fd, 4096)  # a read arms kernfs change notification
         except OSError:
             os.close(fd)
             return None
         self._add(fd, select.POLLPRI, what)
-        return fd
+        return fd, text
 
     def _threshold(self, directory: str, threshold_bytes: int) -> bool:
         """cgroup v1: an eventfd signalled when memory.usage_in_bytes crosses the threshold."""
@@ -415,13 +431,15 @@ class Waiter:
 
     def wait(self, timeout_s: float) -> Wake:
         """Sleep until an fd fires or the timeout passes; what fired, drained for the next wait."""
+        filled, self._filled = self._filled, set()
         try:
-            events = self.poller.poll(max(0, int(timeout_s * 1000)))
+            events = self.poller.poll(0 if filled else max(0, int(timeout_s * 1000)))
         except InterruptedError:
-            return Wake(signal=True)
+            return Wake(signal=True, cgroups=bool(filled), filled=frozenset(filled), kernel=bool(filled))
         psi: set[PsiKey] = set()
         changed: set[str] = set()
-        cgroups = kernel = signalled = kmsg = False
+        cgroups = kernel = bool(filled)
+        signalled = kmsg = False
         for fd, mask in events:
             if fd == self.kmsg_fd:
                 kmsg = True  # the follower reads it (and an overrun's POLLERR with it)
@@ -445,6 +463,7 @@ class Waiter:
                     changed.add(self.events_of[fd])
                 else:  # an empty group's first process: its limits are written by now
                     cgroups = True
+                    filled.add(self.filled_of[fd])
                 with contextlib.suppress(OSError):
                     os.lseek(fd, 0, os.SEEK_SET)
                     os.read(fd, 4096)
@@ -459,6 +478,7 @@ class Waiter:
             psi=frozenset(psi),
             cgroups=cgroups,
             events=frozenset(changed),
+            filled=frozenset(filled),
             kernel=kernel,
             signal=signalled,
             kmsg=kmsg,

@@ -122,6 +122,15 @@ class Arena:
         # not 0: "the kernel killed nothing" must not be what a missing counter reads as
         raise RuntimeError(f"{self.v2_dir}/memory.events has no oom_kill counter")
 
+    def limit_hits(self) -> int:
+        """How often usage reached the limit (v1 memory.failcnt, or v2 memory.events ``max``)."""
+        if self.v1_dir is not None:
+            return int(Path(self.v1_dir, "memory.failcnt").read_text())
+        for line in Path(f"{self.v2_dir}/memory.events").read_text().splitlines():
+            if line.startswith("max "):
+                return int(line.split()[1])
+        raise RuntimeError(f"{self.v2_dir}/memory.events has no max counter")
+
     def kill_all(self) -> None:
         """SIGKILL everything in the arena at once (cgroup.kill where the kernel has it)."""
         if self.v2_dir is not None and os.path.exists(f"{self.v2_dir}/cgroup.kill"):
