@@ -560,14 +560,12 @@ def test_a_limit_written_after_the_plan_is_seen_within_a_look(tmp_path: Path, pl
         waiter.close()
 
 
-def test_a_group_planned_empty_that_filled_is_planned_again(tmp_path: Path) -> None:
-    """The wake-up of an empty group's first process asks for a new plan even when the limit the
-    tick reads is the planned one: the new plan no longer polls the group's cgroup.events (a
-    service's later stops and starts are no wake-ups of their own)."""
-    from guardian.daemon.wakeups import Wake
+def walker_watched(tmp_path: Path, max_bytes: Optional[int]) -> tuple[Path, Engine]:
+    """walker.service at 200 MiB (limit ``max_bytes``) watched by a headroom rule, the wake-ups
+    planned (nothing armed), and a first tick that changed nothing."""
     from guardian.sample import Sample
 
-    root = walker_root(tmp_path, current_mib=200)
+    root = walker_root(tmp_path, current_mib=200, max_bytes=max_bytes)
     g, _, clock = guardian_for(
         root,
         "[machine]\nenabled = false\n[[cgroup]]\nmatch = 'system.slice/*.service'\n"
@@ -576,26 +574,26 @@ def test_a_group_planned_empty_that_filled_is_planned_again(tmp_path: Path) -> N
     g.rescan(Sample(g.host, clock.monotonic_us()), clock.monotonic_us(), force=True)
     g.use_wakeups(g.wake_plan(Sample(g.host, clock.monotonic_us())), Armed())
     assert not g.tick().watch_changed
+    return root, g
+
+
+def test_a_group_planned_empty_that_filled_is_planned_again(tmp_path: Path) -> None:
+    """The wake-up of an empty group's first process asks for a new plan even when the limit the
+    tick reads is the planned one: the new plan no longer polls the group's cgroup.events (a
+    service's later stops and starts are no wake-ups of their own)."""
+    from guardian.daemon.wakeups import Wake
+
+    _, g = walker_watched(tmp_path, 250 * MiB)
     g.woke(Wake(cgroups=True, kernel=True, filled=frozenset({"/system.slice/walker.service"})), 0)
     assert g.tick().watch_changed
     assert not g.tick().watch_changed  # once
 
 
 def test_a_full_tick_plans_again_for_a_limit_it_reads_moved(tmp_path: Path) -> None:
-    """Not calm (the machine's memory line crossed), every wake-up is a full tick: one that
-    reads a watched group's limit other than planned asks for the wake-ups to be planned again."""
-    from guardian.sample import Sample
-
-    root = walker_root(tmp_path, current_mib=200, max_bytes=None)
-    g, _, clock = guardian_for(
-        root,
-        "[machine]\nenabled = false\n[[cgroup]]\nmatch = 'system.slice/*.service'\n"
-        "min_headroom = { term = '10%', kill = '4%' }\n",
-    )
-    g.rescan(Sample(g.host, clock.monotonic_us()), clock.monotonic_us(), force=True)
-    wake_plan = g.wake_plan(Sample(g.host, clock.monotonic_us()))
-    g.use_wakeups(wake_plan, Armed())
-    assert not g.tick().watch_changed
+    """Every wake-up is a full tick where something is not covered (here: nothing is armed): one
+    that reads a watched group's limit other than planned asks for the wake-ups to be planned
+    again."""
+    root, g = walker_watched(tmp_path, None)
     (root / "sys/fs/cgroup/system.slice/walker.service/memory.max").write_text(f"{210 * MiB}\n")
     result = g.tick()  # 10 MiB of headroom: below the TERM line, acted on by this very tick
     assert result.watch_changed and result.started
