@@ -87,7 +87,9 @@ def test_mirror_matches_proc_oom_score_for_every_process(
     # the per-CPU counter lag (kernel.md 1.4) is the only accepted cause of a difference,
     # and it moves a score by at most one point
     assert all(abs(predicted - kernel) <= 1 for _, predicted, kernel in off), off
-    assert len(exact) >= 0.99 * total, off
+    # at most 1 % of them, and one more: on a machine of ~80 processes, 1 % was no process at all,
+    # and one process whose counter moved between the two reads failed the run
+    assert len(off) <= 0.01 * total + 1, off
 
 
 def test_rank_json_scores_equal_kernel_oom_score(
