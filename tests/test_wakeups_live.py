@@ -92,7 +92,6 @@ def test_an_empty_watched_group_wakes_the_loop_when_its_first_process_enters(
     )
     made = plan(live_host, policy, [arena.name], Sample(live_host, now_us()))
     assert [(lim.cgroup, lim.max_bytes) for lim in made.limits] == [(arena.name, 256 << 20)]
-    assert os.path.basename(made.limits[0].path) in ("memory.max", "memory.limit_in_bytes")
     assert made.unpopulated == ((f"{arena.v2_dir}/cgroup.events", arena.name),)
     made = replace(made, directories=())  # groups other tests make are no wake-up of this one's
     waiter = Waiter()

@@ -60,7 +60,7 @@ from guardian.ranking import Ranked, Ranking
 from guardian.report import PRIORITY_NOTICE, PRIORITY_WARNING, Reporter
 from guardian.sample import Listing, Sample
 from guardian.selection import busy_with
-from guardian.sources.cgroups import parse_memory_value
+from guardian.sources.cgroups import read_cgroup_limit
 from guardian.sources.kmsg import KmsgFollower
 from guardian.sources.meminfo import quick_field
 from guardian.sources.psi import StallMeter
@@ -529,10 +529,9 @@ class Engine:
         again (``max_interval_s``: a limit written to a running group is seen that soon)."""
         for limit in calm.limits:
             try:
-                max_bytes = parse_memory_value(self.host.read_hot(limit.path, "cgroup memory limit"))
-            except (GuardianError, OSError):
-                return None
-            if max_bytes != limit.max_bytes:
+                if read_cgroup_limit(self.host, limit.cgroup) != limit.max_bytes:
+                    return None
+            except GuardianError:
                 return None
         return self.policy.poll.max_interval_s
 

@@ -49,6 +49,7 @@ from guardian.host import Host
 from guardian.kernel import inotify_directories
 from guardian.kinds import Level, PsiKind
 from guardian.sample import Sample
+from guardian.sources.cgroups import v2_file
 from guardian.sources.psi import PsiTrigger, TriggerRefused, TriggerSpec
 
 PSI_WINDOW_US = 2_000_000
@@ -81,11 +82,10 @@ class UsageLine:
 
 @dataclass(frozen=True)
 class WatchedLimit:
-    """A watched group's limit file (memory.max; v1 memory.limit_in_bytes) and the limit its
-    wake-ups were planned for (None: no limit). Writing a limit notifies nobody: the fast path
-    reads these, and a group whose limit moved is planned again."""
+    """A watched group and the limit its wake-ups were planned for (memory.max; v1
+    memory.limit_in_bytes; None: no limit). Writing a limit notifies nobody: the fast path reads
+    these, and a group whose limit moved is planned again."""
 
-    path: str
     cgroup: str
     max_bytes: Optional[int]
 
@@ -221,8 +221,7 @@ def plan(host: Host, policy: Policy, watched: Sequence[str], sample: Sample) -> 
             except Unavailable:
                 line = -1  # unreadable: stays uncovered, the full ticks look at it
             if line is None or line >= 0:  # readable: a limit written from now on is seen
-                watched_limit = _watched_limit(host, sample, path, layout.memory_controller)
-                limits.extend([watched_limit] if watched_limit is not None else [])
+                limits.append(WatchedLimit(path, sample.cgroup(path).usage.max_bytes))
                 unpopulated.extend([(empty, path)] if empty is not None else [])
             if line is None:
                 free.add("headroom")  # no limit: no headroom to watch
@@ -261,21 +260,7 @@ def _empty_group_events(host: Host, sample: Sample, path: str) -> Optional[str]:
     yet), else None (filled, or no cgroup2 namesake: a pure v1 host reads the limits alone)."""
     with contextlib.suppress(Unavailable):
         if not sample.cgroup(path).populated:
-            return f"{host.cgroup_v2_dir(path)}/cgroup.events"
-    return None
-
-
-def _watched_limit(
-    host: Host, sample: Sample, path: str, controller: Optional[str]
-) -> Optional[WatchedLimit]:
-    """The group's limit file with the limit the plan is made for; None where it has none."""
-    with contextlib.suppress(Unavailable):
-        if controller == "v1":
-            limit_file = f"{host.cgroup_v1_memory_dir(path)}/memory.limit_in_bytes"
-        else:
-            limit_file = f"{host.cgroup_v2_dir(path)}/memory.max"
-        if os.path.exists(limit_file):
-            return WatchedLimit(limit_file, path, sample.cgroup(path).usage.max_bytes)
+            return v2_file(host, path, "cgroup.events")
     return None
 
 

@@ -167,11 +167,15 @@ def _if_present(read: Callable[[], T], absent: T) -> T:
         return absent
 
 
+def _v2_limit(host: Host, cgroup: str) -> Optional[int]:
+    """memory.max alone (optional: None where the file is missing, as for no limit)."""
+    return _if_present(lambda: read_v2_value(host, cgroup, "memory.max"), None)
+
+
 def _v2_usage(host: Host, cgroup: str) -> CgroupMemory:
     """memory.current (required) and memory.max (optional) alone."""
     current = read_v2_value(host, cgroup, "memory.current")
-    max_bytes = _if_present(lambda: read_v2_value(host, cgroup, "memory.max"), None)
-    return CgroupMemory(source="v2", current_bytes=current, max_bytes=max_bytes)
+    return CgroupMemory(source="v2", current_bytes=current, max_bytes=_v2_limit(host, cgroup))
 
 
 def _v2_events(host: Host, cgroup: str) -> dict[str, int]:
@@ -236,11 +240,15 @@ def read_v1_memory(host: Host, cgroup: str) -> CgroupMemory:
     return replace(usage, events=_v1_events(host, cgroup))
 
 
+def _v1_limit(host: Host, cgroup: str) -> Optional[int]:
+    """memory.limit_in_bytes alone (required)."""
+    return read_v1_value(host, cgroup, "memory.limit_in_bytes")
+
+
 def _v1_usage(host: Host, cgroup: str) -> CgroupMemory:
     """memory.usage_in_bytes and memory.limit_in_bytes alone (both required)."""
     usage = read_v1_value(host, cgroup, "memory.usage_in_bytes")
-    limit = read_v1_value(host, cgroup, "memory.limit_in_bytes")
-    return CgroupMemory(source="v1", current_bytes=usage, max_bytes=limit)
+    return CgroupMemory(source="v1", current_bytes=usage, max_bytes=_v1_limit(host, cgroup))
 
 
 def _v1_events(host: Host, cgroup: str) -> dict[str, int]:
@@ -267,6 +275,11 @@ def read_cgroup_usage(host: Host, cgroup: str) -> CgroupMemory:
     needs, in a CgroupMemory whose other fields are left empty: a tick that judges a watched
     group's headroom reads two files, not the nine read_cgroup_memory() reads."""
     return _by_controller(host, cgroup, _v2_usage, _v1_usage)
+
+
+def read_cgroup_limit(host: Host, cgroup: str) -> Optional[int]:
+    """The memory limit alone, as read_cgroup_usage() gives it (None: no limit)."""
+    return _by_controller(host, cgroup, _v2_limit, _v1_limit)
 
 
 def _by_controller(host: Host, cgroup: str, v2: Callable[[Host, str], T], v1: Callable[[Host, str], T]) -> T:
