@@ -116,20 +116,20 @@ class Arena:
         if self.v1_dir is not None:
             fields = Path(self.v1_dir, "memory.oom_control").read_text().split()
             return int(fields[fields.index("oom_kill") + 1])
-        for line in Path(f"{self.v2_dir}/memory.events").read_text().splitlines():
-            if line.startswith("oom_kill "):
-                return int(line.split()[1])
-        # not 0: "the kernel killed nothing" must not be what a missing counter reads as
-        raise RuntimeError(f"{self.v2_dir}/memory.events has no oom_kill counter")
+        return self._v2_event("oom_kill")
 
     def limit_hits(self) -> int:
         """How often usage reached the limit (v1 memory.failcnt, or v2 memory.events ``max``)."""
         if self.v1_dir is not None:
             return int(Path(self.v1_dir, "memory.failcnt").read_text())
+        return self._v2_event("max")
+
+    def _v2_event(self, key: str) -> int:
         for line in Path(f"{self.v2_dir}/memory.events").read_text().splitlines():
-            if line.startswith("max "):
+            if line.startswith(f"{key} "):
                 return int(line.split()[1])
-        raise RuntimeError(f"{self.v2_dir}/memory.events has no max counter")
+        # not 0: "the kernel killed nothing" must not be what a missing counter reads as
+        raise RuntimeError(f"{self.v2_dir}/memory.events has no {key} counter")
 
     def kill_all(self) -> None:
         """SIGKILL everything in the arena at once (cgroup.kill where the kernel has it)."""
