@@ -20,10 +20,10 @@ any of them matches, so moving it in one hierarchy cannot unprotect it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 from guardian.config import Policy
+from guardian.frozen import frozen
 from guardian.host import CgroupLayout
 from guardian.kinds import Mode
 from guardian.offloop import Stalled
@@ -33,7 +33,7 @@ from guardian.rules import Facts, Rule
 OOM_SCORE_ADJ_MIN = -1000
 
 
-@dataclass(frozen=True)
+@frozen
 class Candidate:
     """A process or a cgroup that could be killed.
 
@@ -70,7 +70,7 @@ class Candidate:
         return sum(p.rss_bytes for p in self.processes)
 
 
-@dataclass(frozen=True)
+@frozen
 class Exclusion:
     """A process or cgroup kept out of the ranking; ``by`` is ``guardian``, ``policy`` or a plugin."""
 

@@ -30,11 +30,12 @@ import stat
 import sys
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from types import MappingProxyType
 from typing import Any, Callable, Optional, TypeVar, Union, cast, get_args
 
 from guardian.errors import GuardianError
+from guardian.frozen import frozen
 from guardian.kinds import HookWhen, PsiKind, RuleAction
 from guardian.records import frozen_value
 from guardian.rules import FIELDS, RE2_SYNTAX, Pattern, PatternError, Rule, RuleKind
@@ -89,7 +90,7 @@ class PolicyError(GuardianError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@frozen
 class PluginSettings:
     entry_points: bool = True  # load plugins from the "guardian" entry-point group
     directory: Optional[str] = None  # plugin directory; None: the default under the Host root
@@ -102,7 +103,7 @@ class PluginSettings:
         object.__setattr__(self, "settings", frozen_value(self.settings))
 
 
-@dataclass(frozen=True)
+@frozen
 class Amount:
     """A threshold given as a percentage of some total ("10%") or in bytes ("512M", 1048576)."""
 
@@ -118,7 +119,7 @@ class Amount:
         return f"{self.pct:g}%" if self.pct is not None else f"{self.bytes} bytes"
 
 
-@dataclass(frozen=True)
+@frozen
 class Levels:
     """A TERM level and a KILL level for one quantity that runs low (kill <= term)."""
 
@@ -130,7 +131,7 @@ class Levels:
         return self.term is not None or self.kill is not None
 
 
-@dataclass(frozen=True)
+@frozen
 class PsiRule:
     """Live ``kind`` stall rate at or above ``stall_pct`` for ``duration_s`` seconds."""
 
@@ -139,7 +140,7 @@ class PsiRule:
     duration_s: float = 5.0
 
 
-@dataclass(frozen=True)
+@frozen
 class EventsRule:
     """memory.events counters growing faster than these rates (events per second)."""
 
@@ -152,7 +153,7 @@ class EventsRule:
         return {k: v for k, v in out.items() if v is not None}
 
 
-@dataclass(frozen=True)
+@frozen
 class MachineRule:
     enabled: bool = True
     mem_available: Levels = field(default_factory=lambda: Levels(Amount(pct=10.0), Amount(pct=5.0)))
@@ -161,7 +162,7 @@ class MachineRule:
     reclaim_window_s: Optional[float] = 30.0  # a PSI condition counts only with reclaim this recent
 
 
-@dataclass(frozen=True)
+@frozen
 class CgroupRule:
     label: str  # "cgroup[0]"
     match: str  # the glob as written
@@ -188,7 +189,7 @@ class CgroupRule:
         return "/" + "/".join(literal), depth
 
 
-@dataclass(frozen=True)
+@frozen
 class PollSettings:
     min_interval_s: float = 0.02
     max_interval_s: float = 5.0
@@ -204,7 +205,7 @@ HOOK_ARGS_MAX = 64  # arguments of one command
 HOOK_ARG_MAX_CHARS = 4096  # characters of one argument
 
 
-@dataclass(frozen=True)
+@frozen
 class HookCommand:
     """A ``[[hook]]``: a command run after a kill, with the decision in its environment."""
 
@@ -214,7 +215,7 @@ class HookCommand:
     label: str = ""  # hook[N], for reports
 
 
-@dataclass(frozen=True)
+@frozen
 class Listen:
     """Where the metrics endpoint listens: an IP address (no name, so that nothing is resolved)
     and a TCP port; port 0 lets the kernel choose a free one (reported when it is bound)."""
@@ -226,7 +227,7 @@ class Listen:
         return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
 
 
-@dataclass(frozen=True)
+@frozen
 class MetricsSettings:
     """[metrics]: Prometheus metrics, off unless ``listen`` or ``textfile`` is given."""
 
@@ -241,7 +242,7 @@ class MetricsSettings:
         return self.listen is not None or self.textfile is not None
 
 
-@dataclass(frozen=True)
+@frozen
 class Policy:
     source: str = "<defaults>"
     scorers: Mapping[str, float] = field(default_factory=lambda: DEFAULT_SCORERS)

@@ -14,10 +14,10 @@ form (``hook_env``).
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Optional
 
 from guardian.actions import Outcome
+from guardian.frozen import frozen
 from guardian.history import process_usage
 from guardian.kinds import Condition, KillAction, Level, Mode, OutcomeResult
 from guardian.policy import Trigger
@@ -30,7 +30,7 @@ from guardian.text import shown
 HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass(frozen=True)
+@frozen
 class KillDecision:
     """A victim chosen, and what is about to be done (or was done) to it."""
 
@@ -61,7 +61,7 @@ class KillDecision:
         return f"cgroup {shown(self.cgroup)}"
 
 
-@dataclass(frozen=True)
+@frozen
 class KillOutcome:
     """How a kill ended."""
 

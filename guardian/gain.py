@@ -19,16 +19,16 @@ never high.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
 from typing import Optional
 
+from guardian.frozen import frozen
 from guardian.records import Process
 
 SHMEM_LOOK_BYTES = 4 << 20
 SHMEM_LOOKS = 16
 
 
-@dataclass(frozen=True)
+@frozen
 class Gain:
     anon_bytes: int
     swap_bytes: int

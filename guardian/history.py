@@ -27,6 +27,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, Optional, TypeVar
 
+from guardian.frozen import frozen
 from guardian.records import Process
 
 K = TypeVar("K", bound=Hashable)
@@ -37,7 +38,7 @@ PER_GROUP = 32
 MAX_GROUPS = 8192
 
 
-@dataclass(frozen=True)
+@frozen
 class Growth:
     """A group's memory use changing at ``bytes_per_s`` (negative: shrinking), measured over
     ``span_s`` seconds."""

@@ -32,7 +32,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 import pluggy
@@ -40,6 +39,7 @@ import pluggy
 from guardian.actions import Outcome
 from guardian.config import HookCommand
 from guardian.decision import KillDecision, KillOutcome, decision_of, hook_env, outcome_of
+from guardian.frozen import frozen
 from guardian.isolation import Isolation, PluginFailure, call_impl, call_order
 from guardian.kinds import KillAction
 from guardian.plugins import Plugins
@@ -89,7 +89,7 @@ def first_allowed(
     return None
 
 
-@dataclass(frozen=True)
+@frozen
 class _Told:
     decision: KillDecision
     outcome: KillOutcome

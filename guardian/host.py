@@ -17,10 +17,10 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
 from typing import Optional, TypeVar, Union
 
 from guardian.errors import NoSuchProcess, Unavailable
+from guardian.frozen import frozen
 from guardian.offloop import OffLoop
 from guardian.text import shown
 
@@ -62,7 +62,7 @@ T = TypeVar("T")
 _GONE = (errno.ENOENT, errno.ESRCH)
 
 
-@dataclass(frozen=True)
+@frozen
 class Mount:
     """One line of /proc/self/mountinfo that matters to guardian."""
 
@@ -72,7 +72,7 @@ class Mount:
     super_options: frozenset[str]
 
 
-@dataclass(frozen=True)
+@frozen
 class CgroupLayout:
     """Where the cgroup hierarchies that guardian uses are mounted.
 

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Generic, TypeVar, Union
 
 import pluggy
 
+from guardian.frozen import frozen
 from guardian.text import shown
 
 T = TypeVar("T")
@@ -43,7 +43,7 @@ T = TypeVar("T")
 REASON_MAX_CHARS = 500
 
 
-@dataclass(frozen=True)
+@frozen
 class PluginFailure:
     """A plugin's code failed in one run: raised, overran its budget, or returned something
     guardian does not accept. The plugin is left out of that run (a scorer out of that
@@ -83,7 +83,7 @@ class Refusal(Exception):
     is the failure's reason as it stands (no "raised ..." around it)."""
 
 
-@dataclass(frozen=True)
+@frozen
 class Done(Generic[T]):
     """A run that finished within its budget, with the value its work returned."""
 

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from guardian.frozen import frozen
 from guardian.host import cgroup_ancestors
 from guardian.ranking import Ranked
 from guardian.records import KernelOomKill
@@ -37,7 +38,7 @@ CREDITS_KEPT = 1024  # logged kills remembered per group at most (a flood forget
 Source = Literal["kmsg", "memory.events"]
 
 
-@dataclass(frozen=True)
+@frozen
 class SeenKill:
     """One kernel OOM kill guardian saw (``count`` kills for a counter that rose by more).
 

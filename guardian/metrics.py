@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Optional
 
+from guardian.frozen import frozen
 from guardian.kinds import Condition, KillAction, Level
 from guardian.records import CgroupMemory, MemInfo, Pressure
 from guardian.sources.psi import StallMeter
@@ -44,7 +45,7 @@ KERNEL_CONSTRAINTS = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class Stall:
     """One PSI source as last seen: the live stall rates (percent, from the stall meter over
     ``total``; None before it has two readings) and the kernel's avg10 and totals."""
@@ -55,7 +56,7 @@ class Stall:
     pressure: Optional[Pressure]
 
 
-@dataclass(frozen=True)
+@frozen
 class CgroupSeen:
     """A watched cgroup as last seen: its memory use and limit, and its memory stall."""
 

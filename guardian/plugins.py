@@ -46,6 +46,7 @@ from guardian import hookspecs
 from guardian.candidates import Candidate, Exclusion
 from guardian.config import Policy, PolicyError
 from guardian.decision import KillDecision
+from guardian.frozen import frozen
 from guardian.isolation import (
     Done,
     Isolation,
@@ -285,7 +286,7 @@ def _offered(answer: object, plugin: str) -> list[Union[Offered, str]]:
     return found
 
 
-@dataclass(frozen=True)
+@frozen
 class PluginInfo:
     """A loaded plugin: the ``name`` its ``[plugins.settings.NAME]`` table goes by (a built-in's
     module name, an entry point's name, a plugin file's name without ``.py``), the name pluggy
@@ -461,7 +462,7 @@ class Plugins:
         return bool(self.manager.hook.guardian_after_kill.get_hookimpls())
 
 
-@dataclass(frozen=True)
+@frozen
 class Veto:
     """A plugin's ``guardian_before_kill`` vetoed a kill: which plugin, and why (printable)."""
 

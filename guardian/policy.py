@@ -29,6 +29,7 @@ from typing import Optional, Union
 
 from guardian.config import Levels, Policy, PsiRule
 from guardian.errors import Unavailable
+from guardian.frozen import frozen
 from guardian.kinds import Condition, Level, RuleAction
 from guardian.pace import MEMORY, SWAP, Pace, bounded_wait, machine_seconds
 from guardian.records import Pressure
@@ -40,7 +41,7 @@ KILL: Level = "KILL"
 Value = Union[int, float, str]
 
 
-@dataclass(frozen=True)
+@frozen
 class Trigger:
     """One crossed condition: where (``scope`` None = the machine), how badly, and why."""
 
@@ -58,7 +59,7 @@ class Trigger:
         return (self.rule, self.scope, self.condition)
 
 
-@dataclass(frozen=True)
+@frozen
 class Assessment:
     time_us: int
     triggers: tuple[Trigger, ...]

@@ -23,12 +23,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Callable, Optional, get_args
 
 from guardian.badness import badness_points, eligible, process_oom_score
 from guardian.candidates import Candidate, Exclusion
 from guardian.config import Policy
+from guardian.frozen import frozen
 from guardian.history import Growth
 from guardian.hookspecs import Scorer
 from guardian.isolation import Done, Isolation, PluginFailure, Refusal, value_text
@@ -39,7 +40,7 @@ from guardian.sample import Sample
 from guardian.text import shown
 
 
-@dataclass(frozen=True)
+@frozen
 class RankContext:
     """Everything a scorer may consult. ``totalpages`` is the kernel's scale for this scope:
     RAM + swap for the machine, the cgroup's limit for a memcg scope (kernel.md 1.2)."""
@@ -66,7 +67,7 @@ class RankContext:
     )
 
 
-@dataclass(frozen=True)
+@frozen
 class Ranked:
     candidate: Candidate
     scores: Mapping[str, float]  # raw score by scorer name (only scorers with an opinion)
@@ -77,7 +78,7 @@ class Ranked:
 KINDS: frozenset[str] = frozenset(get_args(Mode))
 
 
-@dataclass(frozen=True)
+@frozen
 class Offered:
     """A scorer a plugin offers, with its name and kinds read once, when it was offered: the
     ranking never asks the plugin's object for them again."""
@@ -115,7 +116,7 @@ class Offered:
         return cls(scorer, name, frozenset(chosen), plugin if plugin is not None else name, bool(uses_growth))
 
 
-@dataclass(frozen=True)
+@frozen
 class Ranking:
     context: RankContext
     ranked: tuple[Ranked, ...]  # best victim first

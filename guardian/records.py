@@ -11,9 +11,11 @@ plugins, and a plugin that changed one would change what every later scorer and 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from types import MappingProxyType
 from typing import Any, Optional, TypeVar
+
+from guardian.frozen import frozen
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -45,7 +47,7 @@ def _freeze(record: object, name: str) -> None:
 # --- PSI ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class PsiLine:
     """One line of a pressure file: ``some avg10=0.00 avg60=0.00 avg300=0.00 total=0``."""
 
@@ -55,7 +57,7 @@ class PsiLine:
     total_us: int
 
 
-@dataclass(frozen=True)
+@frozen
 class Pressure:
     """A whole pressure file. ``full`` is None where the kernel prints no full line."""
 
@@ -63,7 +65,7 @@ class Pressure:
     full: Optional[PsiLine]
 
 
-@dataclass(frozen=True)
+@frozen
 class StallRate:
     """Stall over a window, computed from two ``total`` readings (not the kernel's lagging avg10)."""
 
@@ -75,7 +77,7 @@ class StallRate:
 # --- machine-wide memory -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class MemInfo:
     """The meminfo file in bytes; ``fields`` holds every line (kB lines in bytes, counts as is)."""
 
@@ -121,7 +123,7 @@ class MemInfo:
         return 100.0 * self.swap_free_bytes / self.swap_total_bytes
 
 
-@dataclass(frozen=True)
+@frozen
 class ZramDevice:
     """A zram device: ``disksize`` and the leading columns of ``mm_stat`` (bytes)."""
 
@@ -138,7 +140,7 @@ class ZramDevice:
         return self.disksize_bytes > 0
 
 
-@dataclass(frozen=True)
+@frozen
 class VmStat:
     """The vmstat counters. The properties sum the per-reclaimer counters the way the kernel
     splits them (``pgscan_kswapd + pgscan_direct + ...``); ``pgscan_anon``/``pgscan_file`` are
@@ -171,7 +173,7 @@ class VmStat:
         return self.counters.get("oom_kill", 0)
 
 
-@dataclass(frozen=True)
+@frozen
 class VmSysctl:
     """The vm sysctls that decide whether the kernel kills, refuses or panics."""
 
@@ -217,7 +219,7 @@ class VmSysctl:
 PF_KTHREAD = 0x00200000  # include/linux/sched.h
 
 
-@dataclass(frozen=True)
+@frozen
 class ProcStat:
     """The fields of /proc/PID/stat guardian uses."""
 
@@ -233,7 +235,7 @@ class ProcStat:
         return bool(self.flags & PF_KTHREAD)
 
 
-@dataclass(frozen=True)
+@frozen
 class ProcStatus:
     """The fields of /proc/PID/status guardian uses. Kernel threads have no Vm*/Rss* lines:
     their sizes read 0 and ``has_mm`` is False."""
@@ -258,7 +260,7 @@ class ProcStatus:
         return self.rss_anon_bytes + self.rss_file_bytes + self.rss_shmem_bytes
 
 
-@dataclass(frozen=True)
+@frozen
 class ProcCgroups:
     """The cgroup file of a process: the cgroup2 path (``0::``) and the v1 path per controller."""
 
@@ -273,7 +275,7 @@ class ProcCgroups:
         return self.v1.get("memory")
 
 
-@dataclass(frozen=True)
+@frozen
 class Process:
     """Everything guardian knows about one process at one moment."""
 
@@ -313,7 +315,7 @@ class Process:
 # --- cgroups -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class CgroupMemory:
     """The memory state of one cgroup, from whichever hierarchy accounts memory here.
 
@@ -355,7 +357,7 @@ class CgroupMemory:
 # --- the kernel log ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class KmsgRecord:
     """One record of the kernel log as /dev/kmsg hands it out:
     ``PRI,SEQ,TS_USEC,FLAGS[,...];MESSAGE`` and optional `` KEY=VALUE`` lines.
@@ -381,7 +383,7 @@ class KmsgRecord:
 OOM_CONSTRAINTS = ("CONSTRAINT_NONE", "CONSTRAINT_CPUSET", "CONSTRAINT_MEMORY_POLICY", "CONSTRAINT_MEMCG")
 
 
-@dataclass(frozen=True)
+@frozen
 class KernelOomKill:
     """A process the kernel's OOM killer killed, from its report in the kernel log.
 

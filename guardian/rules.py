@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal, Optional
 
 from guardian import regex_engine
+from guardian.frozen import frozen
 
 # which RE2 binding compiles the patterns (guardian/regex_engine.py), and its compile
 ENGINE, _compile = regex_engine.load()
@@ -261,7 +261,7 @@ def user_unit_of(cgroup: Optional[str]) -> Optional[str]:
     return None
 
 
-@dataclass(frozen=True)
+@frozen
 class Facts:
     """What rules can look at. ``cmdline`` and ``exe`` are read on demand through callables."""
 
@@ -281,7 +281,7 @@ def _nothing() -> Optional[str]:
     return None
 
 
-@dataclass(frozen=True)
+@frozen
 class Rule:
     """One ``[[protect]]``/``[[ignore]]``/``[[prefer]]``/``[[avoid]]`` table of the policy.
 

@@ -36,12 +36,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Literal, Optional, Protocol
 
 from guardian.clock import Clock
 from guardian.explain import build_rank_report, number, terms
+from guardian.frozen import frozen
 from guardian.history import Histories
 from guardian.host import Host
 from guardian.isolation import PluginFailure
@@ -81,7 +81,7 @@ def sparkline(values: Sequence[float], width: int, top: float) -> str:
     return "".join(bars)
 
 
-@dataclass(frozen=True)
+@frozen
 class Frame:
     """What one refresh saw, ready to be laid out at any size (a resize lays it out again)."""
 

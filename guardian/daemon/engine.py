@@ -37,6 +37,7 @@ from guardian.config import CgroupRule, Policy
 from guardian.daemon.wakeups import Armed, PsiKey, UsageLine, Wake, WakePlan, WatchedLimit, plan
 from guardian.decision import freed_bytes
 from guardian.errors import GuardianError, Unavailable
+from guardian.frozen import frozen
 from guardian.history import Histories
 from guardian.hooks import AfterKill, action_for, first_allowed
 from guardian.host import Host, cgroup_ancestors
@@ -127,7 +128,7 @@ class Cooldown:
     both_levels: bool = False
 
 
-@dataclass(frozen=True)
+@frozen
 class Calm:
     """What a full tick that found nothing to do leaves for the idle fast path: the MemAvailable
     and SwapFree lines at which the machine's memory condition holds (both must be reached),

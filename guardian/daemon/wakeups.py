@@ -40,11 +40,12 @@ import contextlib
 import os
 import select
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Optional
 
 from guardian.config import CgroupRule, Policy
 from guardian.errors import Unavailable
+from guardian.frozen import frozen
 from guardian.host import Host
 from guardian.kernel import inotify_directories
 from guardian.kinds import Level, PsiKind
@@ -58,7 +59,7 @@ WAKE = "wake"  # the label of the wake-up triggers' keys: no rule is called that
 PsiKey = tuple[str, Optional[str]]  # (rule label or "machine", cgroup path or None)
 
 
-@dataclass(frozen=True)
+@frozen
 class PsiSource:
     path: str
     kind: PsiKind
@@ -67,7 +68,7 @@ class PsiSource:
     wake_only: bool = False  # a wake-up, not a condition: never polled, covers nothing
 
 
-@dataclass(frozen=True)
+@frozen
 class UsageLine:
     """A cgroup2 group's memory.current file and the usage at which a full look must run
     (cgroup2 has no usage event: the idle fast path reads it), with its limit and the usage at
@@ -80,7 +81,7 @@ class UsageLine:
     kill_bytes: Optional[int] = None  # None: as line_bytes
 
 
-@dataclass(frozen=True)
+@frozen
 class WatchedLimit:
     """A watched group and the limit its wake-ups were planned for (memory.max; v1
     memory.limit_in_bytes; None: no limit). Writing a limit notifies nobody: the fast path reads
@@ -90,7 +91,7 @@ class WatchedLimit:
     max_bytes: Optional[int]
 
 
-@dataclass(frozen=True)
+@frozen
 class WakePlan:
     """Which kernel events the watched conditions need. Made by ``plan()``, armed by a Waiter."""
 
@@ -107,7 +108,7 @@ class WakePlan:
     writes: bool = True  # may arming write to kernel files (False under --root)
 
 
-@dataclass(frozen=True)
+@frozen
 class Armed:
     """What the kernel accepted of a plan."""
 
@@ -117,7 +118,7 @@ class Armed:
     events: frozenset[str] = frozenset()  # cgroups whose memory.events changes wake the loop
 
 
-@dataclass(frozen=True)
+@frozen
 class Wake:
     """What ended a wait."""
 

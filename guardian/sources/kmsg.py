@@ -50,10 +50,10 @@ import errno
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Optional, Union
 
 from guardian.errors import ParseError, Unavailable
+from guardian.frozen import frozen
 from guardian.host import Host
 from guardian.records import KernelOomKill, KmsgRecord, frozen_mapping
 from guardian.text import shown
@@ -143,7 +143,7 @@ def split_records(data: bytes) -> tuple[list[bytes], bytes]:
 # --- the lines of an OOM-kill report -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class OomKilled:
     """``[REASON: ]Killed process PID (COMM) total-vm:NkB, anon-rss:NkB, ...`` (__oom_kill_process())."""
 
@@ -159,7 +159,7 @@ class OomKilled:
     oom_score_adj: Optional[int]
 
 
-@dataclass(frozen=True)
+@frozen
 class OomSummary:
     """``oom-kill:constraint=...,task=COMM,pid=PID,uid=UID`` (dump_oom_summary()). ``body`` is
     the text after ``oom-kill:``, kept to split it again once the victim's comm is known."""
@@ -177,21 +177,21 @@ class OomSummary:
     uid: int
 
 
-@dataclass(frozen=True)
+@frozen
 class OomGroup:
     """``Tasks in PATH are going to be killed due to memory.oom.group set``."""
 
     memcg: str
 
 
-@dataclass(frozen=True)
+@frozen
 class OomSkipped:
     """``REASON: OOM victim PID (COMM) is already exiting. Skip killing the task``."""
 
     pid: int
 
 
-@dataclass(frozen=True)
+@frozen
 class OomChoice:
     """4.19 and 5.0: ``REASON: Kill process PID (COMM) score N or sacrifice child``; the Killed
     line that follows has no reason of its own, and may name a child instead."""
@@ -200,14 +200,14 @@ class OomChoice:
     pid: int
 
 
-@dataclass(frozen=True)
+@frozen
 class OomInvoked:
     """``COMM invoked oom-killer: gfp_mask=...``: a report begins (dump_header())."""
 
     comm: str
 
 
-@dataclass(frozen=True)
+@frozen
 class OomReaped:
     """``oom_reaper: reaped process PID (COMM), now anon-rss:NkB, file-rss:NkB, shmem-rss:NkB``:
     what the reaper could not free. Recognised so it is never taken for a kill."""

@@ -21,10 +21,10 @@ import errno
 import os
 import select
 from collections import deque
-from dataclasses import dataclass
 from typing import Optional
 
 from guardian.errors import Malformed, ParseError
+from guardian.frozen import frozen
 from guardian.host import Host
 from guardian.records import Pressure, PsiLine, StallRate
 from guardian.sources.vmstat import parse_int
@@ -159,7 +159,7 @@ PSI_WINDOW_MAX_US = 10_000_000  # kernel/sched/psi.c WINDOW_MAX_US
 UNPRIVILEGED_WINDOW_STEP_US = 2_000_000  # 6.4+: unprivileged windows must be N * 2 s
 
 
-@dataclass(frozen=True)
+@frozen
 class TriggerSpec:
     """``some|full STALL_US WINDOW_US``: fire when stall time grows by STALL_US within WINDOW_US."""
 

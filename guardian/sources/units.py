@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Optional
+
+from guardian.frozen import frozen
 
 SETTINGS = ("ManagedOOMSwap", "ManagedOOMMemoryPressure")
 UNIT_TYPES = ("slice", "service", "scope")  # the unit types that have a cgroup of their own
@@ -25,7 +26,7 @@ MAX_UNIT_FILE_BYTES = 1 << 20  # a unit file is a few KiB; anything larger is no
 _NOT_SETTINGS = ("Unit", "Install")  # sections that hold no resource-control setting
 
 
-@dataclass(frozen=True)
+@frozen
 class Managed:
     """A cgroup systemd-oomd acts on: its unit and which of its settings say ``kill``."""
 

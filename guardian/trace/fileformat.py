@@ -25,6 +25,7 @@ from typing import IO, Any, Optional, Union
 
 from guardian import host
 from guardian.errors import GuardianError
+from guardian.frozen import frozen
 from guardian.text import shown
 
 FORMAT = "guardian-trace"
@@ -109,7 +110,7 @@ class Observations:
 _MISSING = object()
 
 
-@dataclass(frozen=True)
+@frozen
 class Header:
     """The first line: what was recorded, where, and how."""
 
@@ -137,7 +138,7 @@ class Header:
         }
 
 
-@dataclass(frozen=True)
+@frozen
 class Frame:
     index: int
     time_us: int
