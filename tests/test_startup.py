@@ -231,3 +231,58 @@ def test_another_finder_of_distributions_is_left_to_importlib_metadata(
     assert not plugins._may_have_entry_points()
     monkeypatch.setattr(sys, "meta_path", [*sys.meta_path, Finder()])
     assert plugins._may_have_entry_points()
+
+
+# Prints whether the cyclic collector was on when READY=1 was sent, and whether it is on at the
+# loop's first look after it; then leaves.
+GC_CHILD = """
+import gc, os, sys
+import guardian.notify
+from guardian.daemon.engine import Engine
+seen = []
+
+def send(self, **state):
+    if state.get("READY") == "1":
+        seen.append(gc.isenabled())
+    return True
+
+real_quick = Engine.quick
+
+def quick(self, *args, **kwargs):
+    print(f"ready={seen[0]} loop={gc.isenabled()} frozen={gc.get_freeze_count() > 0}", flush=True)
+    os._exit(0)
+
+guardian.notify.Notifier.send = send
+Engine.quick = quick
+from guardian.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_run_holds_the_cyclic_collector_off_until_ready(tmp_path: Path) -> None:
+    """Nothing a start makes is garbage: the collector is off until READY=1, then everything made
+    is frozen out of its sight and it runs as usual."""
+    argv = ["run", "--dry-run", "--root", str(FIXTURE), "--policy", str(POLICY)]
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    out = subprocess.run(
+        [sys.executable, "-c", GC_CHILD, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ready=False", "loop=True", "frozen=True"]
+
+
+def test_a_run_that_fails_at_start_turns_the_collector_back_on(tmp_path: Path) -> None:
+    import gc
+
+    from guardian.cli import EXIT_CONFIG, main
+
+    policy = tmp_path / "policy.toml"
+    policy.write_bytes(b'[machine]\nmem_available = { term = "\xff" }\n')
+    assert gc.isenabled()
+    assert main(["run", "--dry-run", "--root", str(FIXTURE), "--policy", str(policy)]) == EXIT_CONFIG
+    assert gc.isenabled()
