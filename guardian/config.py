@@ -709,11 +709,11 @@ def parse_listen(table: Table, allow_remote: bool) -> Optional[Listen]:
     """``"127.0.0.1:9464"``, ``"[::1]:9464"`` or ``"localhost:9464"``: an IP address (or
     localhost, which is 127.0.0.1 without asking a resolver) and a port from 0 to 65535. An
     address that is not loopback needs ``allow_remote = true``."""
-    import ipaddress  # noqa: PLC0415 - only for a policy with an endpoint
-
     text = table.string("listen", None)
     if text is None:
         return None
+    import ipaddress  # noqa: PLC0415 - only for a policy with an endpoint
+
     expected = 'expected "ADDRESS:PORT" with an IP address ("127.0.0.1:9464", "[::1]:9464")'
     host, sep, port_text = text.rpartition(":")
     if not sep or not host:

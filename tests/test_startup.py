@@ -65,6 +65,8 @@ NOT_AT_START = (
     # a policy without [metrics] serves none: neither the exporter nor its library is loaded
     "guardian.daemon.exporter",
     "prometheus_client",
+    # a tick that failed needs it for its traceback
+    "traceback",
 )
 
 

@@ -22,7 +22,6 @@ import os
 import signal
 import threading
 import time
-import traceback
 from typing import TYPE_CHECKING, Optional, Union
 
 from guardian import __version__
@@ -220,6 +219,8 @@ class Service:
             raise exc
 
     def _failed(self, what: str, exc: Exception) -> None:
+        import traceback  # noqa: PLC0415 - only when something failed (it and textwrap: 1.5 ms of a start)
+
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
         self.engine.reporter.lifecycle(f"{what}: {type(exc).__name__}: {exc}", PRIORITY_ERR, traceback=detail)
 
