@@ -222,7 +222,9 @@ class GuardianProcess:
         policy_text: str,
         dry_run: bool = False,
         extra_env: Optional[dict[str, str]] = None,
+        nice: int = 0,
     ) -> None:
+        """``nice``: the niceness guardian runs at (the unit's ``Nice=``; below 0 needs root)."""
         import socket
 
         self.policy_path = f"{workdir}/policy.toml"
@@ -242,7 +244,14 @@ class GuardianProcess:
         args = [sys.executable, "-m", "guardian.cli", "run", "--policy", self.policy_path]
         if dry_run:
             args.append("--dry-run")
-        self.proc = subprocess.Popen(args, env=env, stderr=self._stderr, stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args,
+            env=env,
+            stderr=self._stderr,
+            stdout=subprocess.DEVNULL,
+            # set in the child before exec, so every thread guardian starts has it too
+            preexec_fn=(lambda: os.setpriority(os.PRIO_PROCESS, 0, nice)) if nice else None,  # noqa: PLW1509
+        )
         self.notifications: list[str] = []
 
     def wait_for(self, key: str, timeout_s: float = 30) -> str:
