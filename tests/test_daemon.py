@@ -649,6 +649,103 @@ def test_the_fast_path_reads_each_quantity_when_its_pace_says(
         waiter.close()
 
 
+def test_a_stall_wake_up_reads_everything_on_the_fast_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wake-up trigger (memory stalled: perhaps a burst faster than the interval planned for)
+    makes the next look read every quantity at once, the machine's too, on the fast path: a full
+    look only where a line is reached. Any other kernel event still makes a full look."""
+    from guardian.daemon.wakeups import Wake
+    from guardian.sample import Sample
+
+    root = walker_root(tmp_path, current_mib=100)
+    g, _, clock = guardian_for(
+        root,
+        "[machine]\nmem_available = { term = '10%' }\n[[cgroup]]\nmatch = 'system.slice/*.service'\n"
+        "min_headroom = { term = '10%', kill = '4%' }\n",
+    )
+    g.rescan(Sample(g.host, clock.monotonic_us()), clock.monotonic_us(), force=True)
+    waiter = Waiter()
+    wake_plan = g.wake_plan(Sample(g.host, clock.monotonic_us()))
+    g.use_wakeups(wake_plan, waiter.arm(wake_plan))
+    reads: list[str] = []
+    real = g.host.read_hot
+
+    def counted(path: str, what: str) -> bytes:
+        reads.append(what)
+        return real(path, what)
+
+    monkeypatch.setattr(g.host, "read_hot", counted)
+    try:
+        g.tick()
+        assert g.calm is not None
+        clock.advance(g.quick(clock.monotonic_us()) or 0)
+        reads.clear()
+        assert g.quick(clock.monotonic_us()) is not None
+        assert "meminfo" not in reads  # the machine, 12 GiB from its line, is not due yet
+        g.woke(Wake(stalled=True), clock.monotonic_us())
+        assert g.calm is not None
+        reads.clear()
+        assert g.quick(clock.monotonic_us()) is not None  # no line reached: still no full look
+        assert {"cgroup2", "meminfo"} <= set(reads)  # the group, the machine (and the limit)
+        # a burst took the group past its TERM line: the stall wake-up's look sees it, hands over
+        group = root / "sys/fs/cgroup/system.slice/walker.service/memory.current"
+        group.write_text(f"{240 * MiB}\n")
+        g.woke(Wake(stalled=True), clock.monotonic_us())
+        assert g.quick(clock.monotonic_us()) is None
+        # any other kernel event: a full look
+        group.write_text(f"{100 * MiB}\n")
+        clock.advance(20)
+        g.tick()
+        assert g.calm is not None
+        g.woke(Wake(kernel=True), clock.monotonic_us())
+        assert g.calm is None
+    finally:
+        waiter.close()
+
+
+def test_a_wake_up_trigger_is_a_stall_a_conditions_trigger_a_kernel_event() -> None:
+    """The Waiter tells a wake-up trigger (the WAKE label: look at everything now) from a PSI
+    condition's trigger (a full look, the condition's source read) and from a removed group's
+    (a full look)."""
+    import contextlib
+    import os
+    import select
+
+    from guardian.daemon.wakeups import WAKE
+
+    class Trigger:
+        def __init__(self, state: str) -> None:
+            self.state = state
+
+        def fired(self, _mask: int) -> str:
+            return self.state
+
+    def one_wait(state: str, key: tuple[str, Optional[str]]) -> object:
+        waiter = Waiter()
+        read_end, write_end = os.pipe()
+        try:
+            waiter.fds[read_end] = "psi"
+            waiter.triggers[read_end] = (Trigger(state), key)  # type: ignore[assignment]
+            waiter.poller.register(read_end, select.POLLIN)
+            os.write(write_end, b"x")
+            return waiter.wait(1.0)
+        finally:
+            waiter.fds.pop(read_end, None)
+            waiter.triggers.pop(read_end, None)
+            waiter.close()
+            with contextlib.suppress(OSError):  # a removed group's trigger is closed by the Waiter
+                os.close(read_end)
+            os.close(write_end)
+
+    wake = one_wait("fired", (WAKE, "/system.slice/walker.service"))
+    assert (wake.stalled, wake.kernel, wake.psi) == (True, False, frozenset())  # type: ignore[attr-defined]
+    wake = one_wait("fired", ("machine", None))
+    assert (wake.stalled, wake.kernel, wake.psi) == (False, True, {("machine", None)})  # type: ignore[attr-defined]
+    wake = one_wait("gone", (WAKE, "/system.slice/walker.service"))
+    assert (wake.stalled, wake.kernel) == (False, True)  # type: ignore[attr-defined]
+
+
 def test_no_fast_path_while_something_is_uncovered_or_hot(tmp_path: Path) -> None:
     root = machine(tmp_path, available_kb=int(16 * GiB_KB * 0.04))
     g, _, _ = guardian_for(root, POLICY)

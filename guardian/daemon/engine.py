@@ -269,12 +269,16 @@ class Engine:
 
     def woke(self, wake: Wake, now_us: int) -> None:
         """What the kernel said while the loop slept."""
-        self.metrics.woke("kernel" if wake.kernel else "signal" if wake.signal else "timer")
+        self.metrics.woke("kernel" if wake.kernel or wake.stalled else "signal" if wake.signal else "timer")
         for key in wake.psi:
             self.psi_fired_us[key] = now_us
         self._events_unread |= wake.events
         if wake.kernel:
             self.calm = None  # the kernel saw something: look properly
+        elif wake.stalled and self.calm is not None:
+            # memory stalled: read every quantity now (a line reached makes it a full look); a
+            # full look here would only read the same and more, every 2 s of a long episode
+            self.calm.due_us.clear()
         if wake.cgroups:
             self._scanned_us = None  # a cgroup came or went under a rule's subtree: rescan now
         if wake.filled:  # planned empty, filled now: plan again, for its limits as they are

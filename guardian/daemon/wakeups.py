@@ -126,14 +126,19 @@ class Wake:
     cgroups: bool = False  # a cgroup was made or removed under a rule's subtree, or an empty one filled
     events: frozenset[str] = frozenset()  # cgroups whose memory.events changed
     filled: frozenset[str] = frozenset()  # watched groups planned empty whose cgroup.events changed
-    kernel: bool = False  # any kernel event at all (PSI, memory.events, threshold, a kill, cgroups)
+    # any kernel event that needs a full look (a PSI condition's trigger, memory.events, a v1
+    # threshold, a kill, cgroups); not a wake-up trigger, which is `stalled`
+    kernel: bool = False
     signal: bool = False
     kmsg: bool = False  # the kernel log has new records
+    # a wake-up trigger fired (WAKE_STALL_PCT of "some" stall): memory may be filling faster than
+    # the interval planned for, so the fast path reads every quantity now instead of when due
+    stalled: bool = False
 
     @property
     def kmsg_only(self) -> bool:
         """Nothing but kernel log records: nothing the loop looks at changed."""
-        return self.kmsg and not (self.psi or self.cgroups or self.kernel or self.signal)
+        return self.kmsg and not (self.psi or self.cgroups or self.kernel or self.signal or self.stalled)
 
 
 def headroom_usage_line(
@@ -425,7 +430,7 @@ class Waiter:
         psi: set[PsiKey] = set()
         changed: set[str] = set()
         cgroups = kernel = bool(filled)
-        signalled = kmsg = False
+        signalled = kmsg = stalled = False
         for fd, mask in events:
             if fd == self.kmsg_fd:
                 kmsg = True  # the follower reads it (and an overrun's POLLERR with it)
@@ -438,6 +443,19 @@ class Waiter:
                 signalled = True
                 with contextlib.suppress(OSError):
                     os.read(fd, 4096)
+                continue
+            if what == "psi":
+                trigger, key = self.triggers[fd]
+                state = trigger.fired(mask)
+                if state == "gone":
+                    self._drop(fd)  # a cgroup trigger reports POLLERR once the cgroup is gone
+                    kernel = True
+                elif key[0] == WAKE:  # a wake-up is only a wake-up: a quick look at everything
+                    stalled = True
+                else:
+                    kernel = True
+                    if state == "fired":
+                        psi.add(key)
                 continue
             kernel = True
             if what in ("threshold", "cgroups"):
@@ -453,13 +471,6 @@ class Waiter:
                 with contextlib.suppress(OSError):
                     os.lseek(fd, 0, os.SEEK_SET)
                     os.read(fd, 4096)
-            elif what == "psi":
-                trigger, key = self.triggers[fd]
-                state = trigger.fired(mask)
-                if state == "gone":
-                    self._drop(fd)  # a cgroup trigger reports POLLERR once the cgroup is gone
-                elif state == "fired" and key[0] != WAKE:  # a wake-up is only a wake-up
-                    psi.add(key)
         return Wake(
             psi=frozenset(psi),
             cgroups=cgroups,
@@ -468,4 +479,5 @@ class Waiter:
             kernel=kernel,
             signal=signalled,
             kmsg=kmsg,
+            stalled=stalled,
         )
