@@ -270,51 +270,11 @@ def _empty_group_events(host: Host, sample: Sample, path: str) -> Optional[str]:
     return None
 
 
-class Poller:
-    """The loop's epoll instance, with poll()'s way of registering.
-
-    poll() hands the kernel every descriptor on every wait: it asks each file whether it is
-    ready, queues the loop on each, and takes it off each again when woken, so a wait costs in
-    proportion to what is armed (a PSI trigger and a memory.events per watched service, the
-    kills', the kernel log's, a few dozen in all). epoll keeps the files registered and a wait
-    costs the same whatever their number; near a line, where the loop wakes several times a
-    second, that is most of what a wake-up costs the kernel under emulation.
-
-    What poll() did that epoll does not, kept here: ``register`` of a number already registered
-    changes its events (and a number whose file was closed and handed out again registers the
-    new file: the kills' pidfds are closed by their kills); a regular file, which epoll refuses,
-    is accepted where only POLLPRI is asked for and never fires, as under poll() (the fixture
-    trees of ``--root``)."""
-
-    def __init__(self) -> None:
-        self._epoll = select.epoll()
-
-    def register(self, fd: int, events: int) -> None:
-        try:
-            self._epoll.modify(fd, events)
-        except FileNotFoundError:  # not registered, or a closed file's number handed out again
-            try:
-                self._epoll.register(fd, events)
-            except PermissionError:
-                if events & ~select.POLLPRI:
-                    raise
-        except PermissionError:  # a regular file (see above)
-            if events & ~select.POLLPRI:
-                raise
-
-    def unregister(self, fd: int) -> None:
-        """Raises OSError where the number is not registered (or no longer open)."""
-        self._epoll.unregister(fd)
-
-    def poll(self, timeout_ms: int) -> list[tuple[int, int]]:
-        return self._epoll.poll(timeout_ms / 1000)
-
-
 class Waiter:
     """The file descriptors that wake the loop: armed from a plan, rebuilt when it changes."""
 
     def __init__(self, wakeup_fd: Optional[int] = None) -> None:
-        self.poller = Poller()
+        self.poller = select.poll()
         self.fds: dict[int, str] = {}  # fd -> "psi", "events", "populated", "threshold", "cgroups"
         self.triggers: dict[int, tuple[PsiTrigger, PsiKey]] = {}
         self.events_of: dict[int, str] = {}  # memory.events fd -> its cgroup
