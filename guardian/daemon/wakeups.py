@@ -10,8 +10,10 @@ whichever comes first:
 * a wake-up trigger on the same files, whatever the policy's PSI conditions: 100 ms of "some"
   stall within 2 s (WAKE_STALL_PCT). Between two looks the interval trusts the speed at which
   memory was measured filling (pace.py); a burst faster than planned for needs direct reclaim,
-  and reclaim is a memory stall: this trigger brings the next look forward. Nothing is polled
-  for it where the kernel refuses it;
+  and reclaim is a memory stall: this trigger brings the next look forward, a look at every
+  quantity the fast path reads (``Wake.stalled``; a full look only where a line is reached, as
+  a swapping machine fires it in every window). Nothing is polled for it where the kernel
+  refuses it;
 * memory.events of watched cgroup2 groups (kernfs wakes pollers with POLLPRI on every change);
 * on the v1 memory controller, a usage threshold registered through cgroup.event_control at the
   TERM headroom line of each watched group: an eventfd the kernel signals the moment usage
