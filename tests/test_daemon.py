@@ -601,19 +601,19 @@ def test_a_full_tick_plans_again_for_a_limit_it_reads_moved(tmp_path: Path) -> N
     assert result.watch_changed and result.started
 
 
-def test_the_fast_path_reads_each_quantity_when_its_pace_says(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A group near its line is read on every wake-up; the machine, 10 GiB from its line, only
-    when its own plan (at most max_interval_s) comes due, or when it would come due before the
-    next wake-up anyway (read then, not on a wake-up of its own)."""
+def counting_fast_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, current_mib: int, extra: str = ""
+) -> tuple[Path, Engine, FakeClock, Waiter, list[str]]:
+    """walker.service at ``current_mib`` watched by a headroom rule beside the machine's
+    MemAvailable line, the wake-ups armed (the caller closes the Waiter), and the list that
+    ``host.read_hot`` appends what it reads to."""
     from guardian.sample import Sample
 
-    root = walker_root(tmp_path, current_mib=200)
+    root = walker_root(tmp_path, current_mib=current_mib)
     g, _, clock = guardian_for(
         root,
         "[machine]\nmem_available = { term = '10%' }\n[[cgroup]]\nmatch = 'system.slice/*.service'\n"
-        "min_headroom = { term = '10%', kill = '4%' }\n[poll]\nmax_interval_s = 1.0\n",
+        "min_headroom = { term = '10%', kill = '4%' }\n" + extra,
     )
     g.rescan(Sample(g.host, clock.monotonic_us()), clock.monotonic_us(), force=True)
     waiter = Waiter()
@@ -627,6 +627,18 @@ def test_the_fast_path_reads_each_quantity_when_its_pace_says(
         return real(path, what)
 
     monkeypatch.setattr(g.host, "read_hot", counted)
+    return root, g, clock, waiter, reads
+
+
+def test_the_fast_path_reads_each_quantity_when_its_pace_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group near its line is read on every wake-up; the machine, 10 GiB from its line, only
+    when its own plan (at most max_interval_s) comes due, or when it would come due before the
+    next wake-up anyway (read then, not on a wake-up of its own)."""
+    _, g, clock, waiter, reads = counting_fast_path(
+        tmp_path, monkeypatch, 200, "[poll]\nmax_interval_s = 1.0\n"
+    )
     try:
         g.tick()
         assert g.calm is not None
@@ -656,26 +668,8 @@ def test_a_stall_wake_up_reads_everything_on_the_fast_path(
     makes the next look read every quantity at once, the machine's too, on the fast path: a full
     look only where a line is reached. Any other kernel event still makes a full look."""
     from guardian.daemon.wakeups import Wake
-    from guardian.sample import Sample
 
-    root = walker_root(tmp_path, current_mib=100)
-    g, _, clock = guardian_for(
-        root,
-        "[machine]\nmem_available = { term = '10%' }\n[[cgroup]]\nmatch = 'system.slice/*.service'\n"
-        "min_headroom = { term = '10%', kill = '4%' }\n",
-    )
-    g.rescan(Sample(g.host, clock.monotonic_us()), clock.monotonic_us(), force=True)
-    waiter = Waiter()
-    wake_plan = g.wake_plan(Sample(g.host, clock.monotonic_us()))
-    g.use_wakeups(wake_plan, waiter.arm(wake_plan))
-    reads: list[str] = []
-    real = g.host.read_hot
-
-    def counted(path: str, what: str) -> bytes:
-        reads.append(what)
-        return real(path, what)
-
-    monkeypatch.setattr(g.host, "read_hot", counted)
+    root, g, clock, waiter, reads = counting_fast_path(tmp_path, monkeypatch, 100)
     try:
         g.tick()
         assert g.calm is not None

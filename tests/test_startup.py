@@ -71,6 +71,11 @@ NOT_AT_START = (
 
 
 def modules_at_ready(tmp_path: Path, policy: Path, *first: str) -> set[str]:
+    return set(run_child(tmp_path, CHILD, policy, *first).split())
+
+
+def run_child(tmp_path: Path, child: str, policy: Path, *first: str) -> str:
+    """``guardian run --dry-run`` on the fixture tree under a child script; what it printed."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -78,7 +83,7 @@ def modules_at_ready(tmp_path: Path, policy: Path, *first: str) -> set[str]:
     }
     argv = [*first, "run", "--dry-run", "--root", str(FIXTURE), "--policy", str(policy)]
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, *argv],
+        [sys.executable, "-c", child, *argv],
         capture_output=True,
         text=True,
         env=env,
@@ -87,7 +92,7 @@ def modules_at_ready(tmp_path: Path, policy: Path, *first: str) -> set[str]:
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    return set(out.stdout.split())
+    return out.stdout
 
 
 def test_run_without_entry_points_imports_only_what_it_needs(tmp_path: Path) -> None:
@@ -264,18 +269,7 @@ sys.exit(main(sys.argv[1:]))
 def test_run_holds_the_cyclic_collector_off_until_ready(tmp_path: Path) -> None:
     """Nothing a start makes is garbage: the collector is off until READY=1, then everything made
     is frozen out of its sight and it runs as usual."""
-    argv = ["run", "--dry-run", "--root", str(FIXTURE), "--policy", str(POLICY)]
-    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
-    out = subprocess.run(
-        [sys.executable, "-c", GC_CHILD, *argv],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["ready=False", "loop=True", "frozen=True"]
+    assert run_child(tmp_path, GC_CHILD, POLICY).split() == ["ready=False", "loop=True", "frozen=True"]
 
 
 def test_a_run_that_fails_at_start_turns_the_collector_back_on(tmp_path: Path) -> None:
