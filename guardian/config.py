@@ -92,6 +92,8 @@ class PolicyError(GuardianError):
 
 @frozen
 class PluginSettings:
+    """[plugins]: where plugins come from, their time budget and their own settings."""
+
     entry_points: bool = True  # load plugins from the "guardian" entry-point group
     directory: Optional[str] = None  # plugin directory; None: the default under the Host root
     budget_ms: float = 250.0  # per scorer, per ranking
@@ -155,6 +157,8 @@ class EventsRule:
 
 @frozen
 class MachineRule:
+    """[machine]: the whole machine's lines (available memory, free swap, PSI)."""
+
     enabled: bool = True
     mem_available: Levels = field(default_factory=lambda: Levels(Amount(pct=10.0), Amount(pct=5.0)))
     swap_free: Levels = field(default_factory=lambda: Levels(Amount(pct=10.0), Amount(pct=5.0)))
@@ -164,6 +168,8 @@ class MachineRule:
 
 @frozen
 class CgroupRule:
+    """One [[cgroup]] rule: the groups it watches, their lines and what a kill takes."""
+
     label: str  # "cgroup[0]"
     match: str  # the glob as written
     pattern: Pattern  # the glob as an RE2 expression over paths without the leading "/"
@@ -191,6 +197,8 @@ class CgroupRule:
 
 @frozen
 class PollSettings:
+    """[poll]: how often memory is looked at when no kernel event comes first."""
+
     min_interval_s: float = 0.02
     max_interval_s: float = 5.0
     # the least growth planned for, whatever was measured (pace.py: measured speeds x2 above it)
@@ -244,6 +252,8 @@ class MetricsSettings:
 
 @frozen
 class Policy:
+    """A whole policy, as loaded and checked from one TOML file (or the built-in one)."""
+
     source: str = "<defaults>"
     scorers: Mapping[str, float] = field(default_factory=lambda: DEFAULT_SCORERS)
     protect: tuple[Rule, ...] = ()

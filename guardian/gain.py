@@ -30,6 +30,8 @@ SHMEM_LOOKS = 16
 
 @frozen
 class Gain:
+    """The memory a kill would give back, by kind."""
+
     anon_bytes: int
     swap_bytes: int
     pte_bytes: int

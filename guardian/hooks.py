@@ -91,6 +91,8 @@ def first_allowed(
 
 @frozen
 class _Told:
+    """A kill's decision and outcome, queued for the [[hook]] commands."""
+
     decision: KillDecision
     outcome: KillOutcome
 

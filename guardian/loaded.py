@@ -20,6 +20,8 @@ from guardian.text import counted, shown
 
 @dataclass
 class Loaded:
+    """What a policy file gives a run: the policy, its plugins and the selector built from them."""
+
     policy: Policy
     plugins: Plugins
     selector: Selector

@@ -61,6 +61,8 @@ class Trigger:
 
 @frozen
 class Assessment:
+    """One look's verdict: the triggers that hold and when to look again."""
+
     time_us: int
     triggers: tuple[Trigger, ...]
     interval_s: float  # when to look again if no kernel event comes first

@@ -69,6 +69,8 @@ class RankContext:
 
 @frozen
 class Ranked:
+    """One candidate's place in a ranking: each scorer's score and the weighted total."""
+
     candidate: Candidate
     scores: Mapping[str, float]  # raw score by scorer name (only scorers with an opinion)
     total: float  # sum of weight x score
@@ -118,6 +120,8 @@ class Offered:
 
 @frozen
 class Ranking:
+    """Candidates in order, best victim first, with what was excluded and which plugins failed."""
+
     context: RankContext
     ranked: tuple[Ranked, ...]  # best victim first
     excluded: tuple[Exclusion, ...]

@@ -99,6 +99,8 @@ class Act:
 
 @dataclass
 class TickResult:
+    """What one tick did: its assessment, the kills started and finished, the next interval."""
+
     assessment: Assessment
     started: list[Act] = field(default_factory=list)  # triggers acted on in this tick
     finished: list[Act] = field(default_factory=list)  # kills that ended in this tick
@@ -118,6 +120,8 @@ class Flight:
 
 @dataclass
 class Cooldown:
+    """A scope acted on: no new kill for the same trigger until memory could show the last one."""
+
     key: tuple[str, Optional[str], str]
     scope: Optional[str]
     since_us: int

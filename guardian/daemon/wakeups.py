@@ -63,6 +63,8 @@ PsiKey = tuple[str, Optional[str]]  # (rule label or "machine", cgroup path or N
 
 @frozen
 class PsiSource:
+    """One PSI file the loop is woken by (and, unless ``wake_only``, a condition polls)."""
+
     path: str
     kind: PsiKind
     stall_pct: float

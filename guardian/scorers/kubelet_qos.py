@@ -47,6 +47,8 @@ _CGROUPFS_POD = re.compile(r"^(.*?/kubepods(?:/(besteffort|burstable))?/pod([0-9
 
 @dataclass(frozen=True)
 class PodRef:
+    """A pod found from its cgroup path: where it is, its UID and the QoS class the path names."""
+
     path: str  # the pod's cgroup
     uid: str
     qos_from_path: Optional[str]  # "besteffort", "burstable", "guaranteed"
@@ -105,6 +107,8 @@ def request_from_adj(adj: int, capacity_bytes: int) -> int:
 
 @dataclass(frozen=True)
 class PodView:
+    """A pod as ranked: its QoS class, its memory request (and where that came from) and its usage."""
+
     ref: PodRef
     qos: str
     request_bytes: int
