@@ -111,6 +111,29 @@ def test_a_calm_daemon_records_its_history_on_the_fast_path(tmp_path: Path) -> N
     assert "/system.slice/critical.service" in g.history.cgroups._readings
 
 
+def test_a_loop_that_wakes_late_still_records_the_history_every_idle_step(tmp_path: Path) -> None:
+    """A real loop wakes a little after its plan (a few milliseconds), and the watchdog wakes it
+    every few seconds anyway: the history is still recorded every HISTORY_IDLE_S, not at each
+    wake-up that comes before it is due."""
+    root = machine(tmp_path, available_kb=12 * GiB_KB)
+    g, _, clock = guardian_for(root, "dry_run = true\n[machine]\nmem_available = { term = '10%' }\n")
+    covered(g)
+    g.tick()
+    recorded = [g.history.cgroups.recorded_us]
+    wakes = 0
+    while clock.monotonic_us() < (RESCAN_S - 1) * S:
+        wakes += 1
+        interval = g.quick(clock.monotonic_us(), cap_s=HISTORY_IDLE_S / 2)  # the watchdog's pings
+        assert interval is not None
+        last = g.history.cgroups.recorded_us
+        if last != recorded[-1]:
+            recorded.append(last)
+        clock.advance(interval + 0.004)
+    steps = [(b - a) / S for a, b in zip(recorded, recorded[1:])]
+    assert wakes >= 5 and len(steps) >= 2
+    assert all(HISTORY_IDLE_S - 0.05 <= step <= HISTORY_IDLE_S + 0.05 for step in steps), steps
+
+
 def test_the_live_counts_move_when_a_cgroup_is_made(tmp_path: Path) -> None:
     """On this machine: the stamp reads, and making an empty group in the memory hierarchy (no
     task in it, no memory charged) moves it."""
