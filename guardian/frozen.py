@@ -183,7 +183,7 @@ def _init(cls: type, fields: tuple[dataclasses.Field[Any], ...]) -> Callable[...
 def _plain(cls: type) -> bool:
     """Whether ``@frozen`` defines the class itself: no dataclass among its bases (dataclasses then
     checks that frozen and not frozen are not mixed), no ``InitVar`` or keyword-only field."""
-    if any(hasattr(base, "__dataclass_fields__") for base in cls.__mro__[1:]):
+    if any(dataclasses.is_dataclass(base) for base in cls.__mro__[1:]):
         return False
     own = cls.__dict__
     annotations = own.get("__annotations__")
