@@ -465,6 +465,36 @@ def test_builder_legacy_variation(tmp_path: Path) -> None:
     assert procs[300].oom_score == expected_oom_score(procs[300], totalpages) > 0
 
 
+def test_a_kernel_threads_status_is_not_read(tmp_path: Path) -> None:
+    """PF_KTHREAD in stat settles it: the status of a kernel thread (no memory, uid 0, no
+    signals) is not read, the rest of its files are; a user process's status still is, and a
+    status that does not parse still costs that process, not the kernel thread."""
+    root = FakeRoot(tmp_path)
+    root.meminfo(4000000, 2500000)
+    root.mounts("unified")
+    root.process(300, "java", rss_anon_kb=4096, cgroup_v2="/system.slice/app.service")
+    root.kthread(2, "kthreadd", ppid=0)
+    root.kthread(45, "kworker/0:1")
+    root.finish()
+    (tmp_path / "proc/45/status").write_text("not a status file\n")
+    (tmp_path / "proc/300/status").write_text("not a status file either\n")
+    read: list[str] = []
+
+    class Counting(Host):
+        def read_pid_file(self, pid: int, name: str) -> bytes:
+            read.append(f"{pid}/{name}")
+            return super().read_pid_file(pid, name)
+
+    procs = {p.pid: p for p in read_processes(Counting(tmp_path))}
+    assert sorted(procs) == [2, 45]  # 300's status does not parse: that one is skipped
+    for pid in (2, 45):
+        p = procs[pid]
+        assert p.is_kernel_thread and p.rss_bytes == 0 and p.swap_bytes == 0 and p.uid == 0
+        assert p.cgroup.v2 == "/" and p.oom_score_adj == 0 and not p.sigkill_pending
+        assert f"{pid}/status" not in read and f"{pid}/stat" in read and f"{pid}/cgroup" in read
+    assert "300/status" in read
+
+
 def test_builder_rejects_impossible_sizes(tmp_path: Path) -> None:
     root = FakeRoot(tmp_path)
     with pytest.raises(ValueError, match="whole 4 KiB pages"):

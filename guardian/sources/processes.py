@@ -223,12 +223,38 @@ def read_comm(host: Host, pid: int) -> str:
     return os.fsdecode(host.read_pid_file(pid, "comm")).rstrip("\n")
 
 
+# what /proc/PID/status says of every kernel thread (read_process)
+_KERNEL_THREAD = ProcStatus(
+    name="",
+    tgid=0,
+    uid_real=0,
+    uid_effective=0,
+    rss_anon_bytes=0,
+    rss_file_bytes=0,
+    rss_shmem_bytes=0,
+    swap_bytes=0,
+    pte_bytes=0,
+    has_mm=False,
+    kthread=True,
+    nstgid=(),
+)
+
+
 def read_process(host: Host, pid: int, *, oom_score: bool = False, cmdline: bool = False) -> Process:
     """One process from stat, status, oom_score_adj and cgroup (and oom_score, cmdline when
     asked). Raises NoSuchProcess if it exits during the reads, ParseError if a file does not
-    parse."""
+    parse.
+
+    A kernel thread (PF_KTHREAD in stat's flags, which the kernel sets and nothing in user space
+    can) has its status left unread: it has no memory of its own (no mm, no Vm*/Rss* lines),
+    runs with the kernel's credentials (uid 0) and takes no signal, so the file says nothing
+    more. Most of /proc on a many-CPU machine is kernel threads, and status is the costliest of
+    a process's files to make and to parse: a ranking reads the others and skips this one."""
     stat = parse_stat(os.fsdecode(host.read_pid_file(pid, "stat")))
-    status = parse_status(os.fsdecode(host.read_pid_file(pid, "status")))
+    if stat.is_kernel_thread:
+        status = _KERNEL_THREAD
+    else:
+        status = parse_status(os.fsdecode(host.read_pid_file(pid, "status")))
     if stat.state in ("Z", "X") and status.threads > 1:
         stat, status = _through_a_live_thread(host, pid, stat, status)
     adj = read_oom_score_adj(host, pid)
