@@ -25,6 +25,7 @@ class Notifier:
         pid = env.get("WATCHDOG_PID")
         mine = pid is None or pid == str(os.getpid())
         self.watchdog_s: Optional[float] = int(usec) / 1e6 if usec and usec.isdigit() and mine else None
+        self._sock: Optional[_socket.socket] = None  # made at the first send, kept until close()
 
     @property
     def enabled(self) -> bool:
@@ -39,15 +40,27 @@ class Notifier:
             address = "\0" + address[1:]
         payload = "\n".join(f"{k}={v}" for k, v in state.items()).encode()
         try:
-            # never block: a unix datagram receiver with a full queue (10 datagrams by default)
-            # would stall sendto(), and the OOM guardian with it (found by bench/reaction.py)
-            sock = _socket.socket(
-                _socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK
-            )
-            try:
-                sock.sendto(payload, address)
-            finally:
-                sock.close()
-        except OSError:  # includes BlockingIOError: the message is dropped, guardian goes on
+            sock = self._sock
+            if sock is None:
+                # never block: a unix datagram receiver with a full queue (10 datagrams by
+                # default) would stall sendto(), and the OOM guardian with it (found by
+                # bench/reaction.py). One socket for every message: an idle loop sends a watchdog
+                # ping at each wake-up, and making and closing a socket each time was two more
+                # system calls of the few such a wake-up makes. Unconnected, so a receiver made
+                # anew under the same name (systemd re-executed) is reached all the same.
+                sock = self._sock = _socket.socket(
+                    _socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK
+                )
+            sock.sendto(payload, address)
+        except BlockingIOError:  # the receiver's queue is full: the message is dropped
+            return False
+        except OSError:  # dropped too; a socket in a state of its own is made again next time
+            self.close()
             return False
         return True
+
+    def close(self) -> None:
+        """Close the socket (a later send makes another)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()

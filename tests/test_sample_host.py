@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from conftest import write
@@ -184,3 +187,36 @@ def test_notify_never_blocks_on_a_full_receiver(tmp_path: Path) -> None:
         assert sent[0] is True
         assert sent[-1] is False  # dropped, not blocked
         assert receiver.recv(100) == b"STATUS=tick 0"
+    notifier.close()
+
+
+def test_notify_keeps_one_socket_and_reaches_a_receiver_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import _socket
+    import socket
+
+    from guardian import notify
+
+    made: list[object] = []
+
+    def counted(*args: Any) -> Any:
+        made.append(args)
+        return _socket.socket(*args)
+
+    monkeypatch.setattr(notify, "_socket", SimpleNamespace(**{**vars(_socket), "socket": counted}))
+    path = str(tmp_path / "notify.sock")
+    notifier = notify.Notifier({"NOTIFY_SOCKET": path})
+    try:
+        assert notifier.send(READY="1") is False  # nobody listens yet: dropped
+        assert len(made) == 1
+        for round_ in range(2):  # the receiver made, removed, and made again under its name
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+                receiver.bind(path)
+                assert all(notifier.send(WATCHDOG="1", STATUS=f"{round_} {i}") for i in range(5))
+                assert [receiver.recv(100) for _ in range(5)][-1] == f"WATCHDOG=1\nSTATUS={round_} 4".encode()
+            os.unlink(path)
+        assert len(made) == 2  # the one that failed was dropped; one more, for every send since
+        assert notifier.send(STOPPING="1") is False
+    finally:
+        notifier.close()

@@ -367,6 +367,7 @@ class Service:
             for s, h in previous.items():
                 signal.signal(s, h)
             self.notifier.send(STOPPING="1")
+            self.notifier.close()
             # what the loop cost, in looks: every pass, and those that were full ticks
             engine.reporter.lifecycle(
                 "stopped",
