@@ -60,6 +60,12 @@ T = TypeVar("T")
 # errnos that mean "this process is gone" when reading /proc/PID/*: ENOENT after the directory
 # is removed, ESRCH when the task is exiting while we read (proc_pid_* returns -ESRCH).
 _GONE = (errno.ENOENT, errno.ESRCH)
+# /proc/PID files the kernel makes as one record (single_open, or a value): a read asking for
+# more than the file holds gets all of it, so a short read is the end. Not so for files made
+# record by record (smaps: a read returns about a page of them, then stops), which are read on
+# to an empty read.
+_ONE_RECORD = frozenset({"stat", "status", "cgroup", "oom_score", "oom_score_adj"})
+_CHUNK = 65536
 
 
 @frozen
@@ -302,7 +308,7 @@ class Host:
         try:
             chunks = []
             while True:
-                chunk = os.read(fd, 65536)
+                chunk = os.read(fd, _CHUNK)
                 if not chunk:
                     break
                 chunks.append(chunk)
@@ -435,8 +441,19 @@ class Host:
                 os.close(fd)
 
     def read_pid_file(self, pid: int, name: str) -> bytes:
-        """Read /proc/PID/NAME; a process that is gone raises NoSuchProcess."""
+        """Read /proc/PID/NAME; a process that is gone raises NoSuchProcess. The files of one
+        record (stat, status, cgroup, oom_score, oom_score_adj) are read with one read() when
+        it comes back short: the four files of each process a ranking reads cost four system
+        calls fewer."""
         try:
+            if name in _ONE_RECORD:
+                fd = os.open(f"{self.proc}/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    data = os.read(fd, _CHUNK)
+                finally:
+                    os.close(fd)
+                if len(data) < _CHUNK:
+                    return data
             return self.read_bytes(f"{self.proc}/{pid}/{name}")
         except OSError as exc:
             if exc.errno in _GONE:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -171,3 +172,30 @@ def test_a_cgroup_removed_under_guardian_reads_as_unavailable(
     monkeypatch.setattr(os, "open", racing_open)
     with pytest.raises(Unavailable, match="removed while being read"):
         live_host.read_feature(f"{live_host.cgroup_v2_dir('/')}/x/memory.current", "cgroup2")
+
+
+def test_one_record_proc_files_come_whole_from_one_read(live_host: Host) -> None:
+    """read_pid_file trusts a short read of stat, status, cgroup, oom_score and oom_score_adj to
+    be the whole file: each reads the same as reading on to the end, for a sleeping child whose
+    files do not move. smaps, made record by record (a read returns about a page of them), is
+    still read whole: every mapping's record, each ending in its VmFlags line."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        path = f"/proc/{child.pid}"
+
+        def whole(name: str) -> bytes:
+            with open(f"{path}/{name}", "rb", buffering=0) as f:
+                return b"".join(iter(lambda: f.read(7), b""))  # seven bytes at a time, to the end
+
+        for _ in range(250):  # until it sleeps: its stat stops moving
+            if whole("stat").split()[2] == b"S" and whole("stat") == whole("stat"):
+                break
+            time.sleep(0.02)
+        for name in ("stat", "status", "cgroup", "oom_score", "oom_score_adj"):
+            assert live_host.read_pid_file(child.pid, name) == whole(name), name
+        smaps = live_host.read_pid_file(child.pid, "smaps").decode()
+        mappings = len(whole("maps").splitlines())
+        assert len(smaps) > 3 * 4096 and smaps.count("\nVmFlags:") == mappings
+    finally:
+        child.kill()
+        child.wait()
