@@ -172,6 +172,15 @@ class CgroupSample(_Lazy):
         )
 
     @property
+    def memory_procs(self) -> tuple[int, ...]:
+        """The processes directly in this group of the hierarchy that accounts memory: the v1
+        memory controller's tree where memory is v1 (its groups need not mirror cgroup2's),
+        else cgroup2's (``procs``)."""
+        if self._host.cgroup_layout().memory_controller != "v1":
+            return self.procs
+        return self._get(self._key("v1 cgroup.procs"), lambda: tuple(cg.read_v1_procs(self._host, self.path)))
+
+    @property
     def populated(self) -> bool:
         return self._get(self._key("cgroup.events"), lambda: cg.read_cgroup_populated(self._host, self.path))
 
@@ -277,23 +286,23 @@ class Sample(_Lazy):
 
     def processes_in(self, scope: Optional[str]) -> tuple[Process, ...]:
         """The processes a ranking in ``scope`` has to look at. For the machine, or once every
-        process was read anyway, that is every process. For a cgroup on a host whose memory
-        controller is cgroup2, only the pids listed in the scope's subtree (cgroup.procs of it
-        and of each group below) are read: a service at its MemoryMax= is judged from its own
-        few processes instead of all of /proc, which is most of the time to a kill (callers
-        still filter by each process's own cgroup, so a process that moves is not mistaken).
-        Elsewhere (the v1 memory controller, where the cgroup2 tree need not mirror it) every
-        process is read."""
+        process was read anyway, that is every process. For a cgroup, only the pids listed in
+        the scope's subtree (cgroup.procs of it and of each group below, in the hierarchy that
+        accounts memory: cgroup2, or the v1 memory controller's own tree, which need not mirror
+        cgroup2's) are read: a service at its MemoryMax= is judged from its own few processes
+        instead of all of /proc, which is most of the time to a kill (callers still filter by
+        each process's own memory cgroup, so a process that moves is not mistaken). Without a
+        memory controller every process is read."""
         if scope is None or scope.strip("/") == "" or "processes" in self._memo:
             return self.processes
-        if self._host.cgroup_layout().memory_controller != "v2":
+        if self._host.cgroup_layout().memory_controller not in ("v1", "v2"):
             return self.processes
 
         def read() -> tuple[Process, ...]:
             pids: set[int] = set()
             for path in (scope, *self._host.cgroups_below(scope, None)):
                 try:
-                    pids.update(self.cgroup(path).procs)
+                    pids.update(self.cgroup(path).memory_procs)
                 except Malformed:
                     # a cgroup.procs that does not parse hides processes that may be the
                     # victim: read every process instead (callers filter by cgroup)

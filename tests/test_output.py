@@ -176,6 +176,6 @@ def test_a_plugin_cannot_change_what_the_next_ranking_sees(tmp_path: Path) -> No
     assert [(f.plugin, f.hook) for f in first.failures] == [("extra:0:MeddlerPlugin", "meddler.prepare")]
     second = selector.rank(sample, scope=WEB)
     assert {r.candidate.process.pid for r in second.ranked if r.candidate.process} == {200, 201}
-    # (on a hybrid host processes_in() is every process: the v1 tree need not mirror cgroup2)
+    # (on a hybrid host processes_in() lists the v1 memory tree's own cgroup.procs)
     members = {p.pid: p.cgroup.v1_memory for p in sample.processes_in(WEB) if p.pid in (200, 201)}
     assert members == {200: WEB, 201: WEB}

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from conftest import documented_keys, fixture_root, report_keys
+from fixtures.builder import FakeRoot
 from support.clock import FakeClock
 
 from guardian.badness import process_oom_score
@@ -214,8 +215,9 @@ class TestSystemdHost:
 
 def test_hybrid_process_is_attributed_to_its_v1_memory_cgroup() -> None:
     sample = Sample(Host(HYBRID), 0)
-    # the v1 memory tree need not mirror cgroup2: every process is read, each judged by its v1 path
-    assert sample.processes_in("/guardian-test") is sample.processes
+    # the pids come from the v1 memory tree's cgroup.procs, not from all of /proc
+    assert {p.pid for p in sample.processes_in("/guardian-test")} == {4100, 4101}
+    assert "processes" not in sample.reads
     ranking = rank(HYBRID, Policy(), scope="/guardian-test")
     assert {r.candidate.process.pid for r in ranking.ranked if r.candidate.process} == {4100, 4101}
     assert ranking.context.totalpages_source == "memcg /guardian-test"
@@ -255,3 +257,38 @@ def test_readme_documents_every_rank_key(capsys: pytest.CaptureFixture[str]) -> 
         assert main(["rank", "--json", "--explain", "--mode", mode, "--root", str(V2)]) == EXIT_OK
         report = json.loads(capsys.readouterr().out)
         assert sorted(report_keys(report, maps=("scores", "weights", "why")) - documented_keys()) == []
+
+
+def test_a_v1_memory_scope_reads_the_processes_its_own_tree_lists(tmp_path: Path) -> None:
+    """The v1 memory controller's tree need not mirror cgroup2's: a v1 scope's processes are
+    those its own cgroup.procs list (its subtree's too), each still judged by its v1 path; the
+    ranking is the one made from every process, without reading every process."""
+    root = FakeRoot(tmp_path)
+    root.mounts("hybrid")
+    root.meminfo(total_kb=8 << 20, available_kb=4 << 20)
+    root.kthread(2, "kthreadd", ppid=0)
+    root.process(
+        1, "systemd", ppid=0, rss_anon_kb=8192, cgroup_v2="/init.scope", cgroup_v1_memory="/init.scope"
+    )
+    # in cgroup2 all three are one service; in the v1 memory tree two are in /jobs (one below)
+    for pid, comm, v1 in ((300, "worker", "/jobs"), (301, "batch", "/jobs/nightly"), (302, "web", "/web")):
+        root.process(pid, comm, rss_anon_kb=65536, cgroup_v2="/system.slice/app.service", cgroup_v1_memory=v1)
+    root.cgroup_v2("/system.slice/app.service")
+    root.cgroup_v2("/init.scope")
+    for group in ("/jobs", "/jobs/nightly", "/web", "/init.scope"):
+        root.cgroup_v1_memory(group, limit=1 << 30)
+    root.finish()
+    selector = Selector(
+        Policy(scorers={"kernel_badness": 1.0}), make_plugin_manager(None, entry_points=False)
+    )
+    sample = Sample(Host(tmp_path), 0)
+    assert {p.pid for p in sample.processes_in("/jobs")} == {300, 301}
+    scoped = selector.rank(sample, scope="/jobs")
+    assert "processes" not in sample.reads
+    everything = Sample(Host(tmp_path), 0)
+    everything.processes  # noqa: B018 - every process read first: processes_in then uses them all
+    full = selector.rank(everything, scope="/jobs")
+    assert {r.candidate.process.pid for r in scoped.ranked if r.candidate.process} == {300, 301}
+    assert [(r.candidate.key, r.total) for r in scoped.ranked] == [
+        (r.candidate.key, r.total) for r in full.ranked
+    ]

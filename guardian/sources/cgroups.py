@@ -136,6 +136,13 @@ def read_cgroup_procs(host: Host, cgroup: str) -> list[int]:
     return _parsed("cgroup2 cgroup.procs", lambda: parse_cgroup_procs(text, shown(path)))
 
 
+def read_v1_procs(host: Host, cgroup: str) -> list[int]:
+    """Processes directly in a group of the v1 memory controller's tree (not its descendants)."""
+    path = v1_file(host, cgroup, "cgroup.procs")
+    text = host.read_feature(path, "cgroup v1 cgroup.procs")
+    return _parsed("cgroup v1 cgroup.procs", lambda: parse_cgroup_procs(text, shown(path)))
+
+
 def read_cgroup_populated(host: Host, cgroup: str) -> bool:
     """cgroup.events ``populated``: live processes anywhere in the subtree."""
     return read_v2_keyed(host, cgroup, "cgroup.events").get("populated", 0) == 1
