@@ -302,16 +302,19 @@ class Host:
     # records what they return and answers them from a trace file in replay. Each is what the
     # plain os call would be, so the daemon pays nothing for them.
 
-    def read_bytes(self, path: str) -> bytes:
-        """Read a whole (small) kernel file. os.open/os.read: the cheapest read CPython offers."""
+    def read_bytes(self, path: str, one_record: bool = False) -> bytes:
+        """Read a whole (small) kernel file. os.open/os.read: the cheapest read CPython offers.
+        ``one_record``: a file the kernel makes as one record (_ONE_RECORD), whose short read
+        is the end: one read() instead of reading on to an empty one."""
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
+            chunk = os.read(fd, _CHUNK)
+            if one_record and len(chunk) < _CHUNK:
+                return chunk
             chunks = []
-            while True:
-                chunk = os.read(fd, _CHUNK)
-                if not chunk:
-                    break
+            while chunk:
                 chunks.append(chunk)
+                chunk = os.read(fd, _CHUNK)
             return b"".join(chunks)
         finally:
             os.close(fd)
@@ -446,15 +449,7 @@ class Host:
         it comes back short: the four files of each process a ranking reads cost four system
         calls fewer."""
         try:
-            if name in _ONE_RECORD:
-                fd = os.open(f"{self.proc}/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    data = os.read(fd, _CHUNK)
-                finally:
-                    os.close(fd)
-                if len(data) < _CHUNK:
-                    return data
-            return self.read_bytes(f"{self.proc}/{pid}/{name}")
+            return self.read_bytes(f"{self.proc}/{pid}/{name}", name in _ONE_RECORD)
         except OSError as exc:
             if exc.errno in _GONE:
                 raise NoSuchProcess(pid) from None

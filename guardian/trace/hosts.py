@@ -47,9 +47,9 @@ class RecordingHost(Host):
     def read_hot(self, path: str, feature: str) -> str:
         return self._read_feature(path, feature)  # through read_bytes, so that it is noted
 
-    def read_bytes(self, path: str) -> bytes:
+    def read_bytes(self, path: str, one_record: bool = False) -> bytes:
         try:
-            data = super().read_bytes(path)
+            data = super().read_bytes(path, one_record)
         except OSError as exc:
             self._note("file", path, _errno(exc))
             raise
@@ -116,7 +116,7 @@ class TraceHost(Host):
             raise OSError(answer, os.strerror(answer), path)
         return answer
 
-    def read_bytes(self, path: str) -> bytes:
+    def read_bytes(self, path: str, one_record: bool = False) -> bytes:
         answer = self._answer("file", path)
         if not isinstance(answer, bytes):
             raise FileNotFoundError(errno.ENOENT, "not in the trace", path)
