@@ -535,6 +535,7 @@ def test_a_wake_with_only_log_records_reads_the_log_and_sleeps_on(tmp_path: Path
         assert notify.recv(4096).decode().endswith("; 0 kills; 1 kernel OOM kills seen")
     finally:
         notify.close()
+        service.notifier.close()
         service.waiter.close()
         engine.kernel_log = None
         log.close()
