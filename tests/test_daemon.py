@@ -650,7 +650,7 @@ def test_the_fast_path_reads_each_quantity_when_its_pace_says(
             wakes.append(sorted(reads))
             clock.advance(interval)
         group_wait = (WALKER_KILL - 200 * MiB) / FLOOR  # 0.156 s
-        assert all("cgroup2" in w for w in wakes)  # the group: every wake-up
+        assert all("cgroup memory usage" in w for w in wakes)  # the group: every wake-up
         machine_reads = [i for i, w in enumerate(wakes) if "meminfo" in w]
         # the machine: the first wake-up, then once per max_interval_s (1 s), read at the
         # wake-up before it comes due when that one is closer than the group's next look
@@ -681,7 +681,7 @@ def test_a_stall_wake_up_reads_everything_on_the_fast_path(
         assert g.calm is not None
         reads.clear()
         assert g.quick(clock.monotonic_us()) is not None  # no line reached: still no full look
-        assert {"cgroup2", "meminfo"} <= set(reads)  # the group, the machine (and the limit)
+        assert {"cgroup memory usage", "meminfo"} <= set(reads)  # the group, the machine (and the limit)
         # a burst took the group past its TERM line: the stall wake-up's look sees it, hands over
         group = root / "sys/fs/cgroup/system.slice/walker.service/memory.current"
         group.write_text(f"{240 * MiB}\n")
@@ -956,3 +956,48 @@ def test_a_pattern_remembers_its_answers_within_a_bound() -> None:
         assert pattern.fullmatch(f"system.slice/s{i}.service")
         assert not pattern.fullmatch(f"user.slice/s{i}.service")
     assert len(pattern._full) <= FULLMATCH_KEPT
+
+
+def test_a_v1_group_is_read_on_the_fast_path_beside_its_threshold(tmp_path: Path) -> None:
+    """v1's usage threshold can come late (the kernel checks a group's thresholds once every so
+    many pages charged), so a v1 group's usage is read on the fast path too, like cgroup2's
+    memory.current: a group gone past its line with no event at all is seen at the next look.
+    (Under --root nothing is armed: the reads alone cover the group, and the loop stays calm.)"""
+    from support.machine import GROUPS, WEB, small_machine
+
+    from guardian.daemon.wakeups import plan
+    from guardian.sample import Sample
+
+    root = tmp_path / "root"
+    small_machine(root, "hybrid")
+    g, _, clock = guardian_for(
+        root,
+        "[machine]\nenabled = false\n[[cgroup]]\nmatch = 'system.slice/web.service'\n"
+        "min_headroom = { term = '10%', kill = '4%' }\n",
+    )
+    now = clock.monotonic_us()
+    g.rescan(Sample(g.host, now), now, force=True)
+    assert g.watched == [WEB]
+    wake_plan = plan(g.host, g.policy, g.watched, Sample(g.host, now))
+    usage = root / f"sys/fs/cgroup/memory{WEB}/memory.usage_in_bytes"
+    limit = GROUPS[WEB][0]
+    assert [(t[1], t[2]) for t in wake_plan.thresholds] == [(limit - limit // 10, WEB)]
+    assert [(u.path, u.line_bytes, u.cgroup) for u in wake_plan.usage_lines] == [
+        (str(usage), limit - limit // 10, WEB)
+    ]
+    assert "headroom" in wake_plan.covered[WEB]
+    waiter = Waiter()
+    try:
+        g.use_wakeups(wake_plan, waiter.arm(wake_plan))
+        assert not g.uncovered
+        g.tick()
+        assert g.calm is not None
+        interval = g.quick(clock.monotonic_us())
+        assert interval is not None  # far from the line: calm, its next read planned
+        usage.write_text(f"{limit - limit // 20}\n")  # 5 % of headroom left, and no event came
+        clock.advance(interval)
+        assert g.quick(clock.monotonic_us()) is None  # the planned read saw it: a full look
+        result = g.tick()
+        assert result.started and result.started[0].trigger.scope == WEB
+    finally:
+        waiter.close()

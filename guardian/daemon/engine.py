@@ -441,9 +441,10 @@ class Engine:
 
     def quick(self, now_us: int, cap_s: Optional[float] = None) -> Optional[float]:
         """The idle fast path: with the machine calm at the last full tick, a read of
-        MemAvailable (and SwapFree) and one of memory.current per watched cgroup2 group with a
-        limit decide, and the watched groups' limits are read every ``max_interval_s`` (no
-        kernel event reports a limit written). Each is read when its pace planned
+        MemAvailable (and SwapFree) and one of the usage of each watched group with a limit
+        (memory.current, v1's memory.usage_in_bytes) decide, and the watched groups' limits
+        are read every ``max_interval_s`` (no kernel event reports a limit written). Each is
+        read when its pace planned
         (``Calm.due_us``: at most every ``max_interval_s``), and then with it whatever would
         be due before the next wake-up, the usage history too, so that no reading wakes the
         loop on its own: a group near its line is not a reason to read the machine's memory
@@ -552,10 +553,10 @@ class Engine:
         return self.policy.poll.max_interval_s
 
     def _quick_usage(self, usage: UsageLine, now_us: int) -> Optional[float]:
-        """A watched group's memory.current against its line: how long until it could be
+        """A watched group's usage against its line: how long until it could be
         reached, or None when a full tick must look (reached, gone or unreadable)."""
         try:
-            current = int(self.host.read_hot(usage.path, "cgroup2").strip())
+            current = int(self.host.read_hot(usage.path, "cgroup memory usage").strip())
         except (GuardianError, OSError, ValueError):
             return None  # gone or unreadable: a full tick sorts it out
         if current >= usage.line_bytes:
