@@ -178,7 +178,9 @@ class CgroupSample(_Lazy):
         else cgroup2's (``procs``)."""
         if self._host.cgroup_layout().memory_controller != "v1":
             return self.procs
-        return self._get(self._key("v1 cgroup.procs"), lambda: tuple(cg.read_v1_procs(self._host, self.path)))
+        return self._get(
+            self._key("v1 cgroup.procs"), lambda: tuple(cg.read_cgroup_procs(self._host, self.path, "v1"))
+        )
 
     @property
     def populated(self) -> bool:
@@ -295,7 +297,7 @@ class Sample(_Lazy):
         memory controller every process is read."""
         if scope is None or scope.strip("/") == "" or "processes" in self._memo:
             return self.processes
-        if self._host.cgroup_layout().memory_controller not in ("v1", "v2"):
+        if self._host.cgroup_layout().memory_controller is None:
             return self.processes
 
         def read() -> tuple[Process, ...]:

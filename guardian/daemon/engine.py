@@ -444,16 +444,16 @@ class Engine:
         MemAvailable (and SwapFree) and one of the usage of each watched group with a limit
         (memory.current, v1's memory.usage_in_bytes) decide, and the watched groups' limits
         are read every ``max_interval_s`` (no kernel event reports a limit written). Each is
-        read when its pace planned
-        (``Calm.due_us``: at most every ``max_interval_s``), and then with it whatever would
-        be due before the next wake-up, the usage history too, so that no reading wakes the
-        loop on its own: a group near its line is not a reason to read the machine's memory
-        every time, and a reading due a few milliseconds after another is not a wake-up of
-        its own. ``cap_s``: the loop wakes by then anyway (the watchdog's next ping), which the
-        plan counts as its next wake-up. Returns the next interval, or None when a full tick
-        must run. (A cold full tick costs ~240 us of CPU on the development machine, this
-        ~40 us; near a cgroup's line, where the interval shrinks to milliseconds, that is the
-        difference between a few percent of a CPU and a third of one under emulation.)"""
+        read when its pace planned (``Calm.due_us``: at most every ``max_interval_s``), and
+        then with it whatever would be due before the next wake-up, the usage history too, so
+        that no reading wakes the loop on its own: a group near its line is not a reason to
+        read the machine's memory every time, and a reading due a few milliseconds after
+        another is not a wake-up of its own. ``cap_s``: the loop wakes by then anyway (the
+        watchdog's next ping), which the plan counts as its next wake-up. Returns the next
+        interval, or None when a full tick must run. (A cold full tick costs ~240 us of CPU on
+        the development machine, this ~40 us; near a cgroup's line, where the interval shrinks
+        to milliseconds, that is the difference between a few percent of a CPU and a third of
+        one under emulation.)"""
         calm = self.calm
         if calm is None or now_us >= calm.until_us:
             return None

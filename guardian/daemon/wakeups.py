@@ -202,6 +202,7 @@ def plan(host: Host, policy: Policy, watched: Sequence[str], sample: Sample) -> 
     if policy.machine.enabled and policy.machine.mem_available.enabled:
         psi.append(PsiSource(machine_pressure, "some", WAKE_STALL_PCT, (WAKE, None), wake_only=True))
     layout = host.cgroup_layout()
+    v1 = layout.memory_controller == "v1"
     for path in watched:
         rules = [r for r in policy.cgroups if r.matches(path)]
         need: set[str] = set()
@@ -234,7 +235,6 @@ def plan(host: Host, policy: Policy, watched: Sequence[str], sample: Sample) -> 
             if line is None or line >= 0:  # readable: a limit written from now on is seen
                 limits.append(WatchedLimit(path, sample.cgroup(path).usage.max_bytes))
                 unpopulated.extend([(empty, path)] if empty is not None else [])
-            v1 = layout.memory_controller == "v1"
             if line is None:
                 free.add("headroom")  # no limit: no headroom to watch
             elif line >= 0:

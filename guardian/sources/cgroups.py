@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Optional, TypeVar
+from typing import Literal, Optional, TypeVar
 
 from guardian.errors import Malformed, ParseError, Unavailable
 from guardian.host import Host
@@ -129,18 +129,16 @@ def read_v2_oom_group(host: Host, cgroup: str) -> bool:
     return value == "1"
 
 
-def read_cgroup_procs(host: Host, cgroup: str) -> list[int]:
-    """Processes directly in a cgroup2 group (not its descendants)."""
-    path = v2_file(host, cgroup, "cgroup.procs")
-    text = host.read_feature(path, "cgroup2")
-    return _parsed("cgroup2 cgroup.procs", lambda: parse_cgroup_procs(text, shown(path)))
-
-
-def read_v1_procs(host: Host, cgroup: str) -> list[int]:
-    """Processes directly in a group of the v1 memory controller's tree (not its descendants)."""
-    path = v1_file(host, cgroup, "cgroup.procs")
-    text = host.read_feature(path, "cgroup v1 cgroup.procs")
-    return _parsed("cgroup v1 cgroup.procs", lambda: parse_cgroup_procs(text, shown(path)))
+def read_cgroup_procs(host: Host, cgroup: str, hierarchy: Literal["v2", "v1"] = "v2") -> list[int]:
+    """Processes directly in a group (not its descendants): of cgroup2, or with ``hierarchy``
+    "v1" of the v1 memory controller's tree."""
+    if hierarchy == "v1":
+        path, feature = v1_file(host, cgroup, "cgroup.procs"), "cgroup v1 cgroup.procs"
+        text = host.read_feature(path, feature)
+    else:
+        path, feature = v2_file(host, cgroup, "cgroup.procs"), "cgroup2 cgroup.procs"
+        text = host.read_feature(path, "cgroup2")
+    return _parsed(feature, lambda: parse_cgroup_procs(text, shown(path)))
 
 
 def read_cgroup_populated(host: Host, cgroup: str) -> bool:

@@ -223,7 +223,8 @@ def read_comm(host: Host, pid: int) -> str:
     return os.fsdecode(host.read_pid_file(pid, "comm")).rstrip("\n")
 
 
-# what /proc/PID/status says of every kernel thread (read_process)
+# what read_process takes from a status for a kernel thread, whose status it does not read: no
+# memory, uid 0, one thread, no signal pending (name, tgid and nstgid it never takes from status)
 _KERNEL_THREAD = ProcStatus(
     name="",
     tgid=0,
