@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from typing import Optional
 
 SYS_PROCESS_MRELEASE = 448  # the same number on every architecture (include/uapi/asm-generic/unistd.h)
@@ -50,10 +50,11 @@ def mlockall() -> Optional[int]:
     return ctypes.get_errno()
 
 
-def inotify_directories(directories: Iterable[str]) -> Optional[int]:
+def inotify_directories(directories: Sequence[str]) -> Optional[tuple[int, bool]]:
     """A non-blocking inotify fd watching the directories for subdirectories made or removed
-    (mkdir and rmdir in cgroupfs raise IN_CREATE and IN_DELETE), or None if none could be
-    watched. Paths may hold any bytes (surrogate escapes: os.fsencode)."""
+    (mkdir and rmdir in cgroupfs raise IN_CREATE and IN_DELETE), and whether every one of them
+    is watched; None if none could be. Paths may hold any bytes (surrogate escapes:
+    os.fsencode)."""
     init, add = _function("inotify_init1"), _function("inotify_add_watch")
     if init is None or add is None:
         return None
@@ -64,4 +65,4 @@ def inotify_directories(directories: Iterable[str]) -> Optional[int]:
     if not added:
         os.close(fd)
         return None
-    return int(fd)
+    return int(fd), added == len(directories)

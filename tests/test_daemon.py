@@ -562,6 +562,133 @@ def test_a_limit_written_after_the_plan_is_seen_within_a_look(tmp_path: Path, pl
         waiter.close()
 
 
+def tree_root(tmp_path: Path) -> FakeRoot:
+    """A cgroup2 machine with plenty available and system.slice/walker.service at MemoryMax=250M,
+    kept open so that groups can be made in it as a test goes."""
+    root = FakeRoot(tmp_path / "root")
+    root.mounts("unified")
+    root.meminfo(total_kb=16 * GiB_KB, available_kb=12 * GiB_KB)
+    root.process(1, "systemd", ppid=0, rss_anon_kb=8192, cgroup_v2="/init.scope")
+    root.process(500, "walker", ppid=1, rss_anon_kb=100 * 1024, cgroup_v2="/system.slice/walker.service")
+    root.cgroup_v2("/system.slice/walker.service", current=200 * MiB, max=250 * MiB)
+    root.finish()
+    return root
+
+
+def arm(g: Engine, waiter: Waiter, now_us: int) -> None:
+    """Plan the engine's wake-ups and arm them for real (inotify on the fixture's directories)."""
+    from guardian.sample import Sample
+
+    wake_plan = g.wake_plan(Sample(g.host, now_us))
+    g.use_wakeups(wake_plan, waiter.arm(wake_plan))
+
+
+def new_group_seen(g: Engine, waiter: Waiter, now_us: int) -> bool:
+    """The watch reported a group made: the wake drops the calm, and the full tick it asks for
+    plans the wake-ups again (True) for the tree as it is."""
+    wake = waiter.wait(0)
+    if not wake.cgroups:
+        return False
+    g.woke(wake, now_us)
+    assert g.quick(now_us) is None
+    return g.tick(now_us).watch_changed
+
+
+SERVICE_RULE = "[[cgroup]]\nmatch = 'system.slice/*.service'\nmin_headroom = { term = '10%', kill = '4%' }\n"
+
+
+@pytest.mark.parametrize("watch", ["inotify", "none"])
+def test_a_watched_tree_keeps_the_calm_past_the_rescan_timer(tmp_path: Path, watch: str) -> None:
+    """Where every directory a rule's group can appear in is watched, a new group wakes the
+    loop, so the calm fast path runs until CALM_MAX_S (the full tick's own rescan), not until the
+    rescan timer (RESCAN_S): a full look fewer every minute of an idle machine. Without the
+    watch the timer is what finds a new group, and it still ends the calm."""
+    from guardian.daemon.engine import CALM_MAX_S, RESCAN_S
+    from guardian.sample import Sample
+
+    root = tree_root(tmp_path)
+    g, _, clock = guardian_for(root.root, "[machine]\nenabled = false\n" + SERVICE_RULE)
+    waiter = Waiter()
+    try:
+        g.rescan(Sample(g.host, clock.monotonic_us()), clock.monotonic_us(), force=True)
+        if watch == "inotify":
+            arm(g, waiter, clock.monotonic_us())
+            assert g.tree_watched
+        else:
+            g.use_wakeups(g.wake_plan(Sample(g.host, clock.monotonic_us())), Armed())
+        assert not g.tick().watch_changed and g.calm is not None
+        calm_s = CALM_MAX_S if watch == "inotify" else RESCAN_S
+        start_us = clock.monotonic_us()
+        while True:
+            interval = g.quick(clock.monotonic_us())
+            if interval is None:
+                break
+            clock.advance(interval)
+        calm_for_s = (clock.monotonic_us() - start_us) / 1e6
+        assert calm_s - g.policy.poll.max_interval_s <= calm_for_s <= calm_s
+        if watch == "inotify":
+            assert g.tick().watch_changed is False  # the minute's rescan: nothing new
+            root.cgroup_v2("/system.slice/late.service", current=10 * MiB, max=250 * MiB)
+            assert new_group_seen(g, waiter, clock.monotonic_us())
+            assert g.watched == ["/system.slice/late.service", "/system.slice/walker.service"]
+    finally:
+        waiter.close()
+
+
+def test_levels_made_one_by_one_below_a_missing_prefix_are_each_watched(tmp_path: Path) -> None:
+    """A rule whose glob's prefix and its parent do not exist yet: its nearest ancestor that does
+    is watched, and each level made below it is watched in turn, so the group that finally
+    matches wakes the loop, with no rescan timer."""
+    from guardian.daemon.wakeups import rule_directories
+    from guardian.sample import Sample
+
+    root = tree_root(tmp_path)
+    rule = "[[cgroup]]\nmatch = 'outer.slice/inner.slice/*.service'\nmin_headroom = { term = '10%' }\n"
+    g, _, clock = guardian_for(root.root, "[machine]\nenabled = false\n" + rule)
+    cgroupfs = str(root.root / "sys/fs/cgroup")
+    assert rule_directories(g.host, g.policy) == [cgroupfs]
+    waiter = Waiter()
+    try:
+        g.rescan(Sample(g.host, clock.monotonic_us()), clock.monotonic_us(), force=True)
+        arm(g, waiter, clock.monotonic_us())
+        assert g.tree_watched and g.watched == []
+        for level in ("/outer.slice", "/outer.slice/inner.slice"):
+            root.cgroup_v2(level)
+            assert new_group_seen(g, waiter, clock.monotonic_us()), f"{level} made, no new plan"
+            arm(g, waiter, clock.monotonic_us())
+            assert rule_directories(g.host, g.policy)[-1] == cgroupfs + level
+            assert g.watched == []
+        root.cgroup_v2("/outer.slice/inner.slice/x.service", current=10 * MiB, max=250 * MiB)
+        assert new_group_seen(g, waiter, clock.monotonic_us())
+        assert g.watched == ["/outer.slice/inner.slice/x.service"]
+    finally:
+        waiter.close()
+
+
+def test_a_group_made_before_its_directory_was_watched_is_found_by_the_next_tick(tmp_path: Path) -> None:
+    """inotify reports only what happens after a directory is watched: a group made between the
+    walk the wake-ups were planned from and the watch itself sends nothing, so arming walks
+    again and, finding it, makes the next tick plan for it."""
+    from guardian.sample import Sample
+
+    root = tree_root(tmp_path)
+    g, _, clock = guardian_for(root.root, "[machine]\nenabled = false\n" + SERVICE_RULE)
+    waiter = Waiter()
+    try:
+        g.rescan(Sample(g.host, clock.monotonic_us()), clock.monotonic_us(), force=True)
+        wake_plan = g.wake_plan(Sample(g.host, clock.monotonic_us()))
+        root.cgroup_v2("/system.slice/late.service", current=10 * MiB, max=250 * MiB)
+        g.use_wakeups(wake_plan, waiter.arm(wake_plan))
+        assert not waiter.wait(0).cgroups  # made before the watch: nothing to report
+        result = g.tick()
+        assert result.watch_changed
+        assert g.watched == ["/system.slice/late.service", "/system.slice/walker.service"]
+        arm(g, waiter, clock.monotonic_us())
+        assert not g.tick().watch_changed  # planned for it now: once
+    finally:
+        waiter.close()
+
+
 def walker_watched(tmp_path: Path, max_bytes: Optional[int]) -> tuple[Path, Engine]:
     """walker.service at 200 MiB (limit ``max_bytes``) watched by a headroom rule, the wake-ups
     planned (nothing armed), and a first tick that changed nothing."""

@@ -255,14 +255,21 @@ def test_invalid_policy_at_start_exits_78(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("glob", ["wildcard", "literal"])
+@pytest.mark.parametrize("glob", ["wildcard", "literal", "nested"])
 def test_a_cgroup_made_after_start_is_watched_at_once(live_host: Host, tmp_path: Path, glob: str) -> None:
     """A rule's glob matches a group that does not exist yet; it appears and fills at once.
     inotify where it appears, not the 30 s rescan, must bring it under watch in time: for a
-    wildcard glob, and for a glob naming the one group (whose directory does not exist yet)."""
+    wildcard glob, for a glob naming the one group (whose directory does not exist yet), and
+    for a wildcard below two levels that do not exist yet either (made one after the other
+    just before the group, as ``mkdir -p`` or systemd making a slice would)."""
     skip_without_arena(live_host)
     name = f"guardian-late-{os.getpid()}-{glob}"
     match = f"guardian-late-{os.getpid()}-*" if glob == "wildcard" else name
+    levels: list[Arena] = []
+    if glob == "nested":
+        outer = f"/guardian-outer-{os.getpid()}"
+        match = f"{outer.lstrip('/')}/mid/guardian-late-*"
+        name = f"{outer.lstrip('/')}/mid/{name}"
     policy = f"""
 [machine]
 enabled = false
@@ -276,6 +283,9 @@ kernel_badness = 1.0
     arena = None
     try:
         g.wait_for("READY=1")
+        if glob == "nested":
+            for level in (outer, f"{outer}/mid"):
+                levels.append(Arena(live_host, limit_bytes=None, name=level))  # nothing runs there
         arena = Arena(live_host, limit_bytes=LIMIT, name=f"/{name}")
         hog = start(arena, hog_program(200, arena.usage_file, LIMIT - TERM_HEADROOM))
         assert wait_dead(hog, timeout=30) is not None
@@ -285,6 +295,8 @@ kernel_badness = 1.0
     finally:
         if arena is not None:
             arena.cleanup()
+        for level in reversed(levels):
+            level.cleanup()
         assert g.stop() == 0
 
 

@@ -34,7 +34,16 @@ from guardian.actions import AlreadyDying, Hierarchy, Kill, Killer, Outcome, Pid
 from guardian.candidates import in_scope
 from guardian.clock import Clock
 from guardian.config import CgroupRule, Policy
-from guardian.daemon.wakeups import Armed, PsiKey, UsageLine, Wake, WakePlan, WatchedLimit, plan
+from guardian.daemon.wakeups import (
+    Armed,
+    PsiKey,
+    UsageLine,
+    Wake,
+    WakePlan,
+    WatchedLimit,
+    plan,
+    rule_directories,
+)
 from guardian.decision import freed_bytes
 from guardian.errors import GuardianError, Unavailable
 from guardian.frozen import frozen
@@ -68,7 +77,8 @@ from guardian.sources.psi import StallMeter
 from guardian.text import shown
 
 SETTLE_S = 1.0  # after a victim died, KILL-level triggers wait this long for memory to show it
-RESCAN_S = 30.0  # how often the rules' subtrees are rescanned for new cgroups
+RESCAN_S = 30.0  # how often the rules' subtrees are walked for new cgroups (while calm only where no
+# inotify watch covers them: Armed.tree)
 PSI_HOLD_S = 5.0  # after a PSI trigger fires, read that source every tick for this long
 CALM_MAX_S = 60.0  # a full tick runs at least this often, however calm
 HELD_LOOK_S = 1.0  # while a low-memory condition holds in a scope that cannot act, look this often
@@ -190,6 +200,8 @@ class Engine:
         self._events_unread: set[str] = set()  # of those, changed (or armed) since the last read
         self.calm: Optional[Calm] = None
         self.uncovered = True  # some watched condition has no kernel wake-up: every wake is a full tick
+        self.tree_watched = False  # a new group under a rule's subtree wakes the loop (Armed.tree)
+        self._directories: tuple[str, ...] = ()  # where the last rescan found a group could appear
         self.usage_lines: tuple[UsageLine, ...] = ()
         self.limits: tuple[WatchedLimit, ...] = ()  # the watched limits the wake-ups were planned for
         self.kills = 0
@@ -236,11 +248,7 @@ class Engine:
         if not force and self._scanned_us is not None and now_us - self._scanned_us < RESCAN_S * 1e6:
             return False
         self._scanned_us = now_us
-        paths: set[str] = set()
-        for rule in self.policy.cgroups:
-            prefix, depth = rule.walk()
-            paths.update(p for p in self.host.cgroups_below(prefix, depth) if rule.matches(p))
-        matched = sorted(paths)
+        matched = self._matching()
         signature: list[tuple[str, Optional[int], tuple[int, ...]]] = []
         for path in matched:
             # the directories' inodes: a group removed and made again under its name (a service
@@ -250,11 +258,23 @@ class Engine:
                 signature.append((path, sample.cgroup(path).usage.max_bytes, identity))
             except GuardianError:
                 signature.append((path, None, identity))
-        changed = signature != self._signature
+        # a level made or removed where a group may appear (no group matching yet) changes what
+        # the watch must cover: the wake-ups are planned again for it too
+        directories = tuple(rule_directories(self.host, self.policy))
+        changed = signature != self._signature or directories != self._directories
         self._signature = signature
+        self._directories = directories
         self.watched = matched
         self.host.hold_open(matched)
         return changed
+
+    def _matching(self) -> list[str]:
+        """The cgroups the rules match now (walking only the subtrees their globs can reach)."""
+        paths: set[str] = set()
+        for rule in self.policy.cgroups:
+            prefix, depth = rule.walk()
+            paths.update(p for p in self.host.cgroups_below(prefix, depth) if rule.matches(p))
+        return sorted(paths)
 
     def wake_plan(self, sample: Sample) -> WakePlan:
         return plan(self.host, self.policy, self.watched, sample)
@@ -270,6 +290,19 @@ class Engine:
         self.armed_events = armed.events
         self._events_unread = set(armed.events)  # read each once: changes are reported from now on
         self.calm = None
+        self.tree_watched = armed.tree
+        if armed.tree and self._tree_moved(wake_plan):
+            # a group or a level made between the walks and the watch: the watch did not see it
+            # come, so the next tick walks again and plans for the tree as it is now
+            self._scanned_us = None
+            self._replan = True
+
+    def _tree_moved(self, wake_plan: WakePlan) -> bool:
+        """A directory or a matching group made or removed since the walks the watch was planned
+        from (inotify reports only what happens after a directory is watched)."""
+        if rule_directories(self.host, self.policy) != list(wake_plan.directories):
+            return True
+        return self._matching() != self.watched
 
     def woke(self, wake: Wake, now_us: int) -> None:
         """What the kernel said while the loop slept."""
@@ -435,7 +468,11 @@ class Engine:
         # the lines themselves: no condition holds, so none is on and none has hysteresis
         line, swap_line = machine_lines(sample, self.policy)
         kill_line, kill_swap_line = machine_lines(sample, self.policy, KILL)
-        until = min((self._scanned_us or now_us) + int(RESCAN_S * 1e6), now_us + int(CALM_MAX_S * 1e6))
+        # with the rules' subtrees watched a new group wakes the loop: the walk is only the full
+        # tick's, at least every CALM_MAX_S; without, the walk on a timer is what finds one
+        until = now_us + int(CALM_MAX_S * 1e6)
+        if not self.tree_watched:
+            until = min(until, (self._scanned_us or now_us) + int(RESCAN_S * 1e6))
         totals = (0, 0) if line is None else (sample.meminfo.total_bytes, sample.meminfo.swap_total_bytes)
         return Calm(line, until, self.usage_lines, swap_line, kill_line, kill_swap_line, self.limits, totals)
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import field
 from typing import Optional
 
@@ -121,6 +121,9 @@ class Armed:
     psi_modes: Mapping[str, str] = field(default_factory=dict)  # path -> "trigger" or why polled
     uncovered: tuple[str, ...] = ()  # watched cgroups with a condition no kernel event reports
     events: frozenset[str] = frozenset()  # cgroups whose memory.events changes wake the loop
+    # every directory where a cgroup matching a rule can appear is watched (inotify), so a new
+    # group wakes the loop and no rescan on a timer is needed to find it
+    tree: bool = False
 
 
 @frozen
@@ -166,22 +169,44 @@ def headroom_usage_line(
 def rule_directories(host: Host, policy: Policy) -> list[str]:
     """The directories in which a cgroup matching a rule could appear: each glob's literal
     prefix, its parent (the prefix itself may not exist yet: a glob naming one unit), and the
-    levels below it that the glob reaches, in every mounted hierarchy."""
+    levels below it that the glob reaches, in every mounted hierarchy. Where the prefix or its
+    parent does not exist, its nearest ancestor that does: the first level made below it is
+    what wakes the loop, whose rescan then watches the levels as they are."""
     found: set[str] = set()
     layout = host.cgroup_layout()
+    trees = [
+        directory_of
+        for directory_of, mount in (
+            (host.cgroup_v2_dir, layout.v2_mount),
+            (host.cgroup_v1_memory_dir, layout.v1_memory_mount),
+        )
+        if mount is not None
+    ]
     for rule in policy.cgroups:
         prefix, depth = rule.walk()
         parent = prefix.rsplit("/", 1)[0] or "/"
-        parents = [parent, prefix] + [
-            p for p in host.cgroups_below(prefix, None if depth is None else max(0, depth - 1)) if p != prefix
-        ]
-        for path in parents:
-            with contextlib.suppress(Unavailable):
-                if layout.v2_mount is not None:
-                    found.add(host.cgroup_v2_dir(path))
-                if layout.v1_memory_mount is not None:
-                    found.add(host.cgroup_v1_memory_dir(path))
-    return sorted(d for d in found if os.path.isdir(d))
+        below = host.cgroups_below(prefix, None if depth is None else max(0, depth - 1))
+        for directory_of in trees:
+            for path in (parent, prefix):
+                nearest = _nearest_directory(host, path, directory_of)
+                if nearest is not None:
+                    found.add(nearest)
+            for path in below:
+                with contextlib.suppress(Unavailable):
+                    found.add(directory_of(path))
+    return sorted(d for d in found if host.is_dir(d))
+
+
+def _nearest_directory(host: Host, cgroup: str, directory_of: Callable[[str], str]) -> Optional[str]:
+    """The directory of ``cgroup`` in one hierarchy, or of its nearest ancestor that exists."""
+    while True:
+        with contextlib.suppress(Unavailable):
+            directory = directory_of(cgroup)
+            if host.is_dir(directory):
+                return directory
+        if cgroup in ("", "/"):
+            return None
+        cgroup = cgroup.rsplit("/", 1)[0] or "/"
 
 
 def plan(host: Host, policy: Policy, watched: Sequence[str], sample: Sample) -> WakePlan:
@@ -369,10 +394,11 @@ class Waiter:
                 covered.setdefault(cgroup, set()).add("headroom")
         watch = inotify_directories(wake_plan.directories)
         if watch is not None:
-            self._add(watch, select.POLLIN, "cgroups")
+            self._add(watch[0], select.POLLIN, "cgroups")
+        tree = not wake_plan.directories or (watch is not None and watch[1])
         uncovered = tuple(path for path, need in wake_plan.needs.items() if need - covered.get(path, set()))
         events = frozenset(self.events_of.values())
-        return Armed(psi=frozenset(armed), psi_modes=modes, uncovered=uncovered, events=events)
+        return Armed(psi=frozenset(armed), psi_modes=modes, uncovered=uncovered, events=events, tree=tree)
 
     def _watch_kernfs(self, path: str, what: str) -> Optional[tuple[int, bytes]]:
         """Poll a cgroup file that kernfs notifies changes of (POLLPRI) as ``what``: its fd and
