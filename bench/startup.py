@@ -26,6 +26,9 @@ The subjects:
 * ``python``: the same interpreter (the ``python`` beside ``--guardian``), with the same
   site-packages (so the same ``site`` work), sending READY=1 itself as soon as it runs
   (``import os, socket``): the floor an interpreter sets before any of guardian is imported.
+* ``python + dependencies``: the same, having imported first what a run needs from outside
+  guardian and the standard library's basics: pluggy, tomllib, systemd-python's journald
+  ``sendv`` and the RE2 binding. The floor of any daemon built on them.
 * ``earlyoom``: Debian's earlyoom, where installed, with --dryrun and thresholds (1 % of
   memory and swap) far below anything this machine reaches, so it never acts. earlyoom has no
   READY=1: its CPU and RSS are read ``--earlyoom-at`` seconds after exec (default 0.5), long
@@ -78,6 +81,14 @@ BARE_PYTHON = (
     "import os, socket; "
     "socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', os.environ['NOTIFY_SOCKET']); "
     "import signal; signal.pause()"
+)
+# The python subject again, having first imported what a run imports from outside guardian and
+# the standard library's basics: pluggy (the scorer plugins), tomllib (the policy), journald's
+# sendv (systemd-python's C part) and RE2 (the policy's patterns, whichever binding this copy
+# has). No daemon written against these can start smaller than this.
+DEPENDENCIES = (
+    "import pluggy, tomllib; from systemd._journal import sendv\n"
+    "try:\n    from guardian import _re2\nexcept ImportError:\n    import re2\n"
 )
 
 
@@ -325,6 +336,7 @@ def subjects_for(args: argparse.Namespace, scratch: str) -> list[Subject]:
         print("not root: guardian's mlockall fails anyway (no CAP_IPC_LOCK); no 'no mlockall' subject")
     python = str(Path(args.guardian).parent / "python")  # the interpreter of guardian's venv
     subjects.append(Subject("python", [python, "-c", BARE_PYTHON], "notify"))
+    subjects.append(Subject("python + dependencies", [python, "-c", DEPENDENCIES + BARE_PYTHON], "notify"))
     earlyoom = shlex.split(args.earlyoom_cmd)
     if earlyoom:
         if Path(earlyoom[0]).exists() or "/" not in earlyoom[0]:
