@@ -17,7 +17,7 @@ from support.sinks import MemorySink
 
 from guardian.config import parse_policy
 from guardian.daemon.engine import Act, Engine, TickResult
-from guardian.daemon.wakeups import Armed, Waiter, WakePlan
+from guardian.daemon.wakeups import Armed, Waiter, Wake, WakePlan
 from guardian.host import Host
 from guardian.loaded import Loaded
 from guardian.pace import SAFETY
@@ -200,7 +200,8 @@ def test_psi_must_hold_for_its_duration_with_reclaim(tmp_path: Path, reclaim: bo
         assert fired_at is None  # stalls without reclaim are not a memory shortage
 
 
-def test_memory_events_rate(tmp_path: Path) -> None:
+def batch_with_an_events_rule(tmp_path: Path) -> tuple[Engine, MemorySink, FakeClock, Path]:
+    """A machine with one service and a rule on its memory.events rate; the file to write."""
     root = FakeRoot(tmp_path / "root")
     root.mounts("unified")
     root.meminfo(total_kb=16 * GiB_KB, available_kb=8 * GiB_KB)
@@ -213,6 +214,11 @@ def test_memory_events_rate(tmp_path: Path) -> None:
         tmp_path / "root",
         "[machine]\nenabled = false\n[[cgroup]]\nmatch = 'system.slice/*.service'\nevents = { max_per_s = 100 }\n",
     )
+    return g, sink, clock, path
+
+
+def test_memory_events_rate(tmp_path: Path) -> None:
+    g, sink, clock, path = batch_with_an_events_rule(tmp_path)
     assert not g.tick().started  # first reading: no rate yet
     path.write_text("low 0\nhigh 0\nmax 50\noom 0\noom_kill 0\noom_group_kill 0\n")
     clock.advance(1)
@@ -223,6 +229,26 @@ def test_memory_events_rate(tmp_path: Path) -> None:
     assert act is not None and act.trigger.condition == "events"
     assert act.trigger.values == {"max_per_s": 350.0}
     assert sink.events[-1]["GUARDIAN_VICTIM_COMM"] == "batch"
+
+
+def test_a_resting_memory_events_file_is_read_by_the_tick_not_taken_as_unchanged(tmp_path: Path) -> None:
+    """The kernel reports every change of an armed memory.events, so a tick takes the counters
+    of one that did not change as last read. A file resting after a wake-up (Waiter, REST_S)
+    reports nothing: its counters may have moved, and the tick must read them."""
+    g, _, clock, path = batch_with_an_events_rule(tmp_path)
+    group = "/system.slice/batch.service"
+    assert not g.tick(clock.monotonic_us()).started  # finds the group
+    g.use_wakeups(WakePlan(), Armed(events=frozenset({group})))
+    assert not g.tick(clock.monotonic_us()).started  # the first reading of the armed file
+    clock.advance(1)
+    g.woke(Wake(events=frozenset({group}), kernel=True, resting=frozenset({group})), clock.monotonic_us())
+    assert not g.tick(clock.monotonic_us()).started  # changed (nothing new counted), now resting
+    path.write_text("low 0\nhigh 0\nmax 400\noom 0\noom_kill 0\noom_group_kill 0\n")
+    clock.advance(1)
+    g.woke(Wake(resting=frozenset({group})), clock.monotonic_us())  # another wake-up; it rests on
+    act = acted(g.tick(clock.monotonic_us()))
+    assert act is not None and act.trigger.condition == "events"
+    assert act.trigger.values == {"max_per_s": 400.0}
 
 
 def test_interval_shrinks_with_headroom(tmp_path: Path) -> None:

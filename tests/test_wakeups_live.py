@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from support.arena import Arena
 from support.kills import allow, now_us
 
 from guardian.actions import GroupKill
-from guardian.daemon.wakeups import Waiter, WakePlan
+from guardian.daemon.wakeups import REST_S, Waiter, WakePlan
 from guardian.host import Host
 
 pytestmark = pytest.mark.live
@@ -113,3 +115,137 @@ def test_an_empty_watched_group_wakes_the_loop_when_its_first_process_enters(
         assert plan(live_host, policy, [arena.name], Sample(live_host, now_us())).unpopulated == ()
     finally:
         waiter.close()
+
+
+def _toggle_populated(arena: Arena, pid: int, home: str, stop: threading.Event) -> None:
+    """Move ``pid`` into the arena's cgroup2 group and back, flat out: its cgroup.events flips
+    between populated 1 and 0 as fast as kernfs notifies (every 10 ms at most)."""
+    assert arena.v2_dir is not None
+    while not stop.is_set():
+        Path(arena.v2_dir, "cgroup.procs").write_text(str(pid))
+        Path(home, "cgroup.procs").write_text(str(pid))
+
+
+def _home_of(live_host: Host, pid: int) -> str:
+    line = next(x for x in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if x.startswith("0::"))
+    return live_host.cgroup_v2_dir(line[3:])
+
+
+def test_a_group_file_that_changes_flat_out_wakes_the_loop_once_per_rest(
+    arena: Arena, live_host: Host
+) -> None:
+    """A kernfs file the loop watches for changes (memory.events; here cgroup.events, which the
+    same kernfs notification drives and a host without cgroup2's memory controller has too) that
+    changes all the time wakes the loop once per REST_S, not at every change: a group sitting
+    at its limit changed memory.events fifty times a second in the thrash scenario, and every
+    change was a full look. A change during the rest is reported when the rest ends."""
+    if arena.v2_dir is None:
+        pytest.skip("needs cgroup2")
+    arena.set_limit(256 << 20)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    home = _home_of(live_host, child.pid)
+    waiter = Waiter()
+    stop = threading.Event()
+    toggler = threading.Thread(target=_toggle_populated, args=(arena, child.pid, home, stop))
+    try:
+        waiter.arm(WakePlan(events=((f"{arena.v2_dir}/cgroup.events", arena.name),)))
+        assert not waiter.wait(0).events
+        toggler.start()
+        woken = 0
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            wake = waiter.wait(max(0.0, end - time.monotonic()))
+            if arena.name in wake.events:
+                woken += 1
+                assert wake.resting == {arena.name}  # its file rests now: changes are held back
+        stop.set()
+        toggler.join()
+        assert 2 <= woken <= 1.5 / REST_S + 2, f"{woken} wake-ups in 1.5 s of changes"
+        # a change during the rest: reported when it ends, not lost
+        waiter.wait(REST_S * 2)  # whatever the last toggles left, reported
+        Path(arena.v2_dir, "cgroup.procs").write_text(str(child.pid))
+        first = waiter.wait(2.0)
+        assert first.events == {arena.name}
+        rested_at = time.monotonic()
+        Path(home, "cgroup.procs").write_text(str(child.pid))
+        second = waiter.wait(2.0)
+        assert second.events == {arena.name}, "a change during the rest was lost"
+        assert time.monotonic() - rested_at >= REST_S / 2, "the rest did not hold the change back"
+    finally:
+        stop.set()
+        if toggler.is_alive():
+            toggler.join()
+        waiter.close()
+        child.kill()
+        child.wait()
+
+
+def test_one_groups_rest_does_not_hold_back_another_groups_first_change(
+    arena: Arena, live_host: Host
+) -> None:
+    """Each file rests on its own: while one group's changes are held back, a second group's
+    first change wakes the loop at once (the loop must not go deaf to a second service)."""
+    if arena.v2_dir is None:
+        pytest.skip("needs cgroup2")
+    from support.arena import Arena as Made
+
+    other = Made(live_host, 256 << 20, prefix="guardian-test")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    home = _home_of(live_host, child.pid)
+    waiter = Waiter()
+    try:
+        assert other.v2_dir is not None
+        waiter.arm(
+            WakePlan(
+                events=(
+                    (f"{arena.v2_dir}/cgroup.events", arena.name),
+                    (f"{other.v2_dir}/cgroup.events", other.name),
+                )
+            )
+        )
+        Path(arena.v2_dir, "cgroup.procs").write_text(str(child.pid))
+        assert waiter.wait(2.0).events == {arena.name}  # the first group rests from now
+        started = time.monotonic()
+        Path(other.v2_dir, "cgroup.procs").write_text(str(child.pid))  # leaves the first: both change
+        wake = waiter.wait(2.0)
+        assert wake.events == {other.name} and wake.resting == {arena.name, other.name}
+        assert time.monotonic() - started < REST_S, "the second group waited for the first's rest"
+        Path(home, "cgroup.procs").write_text(str(child.pid))
+    finally:
+        waiter.close()
+        child.kill()
+        child.wait()
+        other.cleanup()
+
+
+def test_a_v1_threshold_crossed_flat_out_wakes_the_loop_once_per_rest(arena: Arena) -> None:
+    """A v1 usage threshold fires at every crossing: a process that swings its group's usage
+    about the line wakes the loop once per REST_S."""
+    if arena.v1_dir is None:
+        pytest.skip("needs the v1 memory controller")
+    swinger = arena.spawn(
+        "import signal, time\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})\n"
+        "print('ready', flush=True)\n"
+        "signal.sigwait({signal.SIGUSR1})\n"
+        "end = time.monotonic() + 1.5\n"
+        "while time.monotonic() < end:\n"
+        "    block = b'x' * (16 << 20)\n"
+        "    del block\n"
+    )
+    assert swinger.stdout is not None and swinger.stdout.readline() == b"ready\n"
+    usage = int(Path(arena.v1_dir, "memory.usage_in_bytes").read_text())  # before any swing
+    waiter = Waiter()
+    try:
+        waiter.arm(WakePlan(thresholds=((arena.v1_dir, usage + (8 << 20), arena.name),)))
+        swinger.send_signal(signal.SIGUSR1)
+        woken = 0
+        end = time.monotonic() + 1.2
+        while time.monotonic() < end:
+            if waiter.wait(max(0.0, end - time.monotonic())).kernel:
+                woken += 1
+        assert 2 <= woken <= 1.2 / REST_S + 2, f"{woken} wake-ups in 1.2 s of crossings"
+    finally:
+        waiter.close()
+        swinger.kill()
+        swinger.wait()

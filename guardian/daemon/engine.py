@@ -198,6 +198,7 @@ class Engine:
         self.armed_psi: frozenset[PsiKey] = frozenset()
         self.armed_events: frozenset[str] = frozenset()  # memory.events the kernel reports changes of
         self._events_unread: set[str] = set()  # of those, changed (or armed) since the last read
+        self._events_resting: frozenset[str] = frozenset()  # of those, not reporting changes just now
         self.calm: Optional[Calm] = None
         self.uncovered = True  # some watched condition has no kernel wake-up: every wake is a full tick
         self.tree_watched = False  # a new group under a rule's subtree wakes the loop (Armed.tree)
@@ -289,6 +290,7 @@ class Engine:
         self.armed_psi = armed.psi
         self.armed_events = armed.events
         self._events_unread = set(armed.events)  # read each once: changes are reported from now on
+        self._events_resting = frozenset()  # arming opened every file afresh
         self.calm = None
         self.tree_watched = armed.tree
         if armed.tree and self._tree_moved(wake_plan):
@@ -310,6 +312,7 @@ class Engine:
         for key in wake.psi:
             self.psi_fired_us[key] = now_us
         self._events_unread |= wake.events
+        self._events_resting = wake.resting
         if wake.kernel:
             self.calm = None  # the kernel saw something: look properly
         elif wake.stalled and self.calm is not None:
@@ -340,7 +343,7 @@ class Engine:
         sample = Sample(self.host, now_us, self.listing)
         changed = self.rescan(sample, now_us) or self._replan
         self._replan = False
-        quiet_events = self.armed_events - self._events_unread
+        quiet_events = self.armed_events - self._events_unread - self._events_resting
         assessment = assess(
             sample, self.policy, self.state, now_us, self.watched, self._quiet_psi(now_us), quiet_events
         )

@@ -14,7 +14,10 @@ whichever comes first:
   quantity the fast path reads (``Wake.stalled``; a full look only where a line is reached, as
   a swapping machine fires it in every window). Nothing is polled for it where the kernel
   refuses it;
-* memory.events of watched cgroup2 groups (kernfs wakes pollers with POLLPRI on every change);
+* memory.events of watched cgroup2 groups (kernfs wakes pollers with POLLPRI on every change,
+  at most every 10 ms: a group that sits at its limit changes its ``max`` counter at every
+  reclaim, so its file wakes a poller up to a hundred times a second; after each wake-up it
+  rests, below);
 * on the v1 memory controller, a usage threshold registered through cgroup.event_control at the
   TERM headroom line of each watched group: an eventfd the kernel signals the moment usage
   crosses it (the notifier the kubelet uses on v1);
@@ -32,6 +35,16 @@ whichever comes first:
   as soon as it is logged. It is registered apart from the plan's descriptors, so a rearm keeps
   it, and a wake that brought only log records is no reason to look at memory.
 
+A kernel file that says "changed" can say it far more often than a look is worth: besides a
+group at its limit, a v1 threshold fires at every crossing of a group that swings about its line.
+So a memory.events file or a v1 threshold that woke the loop rests for ``REST_S``: it is not
+polled, and a change meanwhile wakes the loop when the rest ends (the file still reads as changed,
+the eventfd still counts). The first change after a rest wakes the loop at once, each group's
+rest is its own (a second group's first change is not held back by the first's), and the loop's
+own interval (the pace, a stall timed every STALL_POLL_S) runs as before: what a rest removes is
+only the wake-ups between two looks that would have read the same thing. Through a file-cache
+thrash inside ``MemoryMax=`` (tests/e2e/scenarios/thrash) that was about 50 full looks a second.
+
 Arming a PSI trigger or a v1 threshold writes to a kernel file. Under ``--root`` (a fixture tree
 or a chroot, not this machine's kernel) nothing is ever written: those conditions are polled.
 """
@@ -39,10 +52,13 @@ or a chroot, not this machine's kernel) nothing is ever written: those condition
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import select
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import field
+from types import MappingProxyType
 from typing import Optional
 
 from guardian.config import CgroupRule, Policy
@@ -57,6 +73,9 @@ from guardian.sources.psi import PsiTrigger, TriggerRefused, TriggerSpec
 
 PSI_WINDOW_US = 2_000_000
 WAKE_STALL_PCT = 5.0  # the wake-up trigger: 100 ms of "some" stall within the 2 s window
+REST_S = 0.25  # a memory.events file or a v1 threshold wakes the loop at most this often (the stall poll's)
+# the kinds of descriptor that rest after waking the loop, with what they are polled for
+RESTING: Mapping[str, int] = MappingProxyType({"events": select.POLLPRI, "threshold": select.POLLIN})
 WAKE = "wake"  # the label of the wake-up triggers' keys: no rule is called that (config.py)
 PsiKey = tuple[str, Optional[str]]  # (rule label or "machine", cgroup path or None)
 
@@ -142,6 +161,9 @@ class Wake:
     # a wake-up trigger fired (WAKE_STALL_PCT of "some" stall): memory may be filling faster than
     # the interval planned for, so the fast path reads every quantity now instead of when due
     stalled: bool = False
+    # cgroups whose memory.events rests (REST_S): a change there is not reported yet, so their
+    # counters as last read may be stale
+    resting: frozenset[str] = frozenset()
 
     @property
     def kmsg_only(self) -> bool:
@@ -315,8 +337,12 @@ def _empty_group_events(host: Host, sample: Sample, path: str) -> Optional[str]:
 class Waiter:
     """The file descriptors that wake the loop: armed from a plan, rebuilt when it changes."""
 
-    def __init__(self, wakeup_fd: Optional[int] = None) -> None:
+    def __init__(
+        self, wakeup_fd: Optional[int] = None, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.poller = select.poll()
+        self.monotonic = monotonic
+        self.resting: dict[int, float] = {}  # fd (of a kind in RESTING) -> when it is polled again
         self.fds: dict[int, str] = {}  # fd -> "psi", "events", "populated", "threshold", "cgroups"
         self.triggers: dict[int, tuple[PsiTrigger, PsiKey]] = {}
         self.events_of: dict[int, str] = {}  # memory.events fd -> its cgroup
@@ -335,6 +361,7 @@ class Waiter:
     def _drop(self, fd: int) -> None:
         with contextlib.suppress(KeyError, OSError, ValueError):
             self.poller.unregister(fd)
+        self.resting.pop(fd, None)
         with contextlib.suppress(OSError):
             os.close(fd)
         self.fds.pop(fd, None)
@@ -440,6 +467,20 @@ class Waiter:
         self._add(efd, select.POLLIN, "threshold")
         return True
 
+    def _rest(self, fd: int, now: float) -> None:
+        """Stop polling ``fd`` for REST_S (it woke the loop just now)."""
+        with contextlib.suppress(KeyError, OSError, ValueError):
+            self.poller.unregister(fd)
+        self.resting[fd] = now + REST_S
+
+    def _end_rests(self, now: float) -> Optional[float]:
+        """Poll again the descriptors whose rest is over; the seconds until the next rest ends
+        (None: none rests)."""
+        for fd in [fd for fd, until in self.resting.items() if until <= now]:
+            del self.resting[fd]
+            self.poller.register(fd, RESTING[self.fds[fd]])
+        return min(self.resting.values()) - now if self.resting else None
+
     def set_kills(self, fds: Sequence[tuple[int, int]]) -> None:
         """Poll the kills' descriptors too, each for its own events (they stay the kills': never
         closed here). Call it right after a tick, before anything else opens a descriptor: a
@@ -464,12 +505,31 @@ class Waiter:
             self.poller.register(fd, select.POLLIN)
 
     def wait(self, timeout_s: float) -> Wake:
-        """Sleep until an fd fires or the timeout passes; what fired, drained for the next wait."""
+        """Sleep until an fd fires or the timeout passes; what fired, drained for the next wait
+        (and, of a kind in RESTING, rested)."""
         filled, self._filled = self._filled, set()
+        deadline = self.monotonic() + timeout_s
         try:
-            events = self.poller.poll(0 if filled else max(0, int(timeout_s * 1000)))
+            while True:  # a rest that ends before the timeout: poll its descriptor from then on
+                now = self.monotonic()
+                rest_s = self._end_rests(now)
+                if filled:
+                    events, last = self.poller.poll(0), True
+                elif rest_s is None or rest_s >= deadline - now:
+                    events, last = self.poller.poll(max(0, int((deadline - now) * 1000))), True
+                else:
+                    events, last = self.poller.poll(math.ceil(rest_s * 1000)), False
+                if events or last:
+                    break
         except InterruptedError:
-            return Wake(signal=True, cgroups=bool(filled), filled=frozenset(filled), kernel=bool(filled))
+            return Wake(
+                signal=True,
+                cgroups=bool(filled),
+                filled=frozenset(filled),
+                kernel=bool(filled),
+                resting=self._resting_groups(),
+            )
+        now = self.monotonic()
         psi: set[PsiKey] = set()
         changed: set[str] = set()
         cgroups = kernel = bool(filled)
@@ -514,6 +574,8 @@ class Waiter:
                 with contextlib.suppress(OSError):
                     os.lseek(fd, 0, os.SEEK_SET)
                     os.read(fd, 4096)
+            if what in RESTING:
+                self._rest(fd, now)
         return Wake(
             psi=frozenset(psi),
             cgroups=cgroups,
@@ -523,4 +585,8 @@ class Waiter:
             signal=signalled,
             kmsg=kmsg,
             stalled=stalled,
+            resting=self._resting_groups(),
         )
+
+    def _resting_groups(self) -> frozenset[str]:
+        return frozenset(self.events_of[fd] for fd in self.resting if fd in self.events_of)
