@@ -131,17 +131,17 @@ def _home_of(live_host: Host, pid: int) -> str:
     return live_host.cgroup_v2_dir(line[3:])
 
 
-def test_a_group_file_that_changes_flat_out_wakes_the_loop_once_per_rest(
+def test_a_group_file_that_changes_flat_out_wakes_the_loop_at_most_twice_per_rest(
     arena: Arena, live_host: Host
 ) -> None:
     """A kernfs file the loop watches for changes (memory.events; here cgroup.events, which the
     same kernfs notification drives and a host without cgroup2's memory controller has too) that
-    changes all the time wakes the loop once per REST_S, not at every change: a group sitting
-    at its limit changed memory.events fifty times a second in the thrash scenario, and every
-    change was a full look. A change during the rest is reported when the rest ends."""
+    changes all the time wakes the loop at most twice per REST_S, not at every change: a group
+    sitting at its limit changed memory.events fifty times a second in the thrash scenario, and
+    every change was a full look. A change alone, and the second of two, wake it at once; a third
+    within REST_S is reported when the rest ends, not lost."""
     if arena.v2_dir is None:
         pytest.skip("needs cgroup2")
-    arena.set_limit(256 << 20)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     home = _home_of(live_host, child.pid)
     waiter = Waiter()
@@ -154,23 +154,26 @@ def test_a_group_file_that_changes_flat_out_wakes_the_loop_once_per_rest(
         woken = 0
         end = time.monotonic() + 1.5
         while time.monotonic() < end:
-            wake = waiter.wait(max(0.0, end - time.monotonic()))
-            if arena.name in wake.events:
+            if arena.name in waiter.wait(max(0.0, end - time.monotonic())).events:
                 woken += 1
-                assert wake.resting == {arena.name}  # its file rests now: changes are held back
         stop.set()
         toggler.join()
-        assert 2 <= woken <= 1.5 / REST_S + 2, f"{woken} wake-ups in 1.5 s of changes"
-        # a change during the rest: reported when it ends, not lost
+        assert 2 <= woken <= 2 * 1.5 / REST_S + 2, f"{woken} wake-ups in 1.5 s of changes"
         waiter.wait(REST_S * 2)  # whatever the last toggles left, reported
-        Path(arena.v2_dir, "cgroup.procs").write_text(str(child.pid))
-        first = waiter.wait(2.0)
-        assert first.events == {arena.name}
-        rested_at = time.monotonic()
+        time.sleep(REST_S * 1.2)  # a quiet spell
+        moves = [arena.v2_dir, home, arena.v2_dir]
+        for number, (directory, held) in enumerate(zip(moves, [False, False, True]), 1):
+            moved_at = time.monotonic()
+            Path(directory, "cgroup.procs").write_text(str(child.pid))
+            wake = waiter.wait(2.0)
+            took = time.monotonic() - moved_at
+            assert wake.events == {arena.name}, f"change {number} was lost"
+            if held:
+                assert took >= REST_S / 2, f"change {number} was not held back ({took:.3f} s)"
+            else:
+                assert took < REST_S / 2, f"change {number} was held back ({took:.3f} s)"
+            assert wake.resting == ({arena.name} if number == 2 else set())
         Path(home, "cgroup.procs").write_text(str(child.pid))
-        second = waiter.wait(2.0)
-        assert second.events == {arena.name}, "a change during the rest was lost"
-        assert time.monotonic() - rested_at >= REST_S / 2, "the rest did not hold the change back"
     finally:
         stop.set()
         if toggler.is_alive():
@@ -203,13 +206,14 @@ def test_one_groups_rest_does_not_hold_back_another_groups_first_change(
                 )
             )
         )
-        Path(arena.v2_dir, "cgroup.procs").write_text(str(child.pid))
-        assert waiter.wait(2.0).events == {arena.name}  # the first group rests from now
+        for directory in (arena.v2_dir, home):  # in and out: the first group rests from then
+            Path(directory, "cgroup.procs").write_text(str(child.pid))
+            assert waiter.wait(2.0).events == {arena.name}
         started = time.monotonic()
-        Path(other.v2_dir, "cgroup.procs").write_text(str(child.pid))  # leaves the first: both change
+        Path(other.v2_dir, "cgroup.procs").write_text(str(child.pid))
         wake = waiter.wait(2.0)
-        assert wake.events == {other.name} and wake.resting == {arena.name, other.name}
-        assert time.monotonic() - started < REST_S, "the second group waited for the first's rest"
+        assert wake.events == {other.name} and wake.resting == {arena.name}
+        assert time.monotonic() - started < REST_S / 2, "the second group waited for the first's rest"
         Path(home, "cgroup.procs").write_text(str(child.pid))
     finally:
         waiter.close()
@@ -218,20 +222,23 @@ def test_one_groups_rest_does_not_hold_back_another_groups_first_change(
         other.cleanup()
 
 
-def test_a_v1_threshold_crossed_flat_out_wakes_the_loop_once_per_rest(arena: Arena) -> None:
+def test_a_v1_threshold_crossed_flat_out_wakes_the_loop_at_most_twice_per_rest(arena: Arena) -> None:
     """A v1 usage threshold fires at every crossing: a process that swings its group's usage
-    about the line wakes the loop once per REST_S."""
+    about the line (16 MiB mapped, touched and unmapped, over and over) wakes the loop at most
+    twice per REST_S."""
     if arena.v1_dir is None:
         pytest.skip("needs the v1 memory controller")
     swinger = arena.spawn(
-        "import signal, time\n"
+        "import mmap, signal, time\n"
         "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})\n"
         "print('ready', flush=True)\n"
         "signal.sigwait({signal.SIGUSR1})\n"
         "end = time.monotonic() + 1.5\n"
         "while time.monotonic() < end:\n"
-        "    block = b'x' * (16 << 20)\n"
-        "    del block\n"
+        "    block = mmap.mmap(-1, 16 << 20)\n"
+        "    for offset in range(0, 16 << 20, 4096):\n"
+        "        block[offset] = 1\n"
+        "    block.close()\n"
     )
     assert swinger.stdout is not None and swinger.stdout.readline() == b"ready\n"
     usage = int(Path(arena.v1_dir, "memory.usage_in_bytes").read_text())  # before any swing
@@ -244,7 +251,7 @@ def test_a_v1_threshold_crossed_flat_out_wakes_the_loop_once_per_rest(arena: Are
         while time.monotonic() < end:
             if waiter.wait(max(0.0, end - time.monotonic())).kernel:
                 woken += 1
-        assert 2 <= woken <= 1.2 / REST_S + 2, f"{woken} wake-ups in 1.2 s of crossings"
+        assert 2 <= woken <= 2 * 1.2 / REST_S + 2, f"{woken} wake-ups in 1.2 s of crossings"
     finally:
         waiter.close()
         swinger.kill()

@@ -37,13 +37,15 @@ whichever comes first:
 
 A kernel file that says "changed" can say it far more often than a look is worth: besides a
 group at its limit, a v1 threshold fires at every crossing of a group that swings about its line.
-So a memory.events file or a v1 threshold that woke the loop rests for ``REST_S``: it is not
-polled, and a change meanwhile wakes the loop when the rest ends (the file still reads as changed,
-the eventfd still counts). The first change after a rest wakes the loop at once, each group's
-rest is its own (a second group's first change is not held back by the first's), and the loop's
-own interval (the pace, a stall timed every STALL_POLL_S) runs as before: what a rest removes is
-only the wake-ups between two looks that would have read the same thing. Through a file-cache
-thrash inside ``MemoryMax=`` (tests/e2e/scenarios/thrash) that was about 50 full looks a second.
+So a memory.events file or a v1 threshold that wakes the loop a second time within ``REST_S``
+rests for ``REST_S``: it is not polled, and a change meanwhile wakes the loop when the rest ends
+(the file still reads as changed, the eventfd still counts). A change that comes alone, or the
+second of two (a hog's group falling below its line as its last victim dies and crossing it again
+as the next one grows), wakes the loop at once; each file's rest is its own (a second group's
+first change is not held back by the first's); and the loop's own interval (the pace, a stall
+timed every STALL_POLL_S) runs as before: what a rest removes is only wake-ups between two looks
+that would have read the same thing. Through a file-cache thrash inside ``MemoryMax=``
+(tests/e2e/scenarios/thrash) that was about 50 full looks a second.
 
 Arming a PSI trigger or a v1 threshold writes to a kernel file. Under ``--root`` (a fixture tree
 or a chroot, not this machine's kernel) nothing is ever written: those conditions are polled.
@@ -73,7 +75,8 @@ from guardian.sources.psi import PsiTrigger, TriggerRefused, TriggerSpec
 
 PSI_WINDOW_US = 2_000_000
 WAKE_STALL_PCT = 5.0  # the wake-up trigger: 100 ms of "some" stall within the 2 s window
-REST_S = 0.25  # a memory.events file or a v1 threshold wakes the loop at most this often (the stall poll's)
+# a memory.events file or a v1 threshold wakes the loop at most twice in this (the stall poll's)
+REST_S = 0.25
 # the kinds of descriptor that rest after waking the loop, with what they are polled for
 RESTING: Mapping[str, int] = MappingProxyType({"events": select.POLLPRI, "threshold": select.POLLIN})
 WAKE = "wake"  # the label of the wake-up triggers' keys: no rule is called that (config.py)
@@ -343,6 +346,7 @@ class Waiter:
         self.poller = select.poll()
         self.monotonic = monotonic
         self.resting: dict[int, float] = {}  # fd (of a kind in RESTING) -> when it is polled again
+        self.woke_at: dict[int, float] = {}  # fd (of a kind in RESTING) -> when it last woke the loop
         self.fds: dict[int, str] = {}  # fd -> "psi", "events", "populated", "threshold", "cgroups"
         self.triggers: dict[int, tuple[PsiTrigger, PsiKey]] = {}
         self.events_of: dict[int, str] = {}  # memory.events fd -> its cgroup
@@ -362,6 +366,7 @@ class Waiter:
         with contextlib.suppress(KeyError, OSError, ValueError):
             self.poller.unregister(fd)
         self.resting.pop(fd, None)
+        self.woke_at.pop(fd, None)
         with contextlib.suppress(OSError):
             os.close(fd)
         self.fds.pop(fd, None)
@@ -468,7 +473,7 @@ class Waiter:
         return True
 
     def _rest(self, fd: int, now: float) -> None:
-        """Stop polling ``fd`` for REST_S (it woke the loop just now)."""
+        """Stop polling ``fd`` for REST_S (it woke the loop twice within that)."""
         with contextlib.suppress(KeyError, OSError, ValueError):
             self.poller.unregister(fd)
         self.resting[fd] = now + REST_S
@@ -506,7 +511,7 @@ class Waiter:
 
     def wait(self, timeout_s: float) -> Wake:
         """Sleep until an fd fires or the timeout passes; what fired, drained for the next wait
-        (and, of a kind in RESTING, rested)."""
+        (a descriptor of a kind in RESTING that woke it twice within REST_S rests)."""
         filled, self._filled = self._filled, set()
         deadline = self.monotonic() + timeout_s
         try:
@@ -575,7 +580,9 @@ class Waiter:
                     os.lseek(fd, 0, os.SEEK_SET)
                     os.read(fd, 4096)
             if what in RESTING:
-                self._rest(fd, now)
+                if now - self.woke_at.get(fd, -math.inf) < REST_S:  # the second wake-up within REST_S
+                    self._rest(fd, now)
+                self.woke_at[fd] = now
         return Wake(
             psi=frozenset(psi),
             cgroups=cgroups,
