@@ -20,6 +20,7 @@ from support.kills import allow, now_us
 from guardian.actions import GroupKill
 from guardian.daemon.wakeups import REST_S, Waiter, WakePlan
 from guardian.host import Host
+from guardian.sources.processes import parse_cgroup_file
 
 pytestmark = pytest.mark.live
 
@@ -127,8 +128,9 @@ def _toggle_populated(arena: Arena, pid: int, home: str, stop: threading.Event) 
 
 
 def _home_of(live_host: Host, pid: int) -> str:
-    line = next(x for x in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if x.startswith("0::"))
-    return live_host.cgroup_v2_dir(line[3:])
+    v2 = parse_cgroup_file(Path(f"/proc/{pid}/cgroup").read_text()).v2
+    assert v2 is not None
+    return live_host.cgroup_v2_dir(v2)
 
 
 def test_a_group_file_that_changes_flat_out_wakes_the_loop_at_most_twice_per_rest(

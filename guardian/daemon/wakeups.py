@@ -60,7 +60,6 @@ import select
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import field
-from types import MappingProxyType
 from typing import Optional
 
 from guardian.config import CgroupRule, Policy
@@ -77,8 +76,7 @@ PSI_WINDOW_US = 2_000_000
 WAKE_STALL_PCT = 5.0  # the wake-up trigger: 100 ms of "some" stall within the 2 s window
 # a memory.events file or a v1 threshold wakes the loop at most twice in this (the stall poll's)
 REST_S = 0.25
-# the kinds of descriptor that rest after waking the loop, with what they are polled for
-RESTING: Mapping[str, int] = MappingProxyType({"events": select.POLLPRI, "threshold": select.POLLIN})
+RESTING = frozenset({"events", "threshold"})  # the kinds of descriptor that rest after waking the loop
 WAKE = "wake"  # the label of the wake-up triggers' keys: no rule is called that (config.py)
 PsiKey = tuple[str, Optional[str]]  # (rule label or "machine", cgroup path or None)
 
@@ -340,14 +338,12 @@ def _empty_group_events(host: Host, sample: Sample, path: str) -> Optional[str]:
 class Waiter:
     """The file descriptors that wake the loop: armed from a plan, rebuilt when it changes."""
 
-    def __init__(
-        self, wakeup_fd: Optional[int] = None, monotonic: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, wakeup_fd: Optional[int] = None) -> None:
         self.poller = select.poll()
-        self.monotonic = monotonic
         self.resting: dict[int, float] = {}  # fd (of a kind in RESTING) -> when it is polled again
         self.woke_at: dict[int, float] = {}  # fd (of a kind in RESTING) -> when it last woke the loop
         self.fds: dict[int, str] = {}  # fd -> "psi", "events", "populated", "threshold", "cgroups"
+        self.masks: dict[int, int] = {}  # fd -> what it is polled for
         self.triggers: dict[int, tuple[PsiTrigger, PsiKey]] = {}
         self.events_of: dict[int, str] = {}  # memory.events fd -> its cgroup
         self.filled_of: dict[int, str] = {}  # cgroup.events fd of a group planned empty -> its cgroup
@@ -361,6 +357,7 @@ class Waiter:
     def _add(self, fd: int, mask: int, what: str) -> None:
         self.poller.register(fd, mask)
         self.fds[fd] = what
+        self.masks[fd] = mask
 
     def _drop(self, fd: int) -> None:
         with contextlib.suppress(KeyError, OSError, ValueError):
@@ -370,6 +367,7 @@ class Waiter:
         with contextlib.suppress(OSError):
             os.close(fd)
         self.fds.pop(fd, None)
+        self.masks.pop(fd, None)
         self.triggers.pop(fd, None)
         self.events_of.pop(fd, None)
         self.filled_of.pop(fd, None)
@@ -483,7 +481,7 @@ class Waiter:
         (None: none rests)."""
         for fd in [fd for fd, until in self.resting.items() if until <= now]:
             del self.resting[fd]
-            self.poller.register(fd, RESTING[self.fds[fd]])
+            self.poller.register(fd, self.masks[fd])
         return min(self.resting.values()) - now if self.resting else None
 
     def set_kills(self, fds: Sequence[tuple[int, int]]) -> None:
@@ -513,10 +511,10 @@ class Waiter:
         """Sleep until an fd fires or the timeout passes; what fired, drained for the next wait
         (a descriptor of a kind in RESTING that woke it twice within REST_S rests)."""
         filled, self._filled = self._filled, set()
-        deadline = self.monotonic() + timeout_s
+        deadline = time.monotonic() + timeout_s
         try:
             while True:  # a rest that ends before the timeout: poll its descriptor from then on
-                now = self.monotonic()
+                now = time.monotonic()
                 rest_s = self._end_rests(now)
                 if filled:
                     events, last = self.poller.poll(0), True
@@ -534,7 +532,7 @@ class Waiter:
                 kernel=bool(filled),
                 resting=self._resting_groups(),
             )
-        now = self.monotonic()
+        now = time.monotonic()
         psi: set[PsiKey] = set()
         changed: set[str] = set()
         cgroups = kernel = bool(filled)
